@@ -1,0 +1,153 @@
+"""The artifact contract: versioned JSON files, validated, deterministic, written atomically.
+
+Files in an artifacts folder:
+
+* ``model.json``      kind "model": config, provenance, model dimensions, the heads analysed.
+* ``head_L.H.json``   kind "head": one head's results (spectra, singular directions, cos² rankings,
+                      subspace alignment of names vs generic words, OV self-suppression).
+* ``survey.json``     kind "survey": per-head statistics for every head (optional).
+* ``timings.json``    kind "timings": wall-clock seconds per step. Kept apart on purpose: every
+                      other file is byte-identical for the same inputs (sorted keys, floats rounded to
+                      7 significant digits, no timestamps).
+
+The JSON Schema is ``analysis/data/artifact.schema.json``; :func:`write_artifacts` validates every
+document before writing any, and :func:`read_artifact` validates on read.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SCHEMA_VERSION = "1.0"
+SIGNIFICANT_DIGITS = 7
+
+
+class ArtifactError(UserError):
+    """An artifact file is missing, unreadable or does not follow the schema."""
+
+
+def canonical(obj: Any) -> Any:
+    """Round floats to a fixed number of significant digits (NaN/inf → None), recursively."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        r = float(f"{obj:.{SIGNIFICANT_DIGITS}g}")
+        return 0.0 if r == 0 else r
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return canonical(obj.item())
+    raise TypeError(f"cannot put {type(obj).__name__} into an artifact")
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(canonical(doc), sort_keys=True, ensure_ascii=False, indent=1, allow_nan=False) + "\n"
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("analysis.data").joinpath("artifact.schema.json").read_text("utf-8"))
+
+
+def validate(doc: dict[str, Any], where: str = "artifact") -> None:
+    """Raise :class:`ArtifactError` if ``doc`` does not follow the schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ArtifactError(f"{where}: does not follow artifact schema {SCHEMA_VERSION} at {path}: {e.message}")
+
+
+def head_filename(label: str) -> str:
+    return f"head_{label}.json"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: never leave a partial file behind
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]]) -> list[Path]:
+    """Validate every document first, then write each atomically. ``docs``: filename → document."""
+    texts = {}
+    for name, doc in docs.items():
+        doc = canonical(doc)
+        if name != "timings.json":
+            validate(doc, where=name)
+        texts[name] = dumps(doc)
+    written = []
+    for name, text in texts.items():
+        atomic_write_text(out_dir / name, text)
+        written.append(out_dir / name)
+    return written
+
+
+def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """Read and validate one artifact; ``kind`` checks its ``kind`` field."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: artifact not found (run `headreport analyze` first)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable JSON artifact ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{path}: not a JSON object")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: schema_version {doc.get('schema_version')!r}, this headreport reads {SCHEMA_VERSION!r}; "
+            "rebuild the artifacts with `headreport analyze`"
+        )
+    if path.name != "timings.json":
+        validate(doc, where=str(path))
+    if kind is not None and doc.get("kind") != kind:
+        raise ArtifactError(f"{path}: expected a {kind!r} artifact, found {doc.get('kind')!r}")
+    return doc
+
+
+def load_artifacts(folder: str | Path) -> dict[str, Any]:
+    """All artifacts of a folder: ``{"model": ..., "heads": [...], "survey": ... | None, "timings": ... | None}``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: artifacts folder does not exist (run `headreport analyze` first)")
+    model = read_artifact(folder / "model.json", kind="model")
+    heads = [read_artifact(folder / head_filename(label), kind="head") for label in model["results"]["heads"]]
+    survey = read_artifact(folder / "survey.json", kind="survey") if (folder / "survey.json").exists() else None
+    timings = read_artifact(folder / "timings.json") if (folder / "timings.json").exists() else None
+    return {"model": model, "heads": heads, "survey": survey, "timings": timings}

@@ -1,0 +1,245 @@
+"""Load a model through TransformerLens' ``TransformerBridge`` with the configured processing.
+
+Three kinds of ``model.name``:
+
+* a local Hugging Face checkpoint folder (``config.json`` + weights + tokenizer files);
+* a TransformerLens / Hugging Face hub name (``gpt2-small``, ``gpt2``): the local hub cache is
+  looked at first; only when the weights are not cached do we go online, and when that is not
+  possible (``HF_HUB_OFFLINE=1`` or no network) we stop at once with one clear message;
+* a bundled model id (see :data:`BUNDLED_MODELS`), for fully offline use.
+
+Whatever the source, the weights are loaded from a local folder with the hub offline, so a load
+never hangs on network retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import ModelConfig, ProcessingConfig
+from .errors import ModelUnavailableError
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
+
+
+@dataclass
+class LoadedModel:
+    """A processed model and what is needed to analyse it.
+
+    ``bridge`` is the ``TransformerBridge`` after ``enable_compatibility_mode`` (so ``W_Q``,
+    ``W_E``... are the processed weights); ``provenance`` is plain JSON data.
+    """
+
+    bridge: Any
+    tokenizer: Any
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    normalization: str  # "LN" or "RMS" (the kind of norm before attention / MLP)
+    positional: str  # "standard", "rotary", ...
+    provenance: dict[str, Any] = field(default_factory=dict)
+    _weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def weight(self, name: str) -> torch.Tensor:
+        """A processed weight (``"W_E"``, ``"W_Q"``, ``"b_O"``...), stacked over layers, detached.
+
+        The bridge assembles its stacked weights on every access; this reads each once.
+        """
+        if name not in self._weights:
+            with torch.no_grad():
+                value = getattr(self.bridge, name)
+                self._weights[name] = value.detach() if value is not None else None
+        return self._weights[name]
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head ``head`` reads (grouped-query attention)."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+
+# Bundled models: id -> callable returning (hf_model, tokenizer, provenance extras).
+BUNDLED_MODELS: dict[str, Callable[[ModelConfig], tuple[Any, Any, dict[str, Any]]]] = {}
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError("model.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+def _hash_weights(folder: Path) -> dict[str, str]:
+    """sha256 of every weight file in ``folder`` (name -> hex digest)."""
+    hashes = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES):
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+            hashes[path.name] = h.hexdigest()
+    return hashes
+
+
+def _network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_help(what: str) -> str:
+    bundled = ", ".join(sorted(BUNDLED_MODELS)) or "none installed"
+    return (
+        f"{what}\n"
+        "How to fix it, any one of:\n"
+        "  * connect to the internet once, so the weights are downloaded into the Hugging Face cache;\n"
+        "  * point model.name (or --model) at a local checkpoint folder "
+        "(config.json, weights and tokenizer files);\n"
+        f"  * use a bundled offline model (`make demo`; bundled ids: {bundled})."
+    )
+
+
+def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[str, Any]]:
+    """Find the local folder holding ``name``'s checkpoint, downloading it only when possible."""
+    path = Path(name).expanduser()
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/") and path.exists()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelUnavailableError(
+                f"model.name: folder {str(path)!r} is not a Hugging Face checkpoint (no config.json in it)"
+            )
+        return path.resolve(), {"source": "local_folder", "path": str(path.resolve())}
+    if looks_like_path or path.suffix in WEIGHT_SUFFIXES:
+        raise ModelUnavailableError(f"model.name: checkpoint folder {name!r} does not exist")
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias
+
+    repo = resolve_model_alias(name) or name
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "merges.txt", "vocab.*"]
+    try:
+        folder = snapshot_download(repo, revision=revision, local_files_only=True, allow_patterns=patterns)
+        cached = any(p.name.endswith(WEIGHT_SUFFIXES) for p in Path(folder).iterdir())
+    except HFValidationError:
+        raise ModelUnavailableError(f"model.name: {name!r} is neither a checkpoint folder nor a valid hub model name") from None
+    except Exception:  # not in the cache (LocalEntryNotFoundError and friends)
+        folder, cached = None, False
+    if not cached:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            raise ModelUnavailableError(_offline_help(
+                f"Model {name!r} ({repo}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, "
+                "so it cannot be downloaded."
+            ))
+        if not _network_reachable():
+            raise ModelUnavailableError(_offline_help(
+                f"Model {name!r} ({repo}) is not in the local Hugging Face cache and the hub cannot be reached "
+                "(no network)."
+            ))
+        try:
+            folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
+        except Exception as exc:
+            raise ModelUnavailableError(_offline_help(f"Downloading model {name!r} ({repo}) failed: {exc}")) from None
+    folder_path = Path(folder)
+    return folder_path, {"source": "hub", "repo_id": repo, "revision": folder_path.name}
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
+def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedModel:
+    """Load ``model_cfg.name`` and apply ``processing``; raise :class:`ModelUnavailableError` clearly."""
+    import transformers
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = resolve_device(model_cfg.device)
+    dtype = getattr(torch, model_cfg.dtype)
+    transformers.logging.set_verbosity_error()
+
+    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
+    with _hub_offline():
+        if model_cfg.name in BUNDLED_MODELS:
+            hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
+            provenance.update(extra)
+            bridge = TransformerBridge.boot_transformers(
+                extra.get("hf_name", model_cfg.name), hf_model=hf_model, tokenizer=tokenizer,
+                device=device, dtype=dtype,
+            )
+        else:
+            folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
+            provenance.update(source)
+            provenance["weights_sha256"] = _hash_weights(folder)
+            try:
+                bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ModelUnavailableError(f"model.name: cannot load the checkpoint in {str(folder)!r}: {exc}") from None
+    bridge.enable_compatibility_mode(
+        fold_ln=processing.fold_ln,
+        center_writing_weights=processing.center_writing_weights,
+        center_unembed=processing.center_unembed,
+        refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
+    )
+    bridge.eval()
+    cfg = bridge.cfg
+    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    tokenizer = bridge.tokenizer
+    provenance.update({
+        "architecture": type(bridge.original_model).__name__,
+        "processing": {
+            "fold_ln": processing.fold_ln,
+            "center_writing_weights": processing.center_writing_weights,
+            "center_unembed": processing.center_unembed,
+            "refactor_factored_attn_matrices": processing.refactor_factored_attn_matrices,
+        },
+        "device": device,
+        "dtype": model_cfg.dtype,
+        "libraries": library_versions(),
+    })
+    return LoadedModel(
+        bridge=bridge,
+        tokenizer=tokenizer,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        n_kv_heads=n_kv,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        d_vocab=bridge.W_E.shape[0],
+        normalization="RMS" if "RMS" in str(cfg.normalization_type or "") or getattr(cfg, "uses_rms_norm", False) else "LN",
+        positional=str(cfg.positional_embedding_type),
+        provenance=provenance,
+    )
