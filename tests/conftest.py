@@ -1,0 +1,50 @@
+"""Shared fixtures: no network (HF_HUB_OFFLINE=1), small checkpoints built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from checkpoints import make_gpt2_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """GPT-2 architecture, real 50257-token tokenizer, 2 layers × 4 heads, d_model 64, d_head 16."""
+    return make_gpt2_checkpoint(tmp_path_factory.mktemp("tiny_gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_config_text(tiny_gpt2) -> str:
+    return f"""
+heads = ["1.3", "0.1"]
+[model]
+name = "{tiny_gpt2}"
+device = "cpu"
+[analysis]
+top_k = 10
+bootstrap_resamples = 1000
+ov_mode = "sampled"
+ov_sample_size = 500
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, tiny_config_text) -> Path:
+    """Artifacts of the tiny checkpoint (heads 1.3 and 0.1), computed once per session."""
+    from analysis.config import config_from_dict
+    import tomllib
+
+    from analysis.pipeline import run_analysis
+
+    out = tmp_path_factory.mktemp("tiny_build")
+    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(out))
+    run_analysis(config, out / "artifacts", progress=False, log=lambda m: None)
+    return out / "artifacts"
