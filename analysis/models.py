@@ -124,6 +124,28 @@ def _offline_help(what: str) -> str:
     )
 
 
+def resolve_model_alias(name: str) -> str | None:
+    """TransformerLens' official HF name for an alias (``gpt2-small`` → ``gpt2``), else None.
+
+    Reads TransformerLens' alias table directly: importing transformer_lens takes seconds, and an
+    offline user with no cached weights should get the error message at once.
+    """
+    import importlib.util
+    import json
+
+    spec = importlib.util.find_spec("transformer_lens")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        table = Path(location) / "tools" / "model_registry" / "data" / "model_aliases.json"
+        if table.is_file():
+            for official, aliases in json.loads(table.read_text(encoding="utf-8"))["aliases"].items():
+                if name in aliases:
+                    return official
+            return None
+    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias as tl_resolve
+
+    return tl_resolve(name)
+
+
 def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[str, Any]]:
     """Find the local folder holding ``name``'s checkpoint, downloading it only when possible."""
     path = Path(name).expanduser()
@@ -139,7 +161,6 @@ def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[st
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
-    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias
 
     repo = resolve_model_alias(name) or name
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "merges.txt", "vocab.*"]
@@ -184,16 +205,23 @@ def _hub_offline():
 
 def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedModel:
     """Load ``model_cfg.name`` and apply ``processing``; raise :class:`ModelUnavailableError` clearly."""
+    device = resolve_device(model_cfg.device)
+    dtype = getattr(torch, model_cfg.dtype)
+    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
+    folder = None
+    if model_cfg.name not in BUNDLED_MODELS:
+        # Before the heavy imports, and online if need be: a missing model fails in a second.
+        folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
+        provenance.update(source)
+        provenance["weights_sha256"] = _hash_weights(folder)
+
     import transformers
     from transformer_lens.model_bridge import TransformerBridge
 
-    device = resolve_device(model_cfg.device)
-    dtype = getattr(torch, model_cfg.dtype)
     transformers.logging.set_verbosity_error()
-
-    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
-    with _hub_offline():
-        if model_cfg.name in BUNDLED_MODELS:
+    transformers.utils.logging.disable_progress_bar()
+    with _hub_offline():  # everything is local from here on: never a network retry loop
+        if folder is None:
             hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
             provenance.update(extra)
             bridge = TransformerBridge.boot_transformers(
@@ -201,9 +229,6 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
                 device=device, dtype=dtype,
             )
         else:
-            folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
-            provenance.update(source)
-            provenance["weights_sha256"] = _hash_weights(folder)
             try:
                 bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
             except (OSError, ValueError, KeyError) as exc:
