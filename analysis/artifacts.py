@@ -84,8 +84,8 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
+def _write_temp(path: Path, text: str) -> Path:
+    """Write ``text`` to a new temp file beside ``path`` (fsynced); removed again on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -94,28 +94,51 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:  # Ctrl-C included: never leave a partial file behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(Path(tmp))
+        raise
+    return Path(tmp)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    tmp = _write_temp(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
         raise
 
 
 def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]]) -> list[Path]:
-    """Validate every document first, then write each atomically. ``docs``: filename → document."""
+    """Validate every document first, then write them all: every file goes to a temp file first
+    (the slow part: write + fsync), and only once all are on disk are they renamed into place, so a
+    failure or Ctrl-C while writing leaves neither temp files nor a partial set of new artifacts.
+    ``docs``: filename → document."""
     texts = {}
     for name, doc in docs.items():
         doc = canonical(doc)
         if name != "timings.json":
             validate(doc, where=name)
         texts[name] = dumps(doc)
-    written = []
-    for name, text in texts.items():
-        atomic_write_text(out_dir / name, text)
-        written.append(out_dir / name)
-    return written
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, text in texts.items():
+            staged.append((_write_temp(out_dir / name, text), out_dir / name))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink_quietly(tmp)
+        raise
+    return [path for _, path in staged]
 
 
 def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:

@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from checkpoints import make_gpt2_checkpoint  # noqa: E402
 
+pytest_plugins = ["report_fixtures"]  # the report tests' shared build (tests/report_fixtures.py)
+
 
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
@@ -48,3 +50,29 @@ def tiny_artifacts(tmp_path_factory, tiny_config_text) -> Path:
     config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(out))
     run_analysis(config, out / "artifacts", progress=False, log=lambda m: None)
     return out / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_gpt2):
+    """``tiny_gpt2`` loaded through ``analysis.models.load_model`` with all four processing flags."""
+    from analysis.config import ModelConfig, ProcessingConfig
+    from analysis.models import load_model
+
+    return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_unprocessed(tiny_gpt2):
+    """``tiny_gpt2`` loaded with every processing flag off."""
+    from analysis.config import ModelConfig, ProcessingConfig
+    from analysis.models import load_model
+
+    return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig(False, False, False, False))
+
+
+@pytest.fixture(scope="session")
+def tiny_W_EE(tiny_model):
+    """W_EE (notebook variant) of ``tiny_model`` for the whole vocabulary, computed once."""
+    from analysis.embeddings import effective_embedding
+
+    return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False)

@@ -1,0 +1,177 @@
+"""Config: round trip, defaults equal report.toml and the README, every documented key accepted,
+every error names the key and what is allowed."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from analysis.config import (
+    AnalysisConfig,
+    Config,
+    HeadRef,
+    check_heads_against_model,
+    config_from_dict,
+    load_config,
+)
+from analysis.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_equal_report_toml():
+    assert load_config(ROOT / "report.toml") == Config()
+    assert Config().heads == (HeadRef(10, 7),)
+    assert Config().model.name == "gpt2-small"
+    p = Config().processing
+    assert p.fold_ln and p.center_writing_weights and p.center_unembed and p.refactor_factored_attn_matrices
+
+
+def test_round_trip_defaults_and_non_defaults(tmp_path):
+    words = tmp_path / "w.txt"
+    words.write_text("Mary\n")
+    configs = [
+        Config(),
+        config_from_dict({
+            "heads": ["1.3", "0.0", "11.11"],
+            "output_dir": "out",
+            "model": {"name": "some/folder", "revision": "main", "device": "cpu", "dtype": "float64"},
+            "processing": {"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
+                           "refactor_factored_attn_matrices": False},
+            "effective_embedding": {"variant": "residual", "batch_size": 7},
+            "words": {"names": str(words), "generic": "builtin:names"},
+            "analysis": {"top_k": 5, "n_directions": 1, "subspace_rank": 4, "bootstrap_resamples": 100,
+                         "seed": 9, "ov_mode": "sampled", "ov_sample_size": 10},
+        }),
+    ]
+    for c in configs:
+        d = c.to_dict()
+        assert config_from_dict(d) == c
+        assert config_from_dict(tomllib.loads(_to_toml(d))) == c  # survives TOML too
+    assert configs[1].to_dict()["analysis"]["subspace_rank"] == 4
+    assert Config().to_dict()["analysis"]["subspace_rank"] == "all"
+    assert "revision" not in Config().to_dict()["model"]
+
+
+def _to_toml(d: dict) -> str:
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return str(v)
+
+    lines = [f"{k} = {val(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{kk} = {val(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def documented_keys() -> dict[str, str]:
+    """``key -> default`` from the README's configuration table."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Configuration.*?(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, "README.md has no '## Configuration' section"
+    text = match.group(0)
+    rows = re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \| (.+?) \|", text, flags=re.MULTILINE)
+    return dict(rows)
+
+
+def test_every_documented_key_is_accepted_with_its_documented_default():
+    keys = documented_keys()
+    assert len(keys) >= 20, "the README's configuration table was not found"
+    defaults = Config().to_dict()
+    for key, default in keys.items():
+        if default.startswith("("):  # "(none)"
+            value = "main"
+        else:
+            value = tomllib.loads(f"v = {default.strip('`')}")["v"]
+        raw: dict = {}
+        if "." in key:
+            section, name = key.split(".")
+            raw[section] = {name: value}
+            expected_default = defaults[section].get(name)
+        else:
+            raw[key] = value
+            expected_default = defaults[key]
+        config = config_from_dict(raw)  # accepted
+        if not default.startswith("("):
+            assert value == expected_default, f"README default of {key} differs from the code"
+            assert config == Config(), key
+    # and every key of the code is documented
+    code_keys = {k for k, v in defaults.items() if not isinstance(v, dict)}
+    code_keys |= {f"{s}.{k}" for s, v in defaults.items() if isinstance(v, dict) for k in v}
+    code_keys.add("model.revision")
+    assert code_keys == set(keys)
+
+
+@pytest.mark.parametrize("raw, key, allowed", [
+    ({"bogus": 1}, "bogus", "allowed top-level keys"),
+    ({"analysis": {"topk": 3}}, "analysis.topk", "top_k"),
+    ({"model": {"nam": "x"}}, "model.nam", "name"),
+    ({"analysis": {"top_k": "20"}}, "analysis.top_k", "integer"),
+    ({"analysis": {"top_k": True}}, "analysis.top_k", "integer"),
+    ({"analysis": {"top_k": 0}}, "analysis.top_k", ">= 1"),
+    ({"analysis": {"seed": -1}}, "analysis.seed", ">= 0"),
+    ({"analysis": {"bootstrap_resamples": 10}}, "analysis.bootstrap_resamples", ">= 100"),
+    ({"analysis": {"subspace_rank": "some"}}, "analysis.subspace_rank", '"all"'),
+    ({"analysis": {"ov_mode": "fast"}}, "analysis.ov_mode", "exact, sampled"),
+    ({"processing": {"fold_ln": "yes"}}, "processing.fold_ln", "boolean"),
+    ({"processing": {"fold_ln": 1}}, "processing.fold_ln", "boolean"),
+    ({"effective_embedding": {"variant": "mlp"}}, "effective_embedding.variant", "mlp_after_attention"),
+    ({"effective_embedding": {"batch_size": 0}}, "effective_embedding.batch_size", ">= 1"),
+    ({"model": {"device": "tpu"}}, "model.device", "auto, cpu, cuda"),
+    ({"model": {"dtype": "float16"}}, "model.dtype", "float32, float64"),
+    ({"model": {"name": "  "}}, "model.name", "checkpoint folder"),
+    ({"model": "gpt2"}, "model", "[model]"),
+    ({"heads": "10.7"}, "heads", "list"),
+    ({"heads": []}, "heads", "list"),
+    ({"heads": ["10-7"]}, "heads", '"L.H"'),
+    ({"heads": [10.7]}, "heads", '"L.H"'),
+    ({"heads": ["1.2", "1.2"]}, "heads", "duplicate"),
+    ({"output_dir": 3}, "output_dir", "string"),
+    ({"words": {"names": "builtin:nope"}}, "words.names", "builtin:names"),
+    ({"words": {"generic": "/no/such/file.txt"}}, "words.generic", "does not exist"),
+])
+def test_errors_name_the_key_and_what_is_allowed(raw, key, allowed):
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(raw)
+    msg = str(exc.value)
+    assert msg.startswith(f"{key}:") or f"{key}:" in msg.split("\n")[0], msg
+    assert allowed in msg, msg
+
+
+def test_relative_word_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "names.txt").write_text("Mary\nJohn\n")
+    (tmp_path / "c.toml").write_text('[words]\nnames = "lists/names.txt"\n')
+    c = load_config(tmp_path / "c.toml")
+    assert Path(c.words.names) == (tmp_path / "lists" / "names.txt").resolve()
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("heads = [\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    assert load_config(None) == Config()
+
+
+def test_subspace_rank_all_means_none():
+    assert config_from_dict({"analysis": {"subspace_rank": "all"}}).analysis == AnalysisConfig()
+
+
+def test_heads_checked_against_model():
+    check_heads_against_model((HeadRef(1, 3), HeadRef(0, 0)), n_layers=2, n_heads=4)
+    with pytest.raises(ConfigError, match=r"heads: head 2\.0 .*layers 0\.\.1 and heads 0\.\.3"):
+        check_heads_against_model((HeadRef(2, 0),), n_layers=2, n_heads=4)
+    with pytest.raises(ConfigError, match="head 0.4"):
+        check_heads_against_model((HeadRef(0, 4),), n_layers=2, n_heads=4)
