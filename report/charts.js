@@ -1,0 +1,25 @@
+// Render every chart of the page: each div of class vega-chart with a data-spec attribute gets the
+// Vega-Lite spec stored (as inert JSON) in the application/json script whose id it names. vega-embed is inlined
+// once per page; no action links to the online editor (this page makes no network requests).
+(function () {
+  "use strict";
+  var options = {
+    renderer: "svg",
+    actions: { export: true, source: false, compiled: false, editor: false },
+  };
+  document.querySelectorAll(".vega-chart[data-spec]").forEach(function (el) {
+    var holder = document.getElementById(el.getAttribute("data-spec"));
+    if (!holder) {
+      console.error("headreport: missing chart spec " + el.getAttribute("data-spec"));
+      return;
+    }
+    var spec = JSON.parse(holder.textContent);
+    window.vegaEmbed(el, spec, options).then(function () {
+      el.setAttribute("data-rendered", "true");
+    }).catch(function (err) {
+      el.setAttribute("data-rendered", "error");
+      el.textContent = "This chart could not be drawn: " + err;
+      console.error(err);
+    });
+  });
+})();

@@ -1,0 +1,298 @@
+"""One function per chart: artifact data in, ``alt.Chart`` out. No tensors, no files.
+
+Each chart has two halves:
+
+* a ``*_rows`` function that flattens one head artifact's ``results`` into tidy rows (plain dicts).
+  The same rows are the chart's inline data *and* the figure's CSV, so what is plotted is exactly
+  what a reader downloads. Token strings enter rows only in their visible form
+  (:func:`report.escaping.visible_token`), so axis labels, tooltips and CSV cells show ``␣`` and
+  ``\\n`` instead of invisible or markup characters; Vega draws them as SVG text, never as HTML.
+* a ``*_chart`` function that turns those rows into an Altair chart.
+
+:func:`themed` gives every chart the same look: Okabe–Ito colours (distinguishable with the common
+colour-vision deficiencies), 12–14 px labels, no chart border.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import altair as alt
+
+from .escaping import visible_token
+
+# Okabe & Ito (2008), "Color Universal Design": safe for protan-, deutan- and tritanopia.
+OKABE_ITO = {
+    "blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "vermillion": "#D55E00",
+    "purple": "#CC79A7", "sky": "#56B4E9", "yellow": "#F0E442", "black": "#000000",
+}
+POSITIVE, NEGATIVE = OKABE_ITO["blue"], OKABE_ITO["vermillion"]
+FONT = "DejaVu Sans, Liberation Sans, Helvetica, Arial, sans-serif"
+
+#: The QK circuits whose spectra are charted, in the paper's notation (artifact key → label).
+CIRCUITS = {
+    "w_qk": "W_QK = W_Q W_Kᵀ",
+    "full_qk": "full: W_E W_QK W_Eᵀ",
+    "effective_qk": "effective: W_Uᵀ W_QK W_EEᵀ",
+}
+CIRCUIT_COLOURS = [OKABE_ITO["blue"], OKABE_ITO["orange"], OKABE_ITO["green"]]
+#: Token sets ranked by squared cosine with W_QK's first singular vectors (artifact key → label).
+COSINE_SETS = {
+    "w_u": "W_U (unembedding) · left vector u₁",
+    "w_ee": "W_EE (effective embedding) · right vector v₁",
+    "w_e": "W_E (raw embedding) · right vector v₁",
+}
+GROUP_LABELS = {"names": "names", "generic": "generic words"}
+GROUP_COLOURS = [OKABE_ITO["vermillion"], OKABE_ITO["blue"]]
+
+WIDTH = 560
+
+
+def themed(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """The report's single theme, applied at the top level of a chart."""
+    return (
+        chart.configure(font=FONT, padding=8)
+        .configure_view(stroke=None)
+        .configure_title(fontSize=14, fontWeight="bold", anchor="start", subtitleFontSize=12,
+                         subtitleColor="#444444", offset=10)
+        .configure_axis(labelFontSize=11, titleFontSize=12, titleFontWeight="normal",
+                        gridColor="#e6e6e6", domainColor="#888888", tickColor="#888888")
+        .configure_legend(labelFontSize=11, titleFontSize=12, orient="bottom", labelLimit=360)
+        .configure_header(labelFontSize=12, titleFontSize=12, labelFontWeight="bold")
+        .configure_range(category=list(OKABE_ITO.values()))
+    )
+
+
+def _data(rows: list[dict[str, Any]]) -> alt.Data:
+    return alt.Data(values=rows)
+
+
+# --- spectra -----------------------------------------------------------------------------------
+
+def spectrum_rows(spectra: Mapping[str, list[float]]) -> list[dict[str, Any]]:
+    """One row per singular value of the three QK circuits: σ_i and σ_i / σ_1."""
+    rows = []
+    for key, label in CIRCUITS.items():
+        values = spectra[key]
+        top = values[0] if values and values[0] else None
+        for i, s in enumerate(values, start=1):
+            rows.append({"circuit": label, "index": i, "sigma": s,
+                         "sigma_normalised": (s / top) if top else None})
+    return rows
+
+
+def spectra_chart(rows: list[dict[str, Any]]) -> alt.TopLevelMixin:
+    """The three singular-value spectra, one panel each (their scales differ by orders of magnitude)."""
+    base = alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=28), strokeWidth=2).encode(
+        x=alt.X("index:Q", title="index i", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("sigma:Q", title="singular value σᵢ"),
+        color=alt.Color("circuit:N", scale=alt.Scale(domain=list(CIRCUITS.values()), range=CIRCUIT_COLOURS),
+                        legend=None),
+        tooltip=[alt.Tooltip("circuit:N"), alt.Tooltip("index:Q", title="i"),
+                 alt.Tooltip("sigma:Q", title="σᵢ", format=".4g"),
+                 alt.Tooltip("sigma_normalised:Q", title="σᵢ/σ₁", format=".3f")],
+    ).properties(width=WIDTH // 3 - 20, height=180)
+    return base.facet(
+        column=alt.Column("circuit:N", sort=list(CIRCUITS.values()), title=None),
+    ).resolve_scale(y="independent").properties(title="Singular-value spectra of the QK circuits")
+
+
+def normalised_spectra_chart(rows: list[dict[str, Any]]) -> alt.TopLevelMixin:
+    """The three spectra divided by their σ₁ on one axis, shown twice: linear and log y."""
+    def view(log: bool) -> alt.Chart:
+        return alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=28), strokeWidth=2).encode(
+            x=alt.X("index:Q", title="index i", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("sigma_normalised:Q", title="σᵢ / σ₁" + (" (log scale)" if log else ""),
+                    scale=alt.Scale(type="log") if log else alt.Scale(domain=[0, 1])),
+            color=alt.Color("circuit:N", title="circuit",
+                            scale=alt.Scale(domain=list(CIRCUITS.values()), range=CIRCUIT_COLOURS)),
+            strokeDash=alt.StrokeDash("circuit:N", sort=list(CIRCUITS.values()), legend=None),
+            tooltip=[alt.Tooltip("circuit:N"), alt.Tooltip("index:Q", title="i"),
+                     alt.Tooltip("sigma:Q", title="σᵢ", format=".4g"),
+                     alt.Tooltip("sigma_normalised:Q", title="σᵢ/σ₁", format=".3g")],
+        ).properties(width=WIDTH // 2 - 20, height=200, title="log y" if log else "linear y")
+    # a log scale cannot show zeros: drop exact zeros there (they are listed in the CSV)
+    return alt.hconcat(view(False), view(True).transform_filter("datum.sigma_normalised > 0")).properties(
+        title="Spectra normalised to σ₁: how fast each circuit's singular values decay")
+
+
+# --- singular directions -----------------------------------------------------------------------
+
+def direction_rows(directions: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (direction, side, token): the signed entry of that token in u_i or v_i."""
+    rows = []
+    for d in directions:
+        for side in ("query", "key"):
+            for rank, tok in enumerate(d[side], start=1):
+                rows.append({
+                    "direction": f"direction {d['index'] + 1} (σ = {d['sigma']:.4g})",
+                    "direction_index": d["index"] + 1, "sigma": d["sigma"],
+                    "side": f"{side} side ({'u' if side == 'query' else 'v'}{d['index'] + 1})",
+                    "rank": rank, "token": visible_token(tok), "token_id": tok["id"],
+                    "value": tok["value"], "sign": "positive" if tok["value"] >= 0 else "negative",
+                    "label": f"{visible_token(tok)}  #{tok['id']}",
+                })
+    return rows
+
+
+def singular_direction_chart(rows: list[dict[str, Any]], title: str) -> alt.TopLevelMixin:
+    """Top tokens of each singular direction as signed horizontal bars: one row per direction, the
+    query side (u_i) left and the key side (v_i) right.
+
+    The y field is ``label`` (visible token + id), unique within a panel, so two tokens never merge."""
+    reach = max((abs(r["value"]) for r in rows), default=1.0) or 1.0
+    x_scale = alt.Scale(domain=[-reach, reach], nice=True)  # symmetric: same zero line in every panel
+    panels = []
+    for index in sorted({r["direction_index"] for r in rows}):
+        pair = []
+        for side in ("query", "key"):
+            panel_rows = [r for r in rows if r["direction_index"] == index and r["side"].startswith(side)]
+            if not panel_rows:
+                continue
+            pair.append(alt.Chart(_data(panel_rows)).mark_bar().encode(
+                x=alt.X("value:Q", title="entry in the singular vector", scale=x_scale),
+                y=alt.Y("label:N", sort=alt.EncodingSortField("rank", order="ascending"), title=None,
+                        axis=alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=220)),
+                color=alt.Color("sign:N", title="sign of the entry",
+                                scale=alt.Scale(domain=["positive", "negative"], range=[POSITIVE, NEGATIVE])),
+                tooltip=[alt.Tooltip("token:N", title="token"), alt.Tooltip("token_id:Q", title="id"),
+                         alt.Tooltip("value:Q", title="value", format=".4g"), alt.Tooltip("direction:N"),
+                         alt.Tooltip("side:N")],
+            ).properties(width=WIDTH // 2 - 110, height=alt.Step(14), title=alt.Title(
+                f"{panel_rows[0]['side']}", subtitle=panel_rows[0]["direction"], fontSize=12)))
+        panels.append(alt.hconcat(*pair, spacing=24))
+    return alt.vconcat(*panels, spacing=18).properties(title=title)
+
+
+# --- squared cosine ----------------------------------------------------------------------------
+
+def cosine_rows(squared_cosine: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (token set, token): cos² with W_QK's first singular vector and the signed cosine."""
+    rows = []
+    for key, label in COSINE_SETS.items():
+        for rank, tok in enumerate(squared_cosine[key], start=1):
+            rows.append({"set": label, "set_key": key, "rank": rank, "token": visible_token(tok),
+                         "token_id": tok["id"], "cos2": tok["value"], "cosine": tok.get("cosine"),
+                         "label": f"{visible_token(tok)}  #{tok['id']}"})
+    return rows
+
+
+def squared_cosine_chart(rows: list[dict[str, Any]], d_model: int) -> alt.TopLevelMixin:
+    """Top-k tokens by cos² for W_U, W_EE and W_E, one panel each; a rule marks 1/d_model, the mean
+    cos² of a random direction."""
+    bars = alt.Chart().mark_bar(color=OKABE_ITO["blue"]).encode(
+        x=alt.X("cos2:Q", title="cos² with the singular vector", scale=alt.Scale(zero=True)),
+        y=alt.Y("label:N", sort=alt.EncodingSortField("rank", order="ascending"), title=None,
+                axis=alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=220)),
+        tooltip=[alt.Tooltip("token:N", title="token"), alt.Tooltip("token_id:Q", title="id"),
+                 alt.Tooltip("cos2:Q", title="cos²", format=".4f"),
+                 alt.Tooltip("cosine:Q", title="cosine (signed)", format=".4f"), alt.Tooltip("set:N")],
+    )
+    chance = alt.Chart().mark_rule(color=OKABE_ITO["black"], strokeDash=[4, 3]).encode(
+        x=alt.datum(1 / d_model),
+        tooltip=alt.value(f"random direction: mean cos² = 1/d_model = {1 / d_model:.4g}"),
+    )
+    return alt.layer(bars, chance, data=_data(rows)).properties(
+        width=WIDTH - 260, height=alt.Step(14),
+    ).facet(
+        row=alt.Row("set:N", sort=list(COSINE_SETS.values()), title=None,
+                    header=alt.Header(labelAngle=0, labelAlign="left", labelAnchor="start", labelOrient="top")),
+    ).resolve_scale(y="independent").properties(
+        title=alt.Title("Tokens most aligned with W_QK's first singular vectors",
+                        subtitle="dashed line: 1/d_model, the mean cos² of a random direction"))
+
+
+# --- names vs generic words --------------------------------------------------------------------
+
+def subspace_rows(subspace: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per word: its group, the word, its token (visible) and its subspace score."""
+    rows = []
+    for key, label in GROUP_LABELS.items():
+        for w in subspace["groups"][key]["words"]:
+            rows.append({"group": label, "word": w["word"], "token": visible_token(w),
+                         "token_id": w["id"], "score": w["score"]})
+    return rows
+
+
+def subspace_chart(rows: list[dict[str, Any]], baseline: float, rank: int) -> alt.TopLevelMixin:
+    """Names vs generic words: overlaid histograms of the subspace score above a strip + box view on
+    the same x scale; the random baseline is a labelled rule in both; each word is in its tooltip."""
+    scores = [r["score"] for r in rows] or [baseline]
+    hi = max(max(scores), baseline)
+    step = _nice_step(hi / 30)
+    extent = [0.0, step * (int(hi / step) + 1)]
+    title = f"subspace score (rank-{rank} query subspace of W_QK; a random direction scores {baseline:g})"
+    x_scale = alt.Scale(domain=extent, nice=False)
+    colour = alt.Color("group:N", title=None,
+                       scale=alt.Scale(domain=list(GROUP_LABELS.values()), range=GROUP_COLOURS))
+    hist = alt.Chart().transform_bin(
+        ["bin_start", "bin_end"], "score", bin=alt.Bin(extent=extent, step=step),
+    ).mark_bar(opacity=0.55, binSpacing=0).encode(
+        x=alt.X("bin_start:Q", bin="binned", title=None, scale=x_scale,
+                axis=alt.Axis(labels=False, ticks=False)),
+        x2="bin_end:Q",
+        y=alt.Y("count():Q", title="words", stack=None),
+        color=colour,
+        tooltip=[alt.Tooltip("group:N"), alt.Tooltip("count():Q", title="words"),
+                 alt.Tooltip("bin_start:Q", title="score from", format=".3g"),
+                 alt.Tooltip("bin_end:Q", title="score to", format=".3g")],
+    ).properties(width=WIDTH - 60, height=150)
+    rule = alt.Chart().mark_rule(color=OKABE_ITO["black"], strokeDash=[5, 3], size=1.5).encode(
+        x=alt.datum(baseline, scale=x_scale), tooltip=alt.value(f"random baseline = {baseline:g}"))
+    rule_label = alt.Chart().mark_text(align="left", dx=4, dy=2, fontSize=11, baseline="top").encode(
+        x=alt.datum(baseline), y=alt.value(0), text=alt.value(f"random baseline {baseline:g}"))
+    strip = alt.Chart().mark_tick(thickness=1.5, size=16, opacity=0.8).encode(
+        x=alt.X("score:Q", title=title, scale=x_scale),
+        y=alt.Y("group:N", title=None, sort=list(GROUP_LABELS.values())), color=colour,
+        tooltip=[alt.Tooltip("word:N"), alt.Tooltip("token:N", title="token"),
+                 alt.Tooltip("token_id:Q", title="id"), alt.Tooltip("group:N"),
+                 alt.Tooltip("score:Q", format=".4f")],
+    )
+    box = alt.Chart().mark_boxplot(extent=1.5, size=26, opacity=0.35, outliers=False).encode(
+        x=alt.X("score:Q", title=title, scale=x_scale),
+        y=alt.Y("group:N", sort=list(GROUP_LABELS.values()), title=None), color=colour)
+    top = alt.layer(hist, rule, rule_label, data=_data(rows))
+    bottom = alt.layer(box, strip, rule, data=_data(rows)).properties(width=WIDTH - 60, height=alt.Step(40))
+    return alt.vconcat(top, bottom, spacing=4).properties(
+        title=alt.Title("Names vs generic words: how much of each unembedding lies in the QK subspace",
+                        subtitle="top: histograms overlaid; bottom: one tick per word over a box plot "
+                                 "(hover for the word)"))
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at least ``raw`` (histogram bin width)."""
+    import math
+
+    if raw <= 0:
+        return 0.1
+    exponent = math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * 10 ** exponent >= raw:
+            return m * 10 ** exponent
+    return 10 ** (exponent + 1)
+
+
+# --- OV self-suppression -----------------------------------------------------------------------
+
+def rank_rows(ov: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per rank bin of the OV self-suppression histogram, with the fraction of tokens."""
+    h = ov["histogram"]
+    total = sum(h["counts"]) or 1
+    return [{"bin": label, "order": i, "rank_from": h["edges"][i], "rank_to": h["edges"][i + 1] - 1,
+             "tokens": count, "fraction": count / total}
+            for i, (label, count) in enumerate(zip(h["labels"], h["counts"]))]
+
+
+def self_suppression_chart(rows: list[dict[str, Any]], n_ranked: int, n_tokens: int) -> alt.TopLevelMixin:
+    """Where each source token's own logit ranks in the head's direct effect (rank 1 = most negative)."""
+    order = [r["bin"] for r in sorted(rows, key=lambda r: r["order"])]
+    return alt.Chart(_data(rows)).mark_bar(color=OKABE_ITO["vermillion"]).encode(
+        x=alt.X("bin:O", sort=order, title="rank of the token's own logit (1 = most suppressed)",
+                axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("tokens:Q", title="tokens"),
+        tooltip=[alt.Tooltip("bin:O", title="rank"), alt.Tooltip("tokens:Q"),
+                 alt.Tooltip("fraction:Q", format=".2%")],
+    ).properties(width=WIDTH, height=220, title=alt.Title(
+        "OV self-suppression: rank of each token's own logit",
+        subtitle=f"{n_ranked:,} of {n_tokens:,} tokens ranked; rank bins widen to the right"))

@@ -1,0 +1,167 @@
+"""Token strings are hostile text: make them visible, then escape them for exactly one target.
+
+A GPT-2 token can be ``<``, ``</``, ``<|endoftext|>``, ``*``, ``#``, ``$``, ``\\``, ``@``, ``{{``, a
+lone space, a newline, a right-to-left override or half a UTF-8 character. Two steps, always in
+this order:
+
+1. :func:`visible` turns the raw token into a *visible form*: one printable line that shows what
+   the token is. Each space becomes ``␣`` (a leading space is how GPT-2 marks a word start), newline
+   ``\\n``, tab ``\\t``, carriage return ``\\r``, a backslash ``\\\\`` (so the escapes stay
+   unambiguous), other control / format / separator characters ``\\xNN`` / ``\\uNNNN`` /
+   ``\\UNNNNNNNN`` (so a U+202E cannot flip the page), a literal ``␣`` ``\\u2423``, and bytes that are
+   not valid UTF-8 ``\\xNN`` (artifacts carry ``bytes_hex`` when the decoded token contains U+FFFD).
+   The mapping is injective: two different tokens never share a visible form.
+2. One escaper per target, applied to text that is *never* interpreted there:
+
+   ========================  =====================================================================
+   :func:`html_text`         HTML text and attribute values (``& < > " '``).
+   :func:`markdown_text`     Pandoc/Quarto Markdown prose: every ASCII punctuation mark
+                             backslash-escaped (so ``*``, ``$``, ``@``, ``<``, ``#``, ``[`` … are
+                             literal), line breaks folded to spaces.
+   :func:`typst_markup`      Typst markup (captions, table cells): ASCII punctuation escaped.
+   :func:`typst_string`      A Typst string literal (``"…"``) for ``raw(…)``; ``{ } < >`` are
+                             written as ``\\u{…}`` so no Quarto shortcode (``{{<``) can form.
+   :func:`csv_cell`          A CSV text cell: the ``csv`` module quotes; a leading ``= + - @``
+                             tab or CR is prefixed with ``'`` (spreadsheet formula injection).
+   :func:`json_for_script`   JSON inside an HTML ``<script>`` element (Vega specs, whose data feed
+                             the tooltips): ``< > &`` and U+2028/2029 as ``\\uXXXX`` so no
+                             ``</script>`` or ``<!--`` can end the element.
+   ========================  =====================================================================
+
+Tokens inside Markdown pages are never left to the Markdown parser: :func:`markdown_token` emits
+a pair of raw inlines, one already escaped for HTML and one for Typst, so pandoc and Quarto copy
+them verbatim into the matching output and drop the other.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import string
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+OPEN_BOX = "\u2423"  # ␣
+_NAMED = {" ": OPEN_BOX, "\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", OPEN_BOX: "\\u2423"}
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}
+_ASCII_PUNCT = frozenset(string.punctuation)
+EMPTY_TOKEN = "(empty)"
+
+
+def _code_point(ch: str) -> str:
+    cp = ord(ch)
+    if 0xDC80 <= cp <= 0xDCFF:  # a raw byte carried through ``surrogateescape``
+        return f"\\x{cp - 0xDC00:02x}"
+    if cp < 0x100:
+        return f"\\x{cp:02x}"
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    return f"\\U{cp:08x}"
+
+
+def visible(token: str, bytes_hex: str | None = None) -> str:
+    """The visible form of a token (see the module docstring); ``bytes_hex``: its raw bytes."""
+    if bytes_hex:
+        token = bytes.fromhex(bytes_hex).decode("utf-8", errors="surrogateescape")
+    if token == "":
+        return EMPTY_TOKEN
+    out = []
+    for ch in token:
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
+            out.append(_code_point(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def visible_token(record: Mapping[str, Any]) -> str:
+    """The visible form of an artifact token record (``{"id", "token", ["bytes_hex"]}``)."""
+    return visible(record["token"], record.get("bytes_hex"))
+
+
+def html_text(text: str) -> str:
+    """Escape for HTML text or a quoted attribute value."""
+    return html.escape(text, quote=True)
+
+
+def markdown_text(text: str) -> str:
+    """Escape for Pandoc/Quarto Markdown prose: every ASCII punctuation mark backslash-escaped.
+
+    Pandoc's ``all_symbols_escapable`` makes ``\\`` + any ASCII punctuation a literal character, so
+    emphasis, math, citations (``@x``), raw HTML, headings, links, shortcodes and tables all stay
+    text. Line breaks become spaces (a newline could end a table row or start a block).
+    """
+    text = re.sub(r"[\r\n\u2028\u2029]+", " ", text)
+    return "".join("\\" + ch if ch in _ASCII_PUNCT else ch for ch in text)
+
+
+def typst_markup(text: str) -> str:
+    """Escape for Typst markup: ``\\`` before every ASCII punctuation mark; line breaks → spaces."""
+    text = re.sub(r"[\r\n\u2028\u2029]+", " ", text)
+    return "".join("\\" + ch if ch in _ASCII_PUNCT else ch for ch in text)
+
+
+_TYPST_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                         "{": "\\u{7b}", "}": "\\u{7d}", "<": "\\u{3c}", ">": "\\u{3e}"}
+
+
+def typst_string(text: str) -> str:
+    """A Typst string literal (with the quotes) whose value is ``text``."""
+    return '"' + "".join(_TYPST_STRING_ESCAPES.get(ch, ch) for ch in text) + '"'
+
+
+def typst_raw(text: str) -> str:
+    """Typst markup showing ``text`` in monospace, verbatim. The trailing ``;`` ends the embedded
+    expression, so text that follows (``.b``) can never be read as a field access."""
+    return f"#raw({typst_string(text)});"
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A CSV text cell that a spreadsheet will not evaluate: ``'`` before a leading ``= + - @``.
+
+    Quoting of commas, quotes and line breaks is left to :mod:`csv` (``QUOTE_MINIMAL``)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+_JSON_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_for_script(obj: Any) -> str:
+    """JSON for an inline ``<script type="application/json">``: no ``</script>``, ``<!--`` or ``]]>``
+    can appear, because ``<``, ``>`` and ``&`` are written as ``\\u`` escapes (still the same JSON)."""
+    text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_SCRIPT_ESCAPES[m.group(0)], text)
+
+
+def _backtick_fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * (longest + 1)
+
+
+def markdown_raw_inline(html_fragment: str, typst_fragment: str) -> str:
+    """Two Markdown raw inlines (``{=html}`` and ``{=typst}``); each output format keeps its own.
+
+    The fences are longer than any backtick run inside, and a space pads each side so a fragment
+    that starts or ends with a backtick stays intact (pandoc strips exactly one padding space)."""
+    parts = []
+    for fragment, fmt in ((html_fragment, "html"), (typst_fragment, "typst")):
+        fence = _backtick_fence(fragment)
+        parts.append(f"{fence} {fragment} {fence}{{={fmt}}}")
+    return "".join(parts)
+
+
+def markdown_token(record_or_text: Mapping[str, Any] | str) -> str:
+    """A token inside Markdown prose or a Markdown list: shown in its visible form, in monospace,
+    never parsed by Markdown (a pair of raw inlines, see :func:`markdown_raw_inline`).
+
+    A token record is made visible here; a plain string is taken as already-visible text (used
+    for verbatim snippets such as commands)."""
+    text = record_or_text if isinstance(record_or_text, str) else visible_token(record_or_text)
+    return markdown_raw_inline(f'<code class="tok">{html_text(text)}</code>', typst_raw(text))

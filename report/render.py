@@ -1,0 +1,368 @@
+"""Render the report: artifacts → figures + Markdown pages → HTML site and PDF.
+
+``render(artifacts_dir, out_dir, engine="auto") -> dict`` is the one entry point (the CLI's
+``headreport render``, ``headreport build`` and the benchmark call it). It reads *only* the JSON
+artifacts (:func:`analysis.artifacts.load_artifacts`) and writes, under ``out_dir``::
+
+    site/index.html, site/head-L.H.html, site/reproducibility.html   the HTML site (self-contained)
+    site/figures/…, site/report.pdf                                  downloads linked from the site
+    pdf/report.pdf                                                   the PDF (title page, contents,
+                                                                     numbered figures and tables)
+    figures/<slug>.{svg,png,pdf,csv}                                 every chart, for papers
+    source/*.qmd, source/report.typ, source/style.typ                the generated sources
+    report.json                                                      manifest: engine, versions,
+                                                                     files, timings
+
+Everything is first written to a staging folder inside ``out_dir`` and moved into place at the
+end, so a failed render leaves the previous report untouched.
+
+Engines
+-------
+``quarto`` (used by ``auto`` when ``quarto`` is on PATH): a Quarto website project is written to
+``source/quarto`` (``_quarto.yml`` + one ``.qmd`` per page + ``report.qmd`` for the PDF in Typst
+format) and rendered with ``quarto render``. ``pandoc`` (the fallback): each page's Markdown goes
+through pandoc (from pypandoc-binary) to an HTML fragment (MathML, no CDN) wrapped by
+``templates/page.html.j2``, and the pages together through pandoc's Typst writer into
+``source/report.typ``, compiled with the ``typst`` Python package. Both engines read the same
+Markdown, in which every token, table and chart is a pair of raw blocks (``{=html}``,
+``{=typst}``) escaped for its target (:mod:`report.escaping`). Every HTML page inlines the Vega,
+Vega-Lite and vega-embed scripts once (from vl-convert) and requests nothing from the network.
+
+Adding a page (extension point, e.g. the survey)
+------------------------------------------------
+Pages come from :data:`report.pages.PAGE_BUILDERS`, a list of functions
+``(ReportContext) -> list[Page]`` in reading order. A survey page is: a template
+``templates/survey.qmd.j2``; chart functions in :mod:`report.charts`; and a builder that returns
+``[]`` when ``ctx.artifacts["survey"]`` is None, otherwise
+``[Page("survey", "Survey of all heads", "Survey", markdown, figures)]``, inserted into
+``PAGE_BUILDERS`` after ``head_pages``. Figures must be numbered with ``ctx.number_figure`` (and
+tables with ``ctx.number_table``) in the order the template shows them. Nothing else changes: the
+navigation, the PDF chapters, the figure exports and the manifest all follow the page list. The
+index page already receives ``has_survey``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from analysis.artifacts import load_artifacts
+from analysis.errors import UserError
+
+from .escaping import markdown_text, typst_markup, typst_string
+from .figures import export_figure
+from .pages import TEMPLATES_DIR, Page, ReportContext, anchor, build_pages, tool_versions
+
+ENGINES = ("auto", "quarto", "pandoc")
+OUTPUT_DIRS = ("site", "pdf", "figures", "source")
+MANIFEST = "report.json"
+
+# pandoc template for an HTML fragment that still carries the table of contents
+_FRAGMENT_TEMPLATE = "$if(toc)$\n$table-of-contents$\n$endif$\n<!--headreport:body-->\n$body$\n"
+_BODY_MARK = "<!--headreport:body-->"
+
+
+class RenderError(UserError):
+    """The report could not be rendered (missing tool, engine failure)."""
+
+
+# --- engines ---------------------------------------------------------------------------------------
+
+def select_engine(engine: str = "auto") -> str:
+    """``auto`` → ``quarto`` when the ``quarto`` executable is on PATH, else ``pandoc``."""
+    if engine not in ENGINES:
+        raise RenderError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "quarto" if shutil.which("quarto") else "pandoc"
+    if engine == "quarto" and not shutil.which("quarto"):
+        raise RenderError("--engine quarto: the `quarto` executable is not on PATH "
+                          "(install Quarto, or use --engine pandoc)")
+    return engine
+
+
+def pandoc_path() -> str:
+    import pypandoc
+
+    return pypandoc.get_pandoc_path()
+
+
+@functools.cache
+def engine_versions(engine: str) -> dict[str, str]:
+    """The tools an engine runs, with their versions (recorded in the report and the manifest)."""
+    if engine == "quarto":
+        out = subprocess.run(["quarto", "--version"], capture_output=True, text=True, check=False)
+        return {"quarto": out.stdout.strip() or "unknown"}
+    import pypandoc
+
+    return {"pandoc": pypandoc.get_pandoc_version(), "typst": importlib.metadata.version("typst")}
+
+
+def run_pandoc(markdown: str, to: str, extra: list[str] | None = None) -> str:
+    """Markdown (pandoc's dialect, as Quarto writes it) → ``to``; raises :class:`RenderError`."""
+    cmd = [pandoc_path(), "--from", "markdown", "--to", to, "--wrap", "none", *(extra or [])]
+    proc = subprocess.run(cmd, input=markdown, capture_output=True, text=True, encoding="utf-8", check=False)
+    if proc.returncode != 0:
+        raise RenderError(f"pandoc failed writing {to}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+# --- assets -----------------------------------------------------------------------------------------
+
+def asset(name: str) -> str:
+    """A file shipped in the ``report`` package (CSS, JS, Typst style)."""
+    return resources.files("report").joinpath(name).read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def vega_bundle() -> str:
+    """Vega + Vega-Lite + vega-embed as one classic script (globals ``vegaEmbed``, ``vega``,
+    ``vegaLite``), made safe to inline: no ``</script`` or ``<!--`` can end or confuse the element."""
+    import vl_convert as vlc
+
+    return vlc.javascript_bundle().replace("</script", "<\\/script").replace("<!--", "<\\!--")
+
+
+def vegalite_version() -> str:
+    import altair as alt
+
+    return alt.SCHEMA_VERSION.lstrip("v")
+
+
+def html_environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def site_title(ctx: ReportContext) -> str:
+    heads = ctx.model["results"]["heads"]
+    return f"{ctx.model['results']['model']['name']}: head{'s' if len(heads) != 1 else ''} {', '.join(heads)}"
+
+
+# --- pandoc + typst engine -----------------------------------------------------------------------------
+
+def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, src_dir: Path) -> list[Path]:
+    """Each page: pandoc → HTML fragment (MathML) → ``page.html.j2`` (CSS and scripts inlined)."""
+    template = src_dir / "fragment.html"
+    template.write_text(_FRAGMENT_TEMPLATE, encoding="utf-8")
+    env = html_environment()
+    wrapper = env.get_template("page.html.j2")
+    css, charts_js = asset("style.css"), asset("charts.js")
+    versions = engine_versions("pandoc")
+    written = []
+    for page in pages:
+        out = run_pandoc(page.markdown, "html5", [
+            "--standalone", f"--template={template}", "--mathml", "--toc", "--toc-depth=2",
+            "--metadata", f"title={page.title}", "--section-divs",
+        ])
+        toc, _, body = out.partition(_BODY_MARK)
+        html = wrapper.render(
+            page=page, pages=pages, site_title=site_title(ctx), body=body, toc=toc.strip(),
+            css=css, charts_js=charts_js, vega_bundle=vega_bundle() if page.figures else "",
+            has_charts=bool(page.figures), engine="pandoc",
+            engine_detail=f"pandoc {versions['pandoc']} → HTML, Typst {versions['typst']} → PDF",
+            version=ctx.tool_versions.get("headreport", "?"), schema_version=ctx.model["schema_version"],
+            vegalite_version=vegalite_version(),
+        )
+        path = site_dir / f"{page.slug}.html"
+        path.write_text(html, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def combined_markdown(pages: list[Page]) -> str:
+    """All pages as one document: each page a level-1 chapter labelled ``page-SLUG``."""
+    parts = []
+    for page in pages:
+        parts.append(f"# {markdown_text(page.title)} {{#{anchor(page.slug)}}}\n\n{page.markdown}")
+    return "\n\n".join(parts)
+
+
+def typst_document(ctx: ReportContext, body: str) -> str:
+    """The Typst main file: the style, a title page with the run's facts, contents, then ``body``."""
+    m = ctx.model
+    model = m["results"]["model"]
+    prov = m["provenance"]
+    meta = [
+        ("Model", f"{model['name']} ({model['n_layers']} layers × {model['n_heads']} heads, d_model {model['d_model']})"),
+        ("Heads", ", ".join(m["results"]["heads"])),
+        ("Effective embedding", m["results"]["effective_embedding"]["variant"]),
+        ("Analysis code", prov["analysis_code_sha256"][:16]),
+        ("Rendered with", ", ".join(f"{k} {v}" for k, v in engine_versions(ctx.engine).items())
+         + f"; headreport {ctx.tool_versions.get('headreport', '?')}"),
+    ]
+    meta_typst = ", ".join(f"({typst_string(k)}, [{typst_markup(v)}])" for k, v in meta)
+    return (
+        '#import "style.typ": *\n'
+        f"#show: report.with(\n  title: [{typst_markup('Weights-based analysis of attention heads')}],\n"
+        f"  subtitle: [{typst_markup(site_title(ctx))}],\n  meta: ({meta_typst},),\n)\n\n{body}\n"
+    )
+
+
+def render_pdf_typst(ctx: ReportContext, pages: list[Page], stage: Path) -> Path:
+    """All pages → pandoc's Typst writer → ``source/report.typ`` → ``typst.compile`` → PDF."""
+    import typst
+
+    src = stage / "source"
+    body = run_pandoc(combined_markdown(pages), "typst")
+    (src / "style.typ").write_text(asset("style.typ"), encoding="utf-8")
+    main = src / "report.typ"
+    main.write_text(typst_document(ctx, body), encoding="utf-8")
+    pdf = stage / "pdf" / "report.pdf"
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        typst.compile(str(main), output=str(pdf), root=str(stage))
+    except typst.TypstError as exc:  # carries the diagnostics
+        raise RenderError(f"typst could not compile {main}: {exc}") from None
+    return pdf
+
+
+# --- quarto engine ---------------------------------------------------------------------------------
+
+def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -> Path:
+    """A Quarto website project (``_quarto.yml``, one ``.qmd`` per page) plus ``report.qmd`` (Typst
+    PDF with every page as a chapter). Figures are copied into ``project/figures``."""
+    project.mkdir(parents=True, exist_ok=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    (project / "_quarto.yml").write_text(
+        env.get_template("_quarto.yml.j2").render(pages=pages, site_title=site_title(ctx)), encoding="utf-8")
+    for page in pages:
+        (project / f"{page.slug}.qmd").write_text(
+            f"---\ntitle: {json.dumps(page.title, ensure_ascii=False)}\n---\n\n{page.markdown}", encoding="utf-8")
+    (project / "report.qmd").write_text(
+        "---\n"
+        f"title: {json.dumps('Weights-based analysis of attention heads')}\n"
+        f"subtitle: {json.dumps(site_title(ctx), ensure_ascii=False)}\n"
+        "format:\n  typst:\n    toc: true\n    number-sections: true\n    papersize: a4\n"
+        "---\n\n" + combined_markdown(pages), encoding="utf-8")
+    (project / "style.css").write_text(asset("style.css"), encoding="utf-8")
+    (project / "vega-header.html").write_text(f"<script>\n{vega_bundle()}\n</script>\n", encoding="utf-8")
+    (project / "vega-after-body.html").write_text(f"<script>\n{asset('charts.js')}\n</script>\n", encoding="utf-8")
+    return project
+
+
+def render_quarto(ctx: ReportContext, pages: list[Page], stage: Path) -> tuple[list[Path], Path]:
+    """``quarto render`` the website, then ``report.qmd`` to Typst/PDF; collect both outputs."""
+    project = write_quarto_project(ctx, pages, stage / "source" / "quarto")
+    shutil.copytree(stage / "figures", project / "figures", dirs_exist_ok=True)
+    for cmd in (["quarto", "render"], ["quarto", "render", "report.qmd", "--to", "typst"]):
+        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RenderError(f"`{' '.join(cmd)}` failed in {project}:\n{proc.stderr.strip()[-4000:]}")
+    shutil.copytree(project / "_site", stage / "site", dirs_exist_ok=True)
+    pdf = stage / "pdf" / "report.pdf"
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    produced = project / "report.pdf"
+    if not produced.exists():
+        produced = project / "_site" / "report.pdf"
+    shutil.copy2(produced, pdf)
+    return sorted((stage / "site").glob("*.html")), pdf
+
+
+# --- the entry point ---------------------------------------------------------------------------------
+
+def _replace_outputs(stage: Path, out_dir: Path) -> None:
+    """Move the staged output folders over the old ones (each swap is a rename)."""
+    for name in OUTPUT_DIRS:
+        new, old = stage / name, out_dir / name
+        if not new.exists():
+            continue
+        trash = None
+        if old.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=out_dir))
+            os.replace(old, trash / name)
+        os.replace(new, old)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
+           log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Render the report of ``artifacts_dir`` into ``out_dir`` and return the manifest.
+
+    The manifest (also written to ``out_dir/report.json``) holds ``engine``, ``tools`` (versions),
+    ``site`` (index.html path), ``pdf``, ``pages``, ``figures`` (slug → format → path), ``written``
+    (every file, as paths) and ``seconds`` (figures, html, pdf, total)."""
+    log = log or (lambda message: None)
+    t_start = time.perf_counter()
+    artifacts_dir, out_dir = Path(artifacts_dir), Path(out_dir)
+    arts = load_artifacts(artifacts_dir)
+    engine_name = select_engine(engine)
+    ctx = ReportContext(artifacts=arts, engine=engine_name,
+                        tool_versions=tool_versions(engine_versions(engine_name)),
+                        # the PDF source sits in source/ (pandoc) or source/quarto/ (figures copied in)
+                        typst_figures_path="../figures" if engine_name == "pandoc" else "figures")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    stage = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir))
+    try:
+        for name in OUTPUT_DIRS:
+            (stage / name).mkdir()
+        t = time.perf_counter()
+        pages = build_pages(ctx)
+        seconds["pages"] = time.perf_counter() - t
+        t = time.perf_counter()
+        figures: dict[str, dict[str, str]] = {}
+        all_figures = [fig for page in pages for fig in page.figures]
+        # vl-convert's conversions run in Rust/Deno outside the GIL: export on every core
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+            exported = list(pool.map(lambda fig: export_figure(fig, stage / "figures"), all_figures))
+        for fig, paths in zip(all_figures, exported):
+            figures[fig.slug] = {fmt: str(out_dir / "figures" / p.name) for fmt, p in paths.items()}
+        seconds["figures"] = time.perf_counter() - t
+        log(f"exported {len(figures)} figures (SVG, PNG, PDF, CSV) in {seconds['figures']:.1f} s")
+        for page in pages:
+            (stage / "source" / f"{page.slug}.qmd").write_text(page.markdown, encoding="utf-8")
+        if engine_name == "pandoc":
+            t = time.perf_counter()
+            render_html_pandoc(ctx, pages, stage / "site", stage / "source")
+            seconds["html"] = time.perf_counter() - t
+            t = time.perf_counter()
+            render_pdf_typst(ctx, pages, stage)
+            seconds["pdf"] = time.perf_counter() - t
+        else:
+            t = time.perf_counter()
+            render_quarto(ctx, pages, stage)
+            seconds["quarto"] = time.perf_counter() - t
+        shutil.copytree(stage / "figures", stage / "site" / "figures", dirs_exist_ok=True)
+        shutil.copy2(stage / "pdf" / "report.pdf", stage / "site" / "report.pdf")
+        (stage / "site" / ".nojekyll").write_text("", encoding="utf-8")
+        _replace_outputs(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    seconds["total"] = time.perf_counter() - t_start
+    written = sorted(str(p) for name in OUTPUT_DIRS for p in (out_dir / name).rglob("*") if p.is_file())
+    manifest = {
+        "engine": engine_name,
+        "tools": ctx.tool_versions,
+        "artifacts": str(artifacts_dir),
+        "site": str(out_dir / "site" / "index.html"),
+        "pdf": str(out_dir / "pdf" / "report.pdf"),
+        "pages": [str(out_dir / "site" / f"{p.slug}.html") for p in pages],
+        "figures": figures,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "written": written,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    manifest["written"].append(str(out_dir / MANIFEST))
+    log(f"rendered {len(pages)} pages and the PDF with {engine_name} in {seconds['total']:.1f} s")
+    return manifest

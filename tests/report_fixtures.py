@@ -1,0 +1,100 @@
+"""Session fixtures for the report tests (loaded by conftest's ``pytest_plugins``): one end-to-end
+build of the tiny checkpoint, one render of a hostile-token copy of its artifacts, and a headless
+Chromium. Every report test reuses these, so the suite builds the report exactly twice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+#: Token strings that would execute, restyle or break a page if any target failed to escape them.
+HOSTILE_TOKENS = [
+    "<script>alert(1)</script>", "</div>", "*a*", "#set page(width: 1pt)", "$x$", "\\", "@fig",
+    "{{ x }}", "<|endoftext|>", "\n",
+]
+#: A token whose bytes are half a UTF-8 character (U+2014 is e2 80 94): shown as hex.
+PARTIAL_UTF8 = {"token": " \ufffd", "bytes_hex": "20e280"}
+
+
+@pytest.fixture(scope="session")
+def report_build(tmp_path_factory, tiny_config_text) -> Path:
+    """``headreport build`` (analysis + render, pandoc engine) of the tiny checkpoint; the out dir."""
+    from analysis.cli import main
+
+    root = tmp_path_factory.mktemp("report_build")
+    config = root / "tiny.toml"
+    config.write_text(tiny_config_text, encoding="utf-8")
+    out = root / "build"
+    assert main(["build", "--config", str(config), "--out", str(out), "--no-progress", "--engine", "pandoc"]) == 0
+    return out
+
+
+def hostile_copy(src: Path, dst: Path) -> Path:
+    """A copy of an artifacts folder whose first head's top tokens are :data:`HOSTILE_TOKENS`.
+
+    Rewritten: the query side of the effective circuit's first direction, the top W_U tokens of the
+    squared-cosine ranking (both reach prose, tables, charts and CSV), a half-UTF-8 W_EE token
+    and one name's word and token. The
+    documents stay schema-valid (checked by ``load_artifacts`` when the report reads them)."""
+    shutil.copytree(src, dst)
+    model = json.loads((dst / "model.json").read_text(encoding="utf-8"))
+    path = dst / f"head_{model['results']['heads'][0]}.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    r = doc["results"]
+    for tokens in (r["singular_directions"]["effective_qk"][0]["query"], r["squared_cosine"]["w_u"]):
+        assert len(tokens) >= len(HOSTILE_TOKENS)
+        for tok, text in zip(tokens, HOSTILE_TOKENS):
+            tok.pop("bytes_hex", None)
+            tok["token"] = text
+    r["squared_cosine"]["w_ee"][0].update(PARTIAL_UTF8)
+    r["subspace_alignment"]["groups"]["names"]["words"][0].update(word="<b>Bold</b>", token="<i>")
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def hostile_artifacts(tmp_path_factory, tiny_artifacts) -> Path:
+    return hostile_copy(tiny_artifacts, tmp_path_factory.mktemp("hostile") / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def hostile_build(hostile_artifacts) -> tuple[Path, dict]:
+    """The hostile artifacts rendered with the pandoc engine: (out dir, manifest)."""
+    from report.render import render
+
+    out = hostile_artifacts.parent / "build"
+    return out, render(hostile_artifacts, out, engine="pandoc")
+
+
+def pdf_text(pdf: Path) -> str:
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def pdf_pages(pdf: Path) -> int:
+    if not shutil.which("pdfinfo"):
+        pytest.skip("pdfinfo (poppler-utils) is not installed")
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return int(next(line.split()[-1] for line in info.splitlines() if line.startswith("Pages:")))
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (no downloaded browser); skipped if absent."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.skip("chromium is not installed (CI installs the Debian package)")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

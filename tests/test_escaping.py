@@ -1,0 +1,98 @@
+"""Token strings are hostile text: visible forms and per-target escaping (report/escaping.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+
+import pytest
+
+from report import escaping as esc
+
+HOSTILE = ["<script>alert(1)</script>", "</div>", "*a*", "#set page(width: 1pt)", "$x$", "\\", "@fig",
+           "{{ x }}", "<|endoftext|>", "\n", "`", "``a", "[x](y)", "| a |", "// c", "<!--", "\u202e"]
+
+
+@pytest.mark.parametrize("token, shown", [
+    (" James", "␣James"), ("\n", "\\n"), ("\t", "\\t"), ("\\", "\\\\"), ("  ", "␣␣"),
+    ("\u202eevil", "\\u202eevil"), ("\x00", "\\x00"), ("␣", "\\u2423"), ("", esc.EMPTY_TOKEN),
+    ("<|endoftext|>", "<|endoftext|>"), ("é", "é"),
+])
+def test_visible_form(token, shown):
+    assert esc.visible(token) == shown
+
+
+def test_visible_shows_invalid_utf8_bytes_as_hex():
+    # " " + the first two bytes of U+2014: the tokenizer decodes them as U+FFFD
+    assert esc.visible(" \ufffd", "20e280") == "␣\\xe2\\x80"
+    assert esc.visible_token({"id": 1, "token": "\ufffd", "bytes_hex": "e2"}) == "\\xe2"
+
+
+def test_visible_is_injective_on_tricky_pairs():
+    pairs = [("\n", "\\n"), (" ", "␣"), ("\\x41", "A"), ("\ufffd", "\\xef")]
+    for a, b in pairs:
+        assert esc.visible(a) != esc.visible(b)
+
+
+def test_html_text_escapes_markup():
+    assert esc.html_text('<a href="x">&') == "&lt;a href=&quot;x&quot;&gt;&amp;"
+
+
+def test_json_for_script_cannot_close_the_script_element():
+    text = esc.json_for_script({"t": "</script><!-- & \u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"t": "</script><!-- & \u2028"}
+
+
+def test_csv_cell_guards_formulas_and_round_trips():
+    assert esc.csv_cell("=1+1") == "'=1+1" and esc.csv_cell("@fig") == "'@fig"
+    assert esc.csv_cell("␣James") == "␣James"
+    buf = io.StringIO()
+    csv.writer(buf).writerow([esc.csv_cell(t) for t in ("a,b", 'q"q', "x\ny")])
+    assert next(csv.reader(io.StringIO(buf.getvalue()))) == ["a,b", 'q"q', "x\ny"]
+
+
+def _pandoc(markdown: str, to: str) -> str:
+    from report.render import run_pandoc
+
+    return run_pandoc(markdown, to)
+
+
+def test_markdown_text_is_literal_in_pandoc_html():
+    for text in HOSTILE[:-1]:
+        html = _pandoc(esc.markdown_text(text), "html5")
+        visible = html.replace("<p>", "").replace("</p>", "").strip()
+        import html as html_mod
+
+        assert html_mod.unescape(visible) == " ".join(text.split()) or text.strip() == "", text
+
+
+def test_markdown_token_reaches_html_and_typst_verbatim():
+    import html as html_mod
+
+    for text in HOSTILE:
+        md = f"before {esc.markdown_token({'id': 0, 'token': text})} after"
+        html = _pandoc(md, "html5")
+        shown = esc.visible(text)
+        assert f'<code class="tok">{esc.html_text(shown)}</code>' in html
+        assert html_mod.unescape(html).count(shown) >= 1
+        typst = _pandoc(md, "typst")
+        assert esc.typst_raw(shown) in typst
+        assert "html" not in typst.lower() or "<code" not in typst
+
+
+def test_typst_escapes_compile_to_the_literal_text(tmp_path):
+    import typst
+
+    shown = [esc.visible(t) for t in HOSTILE]
+    doc = "\n\n".join(f"{esc.typst_markup(s)} | {esc.typst_raw(s)}.tail" for s in shown)
+    (tmp_path / "t.typ").write_text(doc, encoding="utf-8")
+    typst.compile(str(tmp_path / "t.typ"), output=str(tmp_path / "t.pdf"))
+    if subprocess.run(["which", "pdftotext"], check=False, capture_output=True).returncode != 0:
+        pytest.skip("pdftotext not installed")
+    text = subprocess.run(["pdftotext", str(tmp_path / "t.pdf"), "-"], check=False, capture_output=True, text=True).stdout
+    for s in shown:
+        assert text.count(s) >= 2, s  # once as markup, once as raw
+    assert ".tail" in text
