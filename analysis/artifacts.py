@@ -141,6 +141,22 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]]) -> list[Path
     return [path for _, path in staged]
 
 
+def merged_timings(out_dir: Path, seconds: dict[str, float], device: str | None) -> dict[str, Any]:
+    """A ``timings.json`` document: ``seconds`` merged into the one already in ``out_dir`` (same keys
+    are overwritten, others kept), so ``survey`` and ``analyze`` runs into one folder keep each other's."""
+    merged: dict[str, float] = {}
+    path = out_dir / "timings.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(old, dict) and isinstance(old.get("seconds"), dict):
+            merged.update({k: v for k, v in old["seconds"].items() if isinstance(v, (int, float))})
+    except (OSError, ValueError):
+        pass
+    merged.update(seconds)
+    return {"schema_version": SCHEMA_VERSION, "kind": "timings", "seconds": dict(sorted(merged.items())),
+            "device": device}
+
+
 def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """Read and validate one artifact; ``kind`` checks its ``kind`` field."""
     path = Path(path)

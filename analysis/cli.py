@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .config import Config, HeadRef, load_config
 from .errors import ConfigError, UserError
@@ -64,8 +65,78 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_survey_options(p: argparse.ArgumentParser) -> None:
+    _add_run_options(p)
+    p.add_argument("--mode", choices=("sampled", "exact"),
+                   help="rank a seeded sample of tokens (default) or every token (GPU) (overrides survey.mode)")
+    p.add_argument("--sample-size", type=int, metavar="N", help="tokens ranked per head in sampled mode (overrides survey.sample_size)")
+    p.add_argument("--analyze-top", type=int, metavar="N",
+                   help="then analyse the N most copy-suppression-like heads in full (overrides survey.analyze_top)")
+
+
+def cmd_survey(args: argparse.Namespace) -> int:
+    from .config import config_from_dict
+    from .survey import run_survey
+
+    config = resolve_config(args)
+    overrides = {k: v for k, v in (("mode", args.mode), ("sample_size", args.sample_size),
+                                   ("analyze_top", args.analyze_top)) if v is not None}
+    if overrides:  # validated like the config file, errors name the flag's config key
+        raw = {"survey": {**dataclasses.asdict(config.survey), **overrides}}
+        config = config.replace(survey=config_from_dict(raw).survey)
+    out = artifacts_dir(config)
+    written = run_survey(config, out, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _add_render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifacts", metavar="DIR", default="build/artifacts",
+                   help="artifacts folder to read (default: build/artifacts)")
+    p.add_argument("--out", metavar="DIR", default="build",
+                   help="output folder: site/, pdf/, figures/ are written here (default: build)")
+    _add_engine_option(p)
+
+
+def _add_engine_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto",
+                   help="auto (default): quarto when on PATH, else pandoc (HTML) + typst (PDF)")
+
+
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    _add_run_options(p)
+    _add_engine_option(p)
+
+
+def _print_report(manifest: dict) -> None:
+    print(manifest["site"])
+    print(manifest["pdf"])
+    print(f"engine: {manifest['engine']}; {manifest['seconds']['total']:.1f} s", file=sys.stderr)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from report.render import render
+
+    _print_report(render(args.artifacts, args.out, engine=args.engine, log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from report.build import build
+
+    config = resolve_config(args)
+    _print_report(build(config, engine=args.engine, progress=not args.no_progress,
+                        log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "analyze": (_add_run_options, cmd_analyze, "compute every analysis of the configured heads into JSON artifacts"),
+    "render": (_add_render_options, cmd_render, "render the HTML site, the PDF and the figures from existing artifacts"),
+    "build": (_add_build_options, cmd_build, "analyse (only if the config, weights or analysis code changed) and render"),
+    "survey": (_add_survey_options, cmd_survey,
+               "cheap statistics for every head and a copy-suppression ranking, into survey.json"),
 }
 
 
@@ -83,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Idle OpenMP threads sleep instead of spinning (read when torch loads, so before any import of
+    # it): on a busy 2-core machine spinning threads steal the core their partner needs and a run
+    # gets several times slower; on an idle one the cost is negligible. An explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -68,7 +68,7 @@ class ProcessingConfig:
 @dataclass(frozen=True)
 class EffectiveEmbeddingConfig:
     variant: str = "mlp_after_attention"
-    batch_size: int = 4096
+    batch_size: int = 1024
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,21 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class SurveyConfig:
+    """``headreport survey``: cheap per-head statistics for every head (see analysis/survey.py).
+
+    ``mode``: "sampled" ranks a seeded sample of ``sample_size`` tokens (seed: ``analysis.seed``) for
+    the QK self-attention and OV self-suppression scores; "exact" ranks every token (meant for GPU).
+    ``analyze_top``: after the survey, run the full per-head analysis on this many top-ranked
+    (most copy-suppression-like) heads, in the same process (0: none).
+    """
+
+    mode: str = "sampled"
+    sample_size: int = 2000
+    analyze_top: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     heads: tuple[HeadRef, ...] = (HeadRef(10, 7),)
     output_dir: str = "build"
@@ -99,6 +114,7 @@ class Config:
     effective_embedding: EffectiveEmbeddingConfig = field(default_factory=EffectiveEmbeddingConfig)
     words: WordsConfig = field(default_factory=WordsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    survey: SurveyConfig = field(default_factory=SurveyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that round-trips through :func:`config_from_dict`."""
@@ -122,6 +138,7 @@ _SECTIONS = {
     "effective_embedding": EffectiveEmbeddingConfig,
     "words": WordsConfig,
     "analysis": AnalysisConfig,
+    "survey": SurveyConfig,
 }
 _TOP_LEVEL = ("heads", "output_dir", *_SECTIONS)
 
@@ -233,6 +250,14 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
         _check_positive("analysis.seed", a["seed"], minimum=0)
     if "ov_mode" in a:
         _check_choice("analysis.ov_mode", a["ov_mode"], OV_MODES)
+
+    sv = sections["survey"]
+    if "mode" in sv:
+        _check_choice("survey.mode", sv["mode"], OV_MODES)
+    if "sample_size" in sv:
+        _check_positive("survey.sample_size", sv["sample_size"])
+    if "analyze_top" in sv:
+        _check_positive("survey.analyze_top", sv["analyze_top"], minimum=0)
 
     for name, cls in _SECTIONS.items():
         kwargs[name] = cls(**sections[name])

@@ -45,7 +45,7 @@ def layer0_attention_ov(model: LoadedModel) -> tuple[Float[Tensor, "d_model d_mo
 def effective_embedding(
     model: LoadedModel,
     variant: str = "mlp_after_attention",
-    batch_size: int = 4096,
+    batch_size: int = 1024,
     progress: bool = True,
 ) -> Float[Tensor, "d_vocab d_model"]:
     """W_EE for the whole vocabulary (see the module docstring for the three variants)."""

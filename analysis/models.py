@@ -25,8 +25,9 @@ from typing import Any, Callable
 
 import torch
 
+from .bundled import SMOLLM2_ID, smollm2_135m_instruct
 from .config import ModelConfig, ProcessingConfig
-from .errors import ModelUnavailableError
+from .errors import ConfigError, ModelUnavailableError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
@@ -60,7 +61,13 @@ class LoadedModel:
         """
         if name not in self._weights:
             with torch.no_grad():
-                value = getattr(self.bridge, name)
+                try:
+                    value = getattr(self.bridge, name)
+                except AttributeError:
+                    # bias-free projections (Llama family): the bridge has no stacked b_Q/b_V/...
+                    if not name.startswith("b_"):
+                        raise
+                    value = None
                 self._weights[name] = value.detach() if value is not None else None
         return self._weights[name]
 
@@ -69,8 +76,20 @@ class LoadedModel:
         return head // (self.n_heads // self.n_kv_heads)
 
 
-# Bundled models: id -> callable returning (hf_model, tokenizer, provenance extras).
-BUNDLED_MODELS: dict[str, Callable[[ModelConfig], tuple[Any, Any, dict[str, Any]]]] = {}
+# Bundled models: id -> callable returning (hf_model, tokenizer, provenance extras). See bundled.py.
+BUNDLED_MODELS: dict[str, Callable[[ModelConfig], tuple[Any, Any, dict[str, Any]]]] = {
+    SMOLLM2_ID: smollm2_135m_instruct,
+}
+
+
+# refactor_factored_attn_matrices rewrites W_Q/W_K by an invertible d_head × d_head change of basis,
+# which does not commute with the rotary rotation: TransformerLens refuses it for rotary models.
+# We stop with a clear error (exit 2) rather than silently skipping a flag the config asked for.
+_ROTARY_REFACTOR_MESSAGE = (
+    "processing.refactor_factored_attn_matrices: must be false for {name!r}, which uses rotary position "
+    "embeddings (the refactoring does not commute with the rotation, and TransformerLens refuses it); "
+    "set refactor_factored_attn_matrices = false in [processing]. The QK/OV spectra do not depend on it."
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -203,6 +222,21 @@ def _hub_offline():
             os.environ["HF_HUB_OFFLINE"] = old
 
 
+@contextlib.contextmanager
+def _single_threaded():
+    """Run the load and the weight processing on one intra-op thread. Processing is hundreds of
+    small ops and batched d_model × d_head SVDs (refactor_factored_attn_matrices) that gain nothing
+    from more threads and, on a busy 2-core machine, lose 3-30× to threads waiting on each other
+    (measured: 3.5 s on one thread against 10-90 s on two). It also makes the processed W_Q/W_K/W_V/W_O
+    factors (SVD signs) independent of the machine's thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedModel:
     """Load ``model_cfg.name`` and apply ``processing``; raise :class:`ModelUnavailableError` clearly."""
     device = resolve_device(model_cfg.device)
@@ -220,7 +254,7 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    with _hub_offline():  # everything is local from here on: never a network retry loop
+    with _hub_offline(), _single_threaded():  # local from here on: never a network retry loop
         if folder is None:
             hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
             provenance.update(extra)
@@ -233,12 +267,21 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
                 bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelUnavailableError(f"model.name: cannot load the checkpoint in {str(folder)!r}: {exc}") from None
-    bridge.enable_compatibility_mode(
-        fold_ln=processing.fold_ln,
-        center_writing_weights=processing.center_writing_weights,
-        center_unembed=processing.center_unembed,
-        refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
-    )
+    rotary = str(bridge.cfg.positional_embedding_type) == "rotary"
+    if processing.refactor_factored_attn_matrices and rotary:
+        raise ConfigError(_ROTARY_REFACTOR_MESSAGE.format(name=model_cfg.name))
+    try:
+        with _single_threaded():
+            bridge.enable_compatibility_mode(
+                fold_ln=processing.fold_ln,
+                center_writing_weights=processing.center_writing_weights,
+                center_unembed=processing.center_unembed,
+                refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
+            )
+    except AssertionError as exc:  # TransformerLens asserts on combinations it cannot process
+        if processing.refactor_factored_attn_matrices:
+            raise ConfigError(f"{_ROTARY_REFACTOR_MESSAGE.format(name=model_cfg.name)} ({exc})") from None
+        raise
     bridge.eval()
     cfg = bridge.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads

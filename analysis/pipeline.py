@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import alignment, circuits, diagonal, spectra
-from .artifacts import SCHEMA_VERSION, head_filename, write_artifacts
+from .artifacts import SCHEMA_VERSION, head_filename, merged_timings, write_artifacts
 from .config import Config, HeadRef, check_heads_against_model
 from .embeddings import effective_embedding
 from .models import LoadedModel, load_model
@@ -65,6 +65,8 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
             f"Grouped-query attention: {model.n_heads} query heads share {model.n_kv_heads} key/value heads; "
             f"query head H reads key/value head H // {model.n_heads // model.n_kv_heads}."
         )
+    if model.provenance.get("quantization_note"):
+        notes.append(model.provenance["quantization_note"])
     return {
         "name": model.provenance.get("repo_id") or model.provenance.get("requested_name"),
         "architecture": model.provenance.get("architecture"),
@@ -162,25 +164,33 @@ def analyze_head(
     }
 
 
-def run_analysis(config: Config, out_dir: Path, progress: bool = True, log=print) -> list[Path]:
-    """Analyse every head of ``config``; write the artifacts into ``out_dir`` (the artifacts folder)."""
-    timer = Timer()
+def run_analysis(
+    config: Config, out_dir: Path, progress: bool = True, log=print, *,
+    model: LoadedModel | None = None, W_EE: torch.Tensor | None = None, timer: Timer | None = None,
+) -> list[Path]:
+    """Analyse every head of ``config``; write the artifacts into ``out_dir`` (the artifacts folder).
+
+    ``model``/``W_EE``/``timer``: reuse an already loaded model (with ``config``'s model and
+    processing), its effective embedding (``config``'s variant) and step timings — the survey passes
+    them when it analyses its top-ranked heads in the same process."""
+    timer = timer if timer is not None else Timer()
     torch.manual_seed(config.analysis.seed)
-    with timer("load_model"):
-        model = load_model(config.model, config.processing)
+    # read the word lists before the (slow) model load: a bad list fails fast
+    words = {key: load_word_list(source) for key, source in (("names", config.words.names), ("generic", config.words.generic))}
+    if model is None:
+        with timer("load_model"):
+            model = load_model(config.model, config.processing)
     check_heads_against_model(config.heads, model.n_layers, model.n_heads)
-    word_lists = {
-        key: tokenize_words(load_word_list(source), model.tokenizer)
-        for key, source in (("names", config.words.names), ("generic", config.words.generic))
-    }
+    word_lists = {key: tokenize_words(ws, model.tokenizer) for key, ws in words.items()}
     for key, (kept, skipped) in word_lists.items():
         if skipped:
             log(f"words.{key}: skipped {len(skipped)} word(s) "
                 f"that are not a single token: {', '.join(s.word for s in skipped[:8])}"
                 + (" ..." if len(skipped) > 8 else ""))
     ee = config.effective_embedding
-    with timer("effective_embedding"):
-        W_EE = effective_embedding(model, ee.variant, ee.batch_size, progress=progress)
+    if W_EE is None:
+        with timer("effective_embedding"):
+            W_EE = effective_embedding(model, ee.variant, ee.batch_size, progress=progress)
 
     provenance = dict(model.provenance)
     provenance["seed"] = config.analysis.seed
@@ -207,9 +217,5 @@ def run_analysis(config: Config, out_dir: Path, progress: bool = True, log=print
             "effective_embedding": {"variant": ee.variant, "batch_size": ee.batch_size},
         },
     }, **docs}
-    docs["timings.json"] = {
-        "schema_version": SCHEMA_VERSION, "kind": "timings",
-        "seconds": dict(sorted(timer.seconds.items())),
-        "device": model.provenance.get("device"),
-    }
+    docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
     return write_artifacts(out_dir, docs)

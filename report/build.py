@@ -28,11 +28,15 @@ def _comparable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def current_weights_sha256(config: Config) -> dict[str, str] | None:
-    """sha256 of the configured model's weight files, or None for a bundled model."""
+    """sha256 of the configured model's weight files (for a bundled model, of the file it ships in;
+    None when that file is not installed)."""
     from analysis.models import BUNDLED_MODELS, _hash_weights, resolve_local_folder
 
     if config.model.name in BUNDLED_MODELS:
-        return None
+        from analysis.bundled import SMOLLM2_ID, _sha256, smollm2_gguf_path
+
+        path = smollm2_gguf_path() if config.model.name == SMOLLM2_ID else None
+        return {path.name: _sha256(path)} if path is not None else None
     folder, _ = resolve_local_folder(config.model.name, config.model.revision)
     return _hash_weights(folder)
 

@@ -412,7 +412,14 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
 
 #: The report's pages in reading order. To add a page (e.g. the survey, from ``survey.json``), add a
 #: builder here that returns ``[]`` when its artifact is absent; see :mod:`report.render`.
-PAGE_BUILDERS: list[Callable[[ReportContext], list[Page]]] = [index_page, head_pages, reproducibility_page]
+def survey_pages(ctx: ReportContext) -> list[Page]:
+    """The survey page (:mod:`report.survey_charts`; none without ``survey.json``)."""
+    from .survey_charts import survey_pages as build_survey_pages
+
+    return build_survey_pages(ctx)
+
+
+PAGE_BUILDERS: list[Callable[[ReportContext], list[Page]]] = [index_page, head_pages, survey_pages, reproducibility_page]
 
 
 def build_pages(ctx: ReportContext, builders: list[Callable[[ReportContext], list[Page]]] | None = None) -> list[Page]:

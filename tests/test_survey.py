@@ -1,0 +1,135 @@
+"""The all-heads survey: same numbers as the per-head analysis, deterministic, ranked, timings merged."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import circuits, diagonal
+from analysis.artifacts import load_artifacts, read_artifact
+from analysis.config import HeadRef, config_from_dict
+from analysis.survey import effective_rank, run_survey, sigma1_share
+
+SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
+
+
+@pytest.fixture(scope="module")
+def survey_run(tmp_path_factory, tiny_config_text):
+    """Survey of the tiny GPT-2 checkpoint (all 8 heads), then the full analysis of its top 2."""
+    out = tmp_path_factory.mktemp("survey") / "artifacts"
+    out.mkdir()
+    (out / "timings.json").write_text(json.dumps({"schema_version": "1.0", "kind": "timings",
+                                                  "seconds": {"earlier/step": 1.5}}))
+    config = config_from_dict(tomllib.loads(tiny_config_text + SURVEY_SECTION))
+    run_survey(config, out, progress=False, log=lambda m: None)
+    return config, out
+
+
+def test_effective_rank_and_share_definitions():
+    assert effective_rank([2.0, 2.0, 2.0, 2.0]) == pytest.approx(4.0)
+    assert effective_rank([3.0, 0.0, 0.0]) == pytest.approx(1.0)
+    p = np.array([3.0, 1.0]) / 4
+    assert effective_rank([3.0, 1.0]) == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+    assert sigma1_share([3.0, 1.0]) == pytest.approx(0.75)
+    assert effective_rank([0.0, 0.0]) == 0.0 and sigma1_share([0.0, 0.0]) == 0.0
+
+
+def test_survey_equals_per_head_analysis(survey_run, tiny_artifacts, tiny_model, tiny_W_EE):
+    """For the heads the per-head analysis covers (same seed, same sample size), the survey's numbers
+    are the analysis's: OV ranks exactly, spectra statistics and the names/generic median ratio."""
+    _, out = survey_run
+    survey = read_artifact(out / "survey.json", kind="survey")["results"]
+    by_label = {r["label"]: r for r in survey["heads"]}
+    assert len(by_label) == 8
+    heads = load_artifacts(tiny_artifacts)["heads"]
+    assert heads, "the per-head analysis fixture has heads"
+    for doc in heads:
+        res = doc["results"]
+        row = by_label[res["head"]["label"]]
+        for key in ("fraction_rank1", "fraction_top10", "median_rank", "mean_rank"):
+            assert row["ov_self_suppression"][key] == res["ov_self_suppression"][key], key
+        for name in ("w_qk", "effective_qk"):
+            s = res["spectra"][name]
+            assert row[name]["sigma1_share"] == pytest.approx(sigma1_share(s), rel=1e-4)
+            assert row[name]["effective_rank"] == pytest.approx(effective_rank(s), rel=1e-4)
+            assert row[name]["sigma1"] == pytest.approx(s[0], rel=1e-4)
+        assert row["subspace"]["median_ratio"] == pytest.approx(
+            res["subspace_alignment"]["comparison"]["median_ratio"], rel=1e-5)
+        # QK self-attention: the diagonal function on the same effective circuit, same seed
+        w = circuits.head_weights(tiny_model, HeadRef(row["layer"], row["head"]))
+        qk = diagonal.qk_self_attention(
+            circuits.effective_qk_circuit(w, tiny_model.weight("W_U"), tiny_W_EE), "sampled", 500, 0)
+        assert row["qk_self_attention"]["fraction_rank1"] == pytest.approx(qk["fraction_rank1"], abs=0)
+        assert row["qk_self_attention"]["median_rank"] == pytest.approx(qk["median_rank"], abs=0)
+
+
+def test_ranking_and_analyze_top(survey_run):
+    _, out = survey_run
+    survey = read_artifact(out / "survey.json", kind="survey")["results"]
+    order = survey["ranking"]["order"]
+    rows = {r["label"]: r for r in survey["heads"]}
+    assert sorted(order) == sorted(rows) and [rows[label]["rank"] for label in order] == list(range(1, 9))
+    scores = [rows[label]["copy_suppression_score"] for label in order]
+    assert scores == sorted(scores, reverse=True)
+    for r in rows.values():
+        ov, qk = r["ov_self_suppression"]["fraction_rank1"], r["qk_self_attention"]["fraction_rank1"]
+        assert r["copy_suppression_score"] == pytest.approx(math.sqrt(ov * qk), rel=1e-5, abs=1e-7)
+    arts = load_artifacts(out)  # the top 2 heads were analysed in full, in the same run
+    assert arts["model"]["results"]["heads"] == order[:2]
+    assert arts["survey"] is not None
+
+
+def test_timings_merged_not_clobbered(survey_run):
+    _, out = survey_run
+    seconds = json.loads((out / "timings.json").read_text())["seconds"]
+    assert seconds["earlier/step"] == 1.5
+    assert "survey/total_heads" in seconds and any(k.endswith("/ov_self_suppression") and not k.startswith("survey")
+                                                   for k in seconds)
+
+
+def test_survey_is_deterministic(survey_run, tmp_path):
+    config, out = survey_run
+    import dataclasses
+
+    again = config.replace(survey=dataclasses.replace(config.survey, analyze_top=0))
+    run_survey(again, tmp_path, progress=False, log=lambda m: None)
+    first = json.loads((out / "survey.json").read_text())
+    second = json.loads((tmp_path / "survey.json").read_text())
+    # only the survey section of the config differs (analyze_top); the results are byte-identical
+    assert json.dumps(first["results"], sort_keys=True) == json.dumps(second["results"], sort_keys=True)
+    assert "timings" not in json.dumps(first["results"])
+
+
+def test_cli_survey_bad_flag_value(tiny_gpt2, tmp_path, capsys):
+    from analysis.cli import main
+
+    code = main(["survey", "--model", str(tiny_gpt2), "--sample-size", "0", "--out", str(tmp_path)])
+    assert code == 2
+    assert "survey.sample_size" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts").exists()
+    torch.manual_seed(0)
+
+
+def test_survey_page(survey_run):
+    """The report's survey page: one heatmap per statistic (exact values in the tooltip), the ranked
+    table, links to the heads that have a page; no page without survey.json."""
+    from report.pages import PAGE_BUILDERS, ReportContext
+    from report.survey_charts import survey_pages
+
+    _, out = survey_run
+    arts = load_artifacts(out)
+    ctx = ReportContext(artifacts=arts, engine="pandoc", tool_versions={})
+    [page] = survey_pages(ctx)
+    stats = arts["survey"]["results"]["statistics"]
+    assert page.slug == "survey" and len(page.figures) == len(stats)
+    spec = page.figures[0].spec()
+    assert "value" in json.dumps(spec) and len(page.figures[0].rows) == 8
+    for label in arts["model"]["results"]["heads"]:
+        assert f'href="head-{label}.html"' in page.markdown
+    assert any(getattr(b, "__name__", "") == "survey_pages" for b in PAGE_BUILDERS)
+    assert survey_pages(ReportContext(artifacts={**arts, "survey": None}, engine="pandoc", tool_versions={})) == []
