@@ -57,7 +57,11 @@ def qk_circuit(w: HeadWeights) -> FactoredMatrix:
 
 def full_qk_circuit(w: HeadWeights, W_E: Float[Tensor, "d_vocab d_model"]) -> FactoredMatrix:
     """W_E W_QK W_Eᵀ: ``[d_vocab, d_vocab]``, query token × key token, through raw embeddings."""
-    return FactoredMatrix(W_E @ w.W_Q, w.W_K.T @ W_E.T)
+    # one pass over W_E for both factors (a d_model × 2·d_head right-hand side: ~1.5× the GEMM rate
+    # of two d_head-wide products); B = (W_E W_K)ᵀ is a transposed view
+    d_head = w.W_Q.shape[1]
+    both = W_E @ torch.cat([w.W_Q, w.W_K], dim=1)
+    return FactoredMatrix(both[:, :d_head], both[:, d_head:].T)
 
 
 def effective_qk_circuit(
@@ -65,7 +69,7 @@ def effective_qk_circuit(
 ) -> FactoredMatrix:
     """W_Uᵀ W_QK W_EEᵀ: ``[d_vocab, d_vocab]``; query = a predicted token's unembedding,
     key = a token's effective embedding (the copy-suppression paper's QK circuit)."""
-    return FactoredMatrix(W_U.T @ w.W_Q, w.W_K.T @ W_EE.T)
+    return FactoredMatrix(W_U.T @ w.W_Q, (W_EE @ w.W_K).T)  # vocab-tall products: faster than W_Kᵀ·W_EEᵀ
 
 
 def ov_circuit(w: HeadWeights) -> FactoredMatrix:

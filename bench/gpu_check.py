@@ -1,0 +1,131 @@
+"""Prepared check for a machine with a CUDA device: the GPU code paths give the CPU's answers, and how
+long the exact modes take there. Not a test (CI has no GPU); run by hand:
+
+    python bench/gpu_check.py --out DIR
+
+It builds a GPT-2-small-shaped random checkpoint (real GPT-2 tokenizer), loads it on the CPU and on
+CUDA, and compares: W_EE, head 10.7's spectra, exact OV self-suppression and QK self-attention ranks,
+then times an exact-mode survey of all 144 heads on the GPU and a full ``run_analysis`` on the GPU.
+Writes ``DIR/gpu_check.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from analysis import circuits, diagonal, spectra  # noqa: E402
+from analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig  # noqa: E402
+from analysis.embeddings import effective_embedding  # noqa: E402
+from analysis.models import load_model  # noqa: E402
+from checkpoints import make_gpt2_checkpoint  # noqa: E402
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().cpu(), b.double().cpu()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="build/gpu_check")
+    parser.add_argument("--device", default="cuda", help="the device compared with the CPU (cpu: a dry run here)")
+    parser.add_argument("--small", action="store_true", help="a 2-layer, d_model 64 checkpoint (dry run)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = args.device
+    report: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    if dev == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device", file=sys.stderr)
+        return 2
+    report["device_name"] = torch.cuda.get_device_name(0) if dev == "cuda" else dev
+    tmp = Path(tempfile.mkdtemp())
+    dims = dict(n_layer=2, n_head=4, n_embd=64, n_positions=64) if args.small else dict(
+        n_layer=12, n_head=12, n_embd=768, n_positions=1024)
+    ck, t = timed(lambda: make_gpt2_checkpoint(tmp / "gpt2s", **dims))
+    report["checkpoint_seconds"] = t
+    proc = ProcessingConfig()
+    cpu = load_model(ModelConfig(name=str(ck), device="cpu"), proc)
+    gpu = load_model(ModelConfig(name=str(ck), device=dev), proc)
+
+    W_cpu, t_cpu = timed(lambda: effective_embedding(cpu, progress=False))
+    effective_embedding(gpu, progress=False)  # warm-up
+    W_gpu, t_gpu = timed(lambda: effective_embedding(gpu, progress=False))
+    report["w_ee"] = {"cpu_s": t_cpu, "gpu_s": t_gpu, "max_rel_err": rel_err(W_gpu, W_cpu)}
+
+    head = HeadRef(1, 3) if args.small else HeadRef(10, 7)
+    wc, wg = circuits.head_weights(cpu, head), circuits.head_weights(gpu, head)
+    spec = {}
+    for name, fc, fg in (
+        ("w_qk", circuits.qk_circuit(wc), circuits.qk_circuit(wg)),
+        ("full_qk", circuits.full_qk_circuit(wc, cpu.weight("W_E")), circuits.full_qk_circuit(wg, gpu.weight("W_E"))),
+        ("effective_qk", circuits.effective_qk_circuit(wc, cpu.weight("W_U"), W_cpu),
+         circuits.effective_qk_circuit(wg, gpu.weight("W_U"), W_gpu)),
+    ):
+        spec[name] = rel_err(torch.tensor(spectra.singular_spectrum(fg)), torch.tensor(spectra.singular_spectrum(fc)))
+    report["spectra_max_rel_err"] = spec
+
+    ranks = {}
+    for name, desc, fc, fg in (
+        ("ov_self_suppression", False, circuits.effective_ov_circuit(wc, W_cpu, cpu.weight("W_U")),
+         circuits.effective_ov_circuit(wg, W_gpu, gpu.weight("W_U"))),
+        ("qk_self_attention", True, circuits.effective_qk_circuit(wc, cpu.weight("W_U"), W_cpu),
+         circuits.effective_qk_circuit(wg, gpu.weight("W_U"), W_gpu)),
+    ):
+        rc, tc = timed(lambda: diagonal.diagonal_ranks(fc, descending=desc))
+        diagonal.diagonal_ranks(fg, descending=desc, rows=torch.arange(4096, device=W_gpu.device))  # warm-up
+        rg, tg = timed(lambda: diagonal.diagonal_ranks(fg, descending=desc))
+        diff = (rc - rg).abs()
+        ranks[name] = {
+            "cpu_exact_s": tc, "gpu_exact_s": tg,
+            "fraction_rank1_cpu": float((rc == 1).double().mean()),
+            "fraction_rank1_gpu": float((rg == 1).double().mean()),
+            "rows_with_equal_rank": float((diff == 0).double().mean()),
+            "max_rank_difference": int(diff.max()),
+            "median_rank_cpu": float(rc.double().median()), "median_rank_gpu": float(rg.double().median()),
+        }
+    report[f"exact_ranks_head_{head.label}"] = ranks
+    del cpu, W_cpu
+
+    from analysis.pipeline import run_analysis
+    from analysis.survey import run_survey
+
+    base = Config(model=ModelConfig(name=str(ck), device=dev), heads=(head,), output_dir=str(out / "build"))
+    written, t = timed(lambda: run_survey(
+        base.replace(survey=SurveyConfig(mode="exact", sample_size=2000, analyze_top=0)),
+        out / "build" / "artifacts", progress=False, log=lambda m: None))
+    survey = json.loads((out / "build" / "artifacts" / "survey.json").read_text())
+    report["survey_exact"] = {
+        "seconds": t, "n_heads": len(survey["results"]["heads"]),
+        "top5": survey["results"]["ranking"]["order"][:5],
+    }
+    written, t = timed(lambda: run_analysis(base, out / "build" / "artifacts", progress=False, log=lambda m: None))
+    timings = json.loads((out / "build" / "artifacts" / "timings.json").read_text())
+    report[f"analyze_{head.label}_exact"] = {"seconds": t, "steps": timings["seconds"], "files": [p.name for p in written]}
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+    print(json.dumps(report, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
