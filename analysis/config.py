@@ -8,8 +8,10 @@ the model?) happen once the model is loaded: see :func:`check_heads_against_mode
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ class HeadRef:
         return f"{self.layer}.{self.head}"
 
     @classmethod
-    def parse(cls, text: str, key: str = "heads") -> "HeadRef":
+    def parse(cls, text: str, key: str = "heads") -> HeadRef:
         if not isinstance(text, str) or not HEAD_RE.match(text.strip()):
             raise ConfigError(
                 f"{key}: {text!r} is not a head; write heads as \"L.H\" with 0-indexed layer L "
@@ -126,7 +128,7 @@ class Config:
             d["analysis"]["subspace_rank"] = "all"
         return d
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
@@ -285,6 +287,31 @@ def _resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
             f"one word per line, or a built-in list ({', '.join('builtin:' + n for n in sorted(BUILTIN_LISTS))})"
         )
     return str(path.resolve())
+
+
+def toml_literal(value: Any) -> str:
+    """A TOML literal for a config value (boolean, number, string or list of them). Strings use
+    JSON's escapes, every one of which is also a TOML basic-string escape."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(x) for x in value) + "]"
+    raise TypeError(f"no TOML literal for {type(value).__name__}")
+
+
+def config_to_toml(config: Mapping[str, Any]) -> str:
+    """A config dict (``Config.to_dict()``, or an artifact's ``config``) as a TOML file that
+    :func:`load_config` reads back to the same config."""
+    lines = [f"{k} = {toml_literal(v)}" for k, v in config.items() if not isinstance(v, Mapping) and v is not None]
+    for key, table in config.items():
+        if isinstance(table, Mapping):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {toml_literal(v)}" for k, v in table.items() if v is not None)
+    return "\n".join(lines) + "\n"
 
 
 def load_config(path: str | Path | None) -> Config:

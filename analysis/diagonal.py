@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import FactoredMatrix
-
 
 # CPU: rows per batch of each worker (a batch × d_vocab float32 block is ~13 MB for GPT-2: it stays
 # in the last-level cache between the GEMM that writes it and the comparison that reads it).

@@ -19,9 +19,10 @@ import hashlib
 import importlib.metadata
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -223,7 +224,7 @@ def _hub_offline():
 
 
 @contextlib.contextmanager
-def _single_threaded():
+def single_threaded():
     """Run the load and the weight processing on one intra-op thread. Processing is hundreds of
     small ops and batched d_model × d_head SVDs (refactor_factored_attn_matrices) that gain nothing
     from more threads and, on a busy 2-core machine, lose 3-30× to threads waiting on each other
@@ -254,7 +255,7 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    with _hub_offline(), _single_threaded():  # local from here on: never a network retry loop
+    with _hub_offline(), single_threaded():  # local from here on: never a network retry loop
         if folder is None:
             hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
             provenance.update(extra)
@@ -271,7 +272,7 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
     if processing.refactor_factored_attn_matrices and rotary:
         raise ConfigError(_ROTARY_REFACTOR_MESSAGE.format(name=model_cfg.name))
     try:
-        with _single_threaded():
+        with single_threaded():
             bridge.enable_compatibility_mode(
                 fold_ln=processing.fold_ln,
                 center_writing_weights=processing.center_writing_weights,

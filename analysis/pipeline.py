@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,7 +183,7 @@ def run_analysis(
             model = load_model(config.model, config.processing)
     check_heads_against_model(config.heads, model.n_layers, model.n_heads)
     word_lists = {key: tokenize_words(ws, model.tokenizer) for key, ws in words.items()}
-    for key, (kept, skipped) in word_lists.items():
+    for key, (_, skipped) in word_lists.items():
         if skipped:
             log(f"words.{key}: skipped {len(skipped)} word(s) "
                 f"that are not a single token: {', '.join(s.word for s in skipped[:8])}"

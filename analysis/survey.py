@@ -38,7 +38,6 @@ rows of each circuit (:func:`analysis.diagonal.diagonal_ranks`); nothing vocab Ã
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from . import alignment, circuits, diagonal
 from .artifacts import SCHEMA_VERSION, merged_timings, write_artifacts
 from .config import Config, HeadRef
 from .embeddings import effective_embedding
-from .models import LoadedModel, load_model
+from .models import LoadedModel, load_model, single_threaded
 from .pipeline import Timer, analysis_code_digest, model_summary, run_analysis
 from .words import load_word_list, tokenize_words
 
@@ -140,18 +139,6 @@ class LayerSpectra:
     left: torch.Tensor  # [n_heads, d_model, d_head]
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run many tiny LAPACK calls on one thread: with a busy CPU, thread barriers in each call cost
-    far more than the work (measured: 0.5 s instead of 1 ms per 576 Ã— 64 SVD under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 @torch.no_grad()
 def layer_spectra(model: LoadedModel, layer: int, triangular: tuple[torch.Tensor, torch.Tensor]) -> LayerSpectra:
     """:class:`LayerSpectra` of ``layer``: batched over its heads (one SVD call per factor).
@@ -162,7 +149,7 @@ def layer_spectra(model: LoadedModel, layer: int, triangular: tuple[torch.Tensor
     W_Q = model.weight("W_Q")[layer]  # [n_heads, d_model, d_head]
     W_Kt = model.weight("W_K")[layer][kv].transpose(-1, -2)  # [n_heads, d_head, d_model]
     R_U, R_EE = triangular
-    with _one_thread():
+    with single_threaded():  # many tiny LAPACK calls: thread barriers cost more than the work
         U, S, _ = FactoredMatrix(W_Q, W_Kt).svd()
         eff = FactoredMatrix(R_U @ W_Q.to(R_U.dtype), W_Kt.to(R_EE.dtype) @ R_EE.T)
         S_eff = eff.S

@@ -23,11 +23,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from analysis import circuits, diagonal, spectra  # noqa: E402
-from analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig  # noqa: E402
-from analysis.embeddings import effective_embedding  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from checkpoints import make_gpt2_checkpoint  # noqa: E402
+from checkpoints import make_gpt2_checkpoint
+
+from analysis import circuits, diagonal, spectra
+from analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
+from analysis.embeddings import effective_embedding
+from analysis.models import load_model
 
 
 def timed(fn):

@@ -96,28 +96,6 @@ def gflops(flops: float, seconds: float) -> float:
     return flops / seconds / 1e9 if seconds > 0 else float("nan")
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def to_toml(d: dict[str, Any]) -> str:
-    """A config dict (``Config.to_dict()``: scalars at the top, one level of tables) as TOML."""
-    top = [f"{k} = {toml_value(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
-    tables = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            tables.append(f"\n[{k}]\n" + "\n".join(f"{kk} = {toml_value(vv)}" for kk, vv in v.items() if vv is not None))
-    return "\n".join(top) + "\n" + "\n".join(tables) + "\n"
-
-
 def run_child(cmd: list[str], log_path: Path) -> dict[str, Any]:
     """Run ``cmd``; wall seconds, exit code and the child's own peak RSS (``wait4``)."""
     t0 = time.perf_counter()
@@ -496,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
-    from analysis.config import Config, HeadRef
+    from analysis.config import Config, HeadRef, config_to_toml
 
     r: dict[str, Any] = {"machine": {
         "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -517,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         changes["survey"] = dataclasses.replace(base.survey, analyze_top=0)
     config = base.replace(**changes)
     config_path = work / "bench.toml"
-    config_path.write_text(to_toml(config.to_dict()), encoding="utf-8")
+    config_path.write_text(config_to_toml(config.to_dict()), encoding="utf-8")
 
     log("sgemm bound")
     r["sgemm_start"] = sgemm_bound()

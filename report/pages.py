@@ -27,6 +27,8 @@ from typing import Any
 
 import jinja2
 
+from analysis.config import config_to_toml
+
 from . import charts, findings
 from . import formatting as fmt
 from . import tables as tb
@@ -340,29 +342,6 @@ def index_page(ctx: ReportContext) -> list[Page]:
     return [Page("index", "Overview", "Overview", markdown)]
 
 
-def toml_value(v: Any) -> str:
-    """A TOML literal for the config's scalar and list values."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML literal for {type(v).__name__}")
-
-
-def config_toml(config: Mapping[str, Any]) -> str:
-    """The config dict of an artifact written back as a TOML file ``headreport build`` reads."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in config.items() if not isinstance(v, Mapping) and v is not None]
-    for k, v in config.items():
-        if isinstance(v, Mapping):
-            lines.append(f"\n[{k}]")
-            lines.extend(f"{kk} = {toml_value(vv)}" for kk, vv in v.items() if vv is not None)
-    return "\n".join(lines) + "\n"
-
-
 def fence(text: str) -> str:
     """A backtick fence longer than any run in ``text``."""
     return "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
@@ -399,7 +378,7 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
             f"Wall-clock time of each analysis step ({fmt.num(sum(timings.values()))} s in all; "
             f"device {(ctx.artifacts.get('timings') or {}).get('device', 'n/a')}).",
             ["step", "seconds"], [[tb.code(k), tb.number(fmt.num(v))] for k, v in timings.items()]))
-    toml_text = config_toml(model["config"])
+    toml_text = config_to_toml(model["config"])
     out_dir = model["config"].get("output_dir", "build")
     markdown = render_template(
         ctx, "reproducibility.qmd.j2", config_toml=toml_text, config_fence=fence(toml_text),

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from checkpoints import make_gpt2_checkpoint  # noqa: E402
+from checkpoints import make_gpt2_checkpoint
 
 pytest_plugins = ["report_fixtures"]  # the report tests' shared build (tests/report_fixtures.py)
 
@@ -41,9 +41,9 @@ ov_sample_size = 500
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, tiny_config_text) -> Path:
     """Artifacts of the tiny checkpoint (heads 1.3 and 0.1), computed once per session."""
-    from analysis.config import config_from_dict
     import tomllib
 
+    from analysis.config import config_from_dict
     from analysis.pipeline import run_analysis
 
     out = tmp_path_factory.mktemp("tiny_build")
