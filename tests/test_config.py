@@ -175,3 +175,16 @@ def test_heads_checked_against_model():
         check_heads_against_model((HeadRef(2, 0),), n_layers=2, n_heads=4)
     with pytest.raises(ConfigError, match="head 0.4"):
         check_heads_against_model((HeadRef(0, 4),), n_layers=2, n_heads=4)
+
+
+def test_config_to_toml_round_trips_hostile_strings():
+    """The reproducibility page and the benchmark write configs back as TOML: quotes, backslashes,
+    control characters and non-ASCII in a value must survive."""
+
+    from analysis.config import config_to_toml
+
+    name = 'we"ird\\model\tname\nwith ünïcode'
+    c = Config().replace(model=Config().model.__class__(name=name))
+    text = config_to_toml(c.to_dict())
+    assert tomllib.loads(text)["model"]["name"] == name
+    assert config_from_dict(tomllib.loads(text)) == c
