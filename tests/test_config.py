@@ -180,7 +180,6 @@ def test_heads_checked_against_model():
 def test_config_to_toml_round_trips_hostile_strings():
     """The reproducibility page and the benchmark write configs back as TOML: quotes, backslashes,
     control characters and non-ASCII in a value must survive."""
-
     from analysis.config import config_to_toml
 
     name = 'we"ird\\model\tname\nwith ünïcode'
