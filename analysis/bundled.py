@@ -45,7 +45,8 @@ INSTALL_HINT = (
 )
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
@@ -90,6 +91,12 @@ def smollm2_gguf_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def smollm2_weights_sha256() -> dict[str, str] | None:
+    """``{gguf file name: sha256}`` of the installed GGUF, without loading it (None if absent)."""
+    path = smollm2_gguf_path()
+    return {path.name: sha256_file(path)} if path is not None else None
+
+
 def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, Any]]:
     """Load the bundled SmolLM2-135M-Instruct: ``(hf_model, tokenizer, provenance extras)``."""
     import transformers
@@ -104,7 +111,7 @@ def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, A
             f"model.name: the bundled model {SMOLLM2_ID!r} needs the `gguf` package to read its weights; "
             f"{INSTALL_HINT}"
         )
-    digest = _sha256(path)
+    digest = sha256_file(path)
     version = importlib.metadata.version(SMOLLM2_PACKAGE)
     if digest != SMOLLM2_SHA256:
         raise ModelUnavailableError(

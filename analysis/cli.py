@@ -50,6 +50,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return config.replace(**changes) if changes else config
 
 
+def _log(message: str) -> None:
+    """Progress messages go to stderr; stdout carries only the paths written."""
+    print(message, file=sys.stderr)
+
+
+def _print_paths(paths: list[Path]) -> None:
+    for path in paths:
+        print(path)
+
+
 def artifacts_dir(config: Config) -> Path:
     return Path(config.output_dir) / "artifacts"
 
@@ -59,9 +69,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     out = artifacts_dir(config)
-    written = run_analysis(config, out, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
-    for path in written:
-        print(path)
+    _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
     return 0
 
 
@@ -85,9 +93,7 @@ def cmd_survey(args: argparse.Namespace) -> int:
         raw = {"survey": {**dataclasses.asdict(config.survey), **overrides}}
         config = config.replace(survey=config_from_dict(raw).survey)
     out = artifacts_dir(config)
-    written = run_survey(config, out, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
-    for path in written:
-        print(path)
+    _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
     return 0
 
 
@@ -118,7 +124,7 @@ def _print_report(manifest: dict) -> None:
 def cmd_render(args: argparse.Namespace) -> int:
     from report.render import render
 
-    _print_report(render(args.artifacts, args.out, engine=args.engine, log=lambda m: print(m, file=sys.stderr)))
+    _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log))
     return 0
 
 
@@ -127,7 +133,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     _print_report(build(config, engine=args.engine, progress=not args.no_progress,
-                        log=lambda m: print(m, file=sys.stderr)))
+                        log=_log))
     return 0
 
 

@@ -15,7 +15,6 @@ never hangs on network retries.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import os
 import socket
@@ -26,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .bundled import SMOLLM2_ID, smollm2_135m_instruct
+from .bundled import SMOLLM2_ID, sha256_file, smollm2_135m_instruct, smollm2_weights_sha256
 from .config import ModelConfig, ProcessingConfig
 from .errors import ConfigError, ModelUnavailableError
 
@@ -81,6 +80,10 @@ class LoadedModel:
 BUNDLED_MODELS: dict[str, Callable[[ModelConfig], tuple[Any, Any, dict[str, Any]]]] = {
     SMOLLM2_ID: smollm2_135m_instruct,
 }
+# Bundled models: id -> callable giving the sha256 of the file the weights ship in (None: not installed).
+BUNDLED_WEIGHTS_SHA256: dict[str, Callable[[], dict[str, str] | None]] = {
+    SMOLLM2_ID: smollm2_weights_sha256,
+}
 
 
 # refactor_factored_attn_matrices rewrites W_Q/W_K by an invertible d_head × d_head change of basis,
@@ -113,15 +116,20 @@ def resolve_device(device: str) -> str:
 
 def _hash_weights(folder: Path) -> dict[str, str]:
     """sha256 of every weight file in ``folder`` (name -> hex digest)."""
-    hashes = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES):
-            h = hashlib.sha256()
-            with path.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            hashes[path.name] = h.hexdigest()
-    return hashes
+    return {
+        path.name: sha256_file(path)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES)
+    }
+
+
+def weights_sha256(model_cfg: ModelConfig) -> dict[str, str] | None:
+    """sha256 of each weight file of the configured model, without loading it: what a load would
+    record as ``provenance.weights_sha256`` (None for a bundled model that is not installed)."""
+    if model_cfg.name in BUNDLED_WEIGHTS_SHA256:
+        return BUNDLED_WEIGHTS_SHA256[model_cfg.name]()
+    folder, _ = resolve_local_folder(model_cfg.name, model_cfg.revision)
+    return _hash_weights(folder)
 
 
 def _network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:

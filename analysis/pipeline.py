@@ -52,6 +52,21 @@ def analysis_code_digest() -> str:
     return h.hexdigest()
 
 
+def load_words(config: Config) -> dict[str, list[str]]:
+    """The ``names`` and ``generic`` word lists of ``config`` (read before any model is loaded)."""
+    return {"names": load_word_list(config.words.names), "generic": load_word_list(config.words.generic)}
+
+
+def artifact_provenance(model: LoadedModel, seed: int) -> dict[str, Any]:
+    """The provenance block of every artifact: the model's, plus the seed and the analysis code."""
+    return {
+        **model.provenance,
+        "seed": seed,
+        "analysis_code_sha256": analysis_code_digest(),
+        "timings_file": "timings.json",
+    }
+
+
 def model_summary(model: LoadedModel) -> dict[str, Any]:
     notes = []
     if model.positional == "rotary":
@@ -177,7 +192,7 @@ def run_analysis(
     timer = timer if timer is not None else Timer()
     torch.manual_seed(config.analysis.seed)
     # read the word lists before the (slow) model load: a bad list fails fast
-    words = {key: load_word_list(source) for key, source in (("names", config.words.names), ("generic", config.words.generic))}
+    words = load_words(config)
     if model is None:
         with timer("load_model"):
             model = load_model(config.model, config.processing)
@@ -193,10 +208,7 @@ def run_analysis(
         with timer("effective_embedding"):
             W_EE = effective_embedding(model, ee.variant, ee.batch_size, progress=progress)
 
-    provenance = dict(model.provenance)
-    provenance["seed"] = config.analysis.seed
-    provenance["analysis_code_sha256"] = analysis_code_digest()
-    provenance["timings_file"] = "timings.json"
+    provenance = artifact_provenance(model, config.analysis.seed)
 
     docs: dict[str, dict[str, Any]] = {}
     summary = model_summary(model)

@@ -55,8 +55,8 @@ from .artifacts import SCHEMA_VERSION, merged_timings, write_artifacts
 from .config import Config, HeadRef
 from .embeddings import effective_embedding
 from .models import LoadedModel, load_model, single_threaded
-from .pipeline import Timer, analysis_code_digest, model_summary, run_analysis
-from .words import load_word_list, tokenize_words
+from .pipeline import Timer, artifact_provenance, load_words, model_summary, run_analysis
+from .words import tokenize_words
 
 RANKING_FORMULA = (
     "copy_suppression_score = sqrt(ov_self_suppression.fraction_rank1 * qk_self_attention.fraction_rank1) "
@@ -263,8 +263,8 @@ def survey_documents(
     """Survey every head of ``model``; the ``survey.json`` document (not yet written)."""
     a, s = config.analysis, config.survey
     word_ids = {}
-    for key, source in (("names", config.words.names), ("generic", config.words.generic)):
-        kept, _ = tokenize_words(load_word_list(source), model.tokenizer)
+    for key, words in load_words(config).items():
+        kept, _ = tokenize_words(words, model.tokenizer)
         word_ids[key] = torch.tensor([x.token_id for x in kept], dtype=torch.long, device=W_EE.device)
     heads = [HeadRef(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
     word_vectors = {key: model.weight("W_U").T[ids] for key, ids in word_ids.items()}
@@ -283,15 +283,11 @@ def survey_documents(
             subspace_rank=a.subspace_rank, timer=timer, layer=layer, word_vectors=word_vectors,
         ))
     order = rank_heads(records)
-    provenance = dict(model.provenance)
-    provenance["seed"] = a.seed
-    provenance["analysis_code_sha256"] = analysis_code_digest()
-    provenance["timings_file"] = "timings.json"
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "survey",
         "config": config.to_dict(),
-        "provenance": provenance,
+        "provenance": artifact_provenance(model, a.seed),
         "results": {
             "model": model_summary(model),
             "settings": {

@@ -4,8 +4,8 @@ The artifacts in ``<out>/artifacts`` are reused when ``model.json`` exists, ever
 loads, and all three inputs recorded in its provenance match the current ones:
 
 * the config (everything except ``output_dir``, which does not change a result);
-* the sha256 of each weight file of the model (local folders and hub snapshots; bundled models
-  carry none, so only config and code count for them);
+* the sha256 of each weight file of the model (local folders, hub snapshots, and the file a
+  bundled model ships in);
 * ``analysis_code_sha256``, the digest of the analysis package's source and data.
 
 Hashing the weights reads the files but loads no model, so an unchanged build costs seconds. If the
@@ -28,17 +28,10 @@ def _comparable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def current_weights_sha256(config: Config) -> dict[str, str] | None:
-    """sha256 of the configured model's weight files (for a bundled model, of the file it ships in;
-    None when that file is not installed)."""
-    from analysis.models import BUNDLED_MODELS, _hash_weights, resolve_local_folder
+    """sha256 of the configured model's weight files (see :func:`analysis.models.weights_sha256`)."""
+    from analysis.models import weights_sha256
 
-    if config.model.name in BUNDLED_MODELS:
-        from analysis.bundled import SMOLLM2_ID, _sha256, smollm2_gguf_path
-
-        path = smollm2_gguf_path() if config.model.name == SMOLLM2_ID else None
-        return {path.name: _sha256(path)} if path is not None else None
-    folder, _ = resolve_local_folder(config.model.name, config.model.revision)
-    return _hash_weights(folder)
+    return weights_sha256(config.model)
 
 
 def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
