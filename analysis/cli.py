@@ -108,6 +108,9 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 def _add_engine_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto",
                    help="auto (default): quarto when on PATH, else pandoc (HTML) + typst (PDF)")
+    p.add_argument("--force", action="store_true",
+                   help="write into output folders that hold files headreport did not write (same-named "
+                        "files are overwritten; nothing the tool did not write is ever deleted)")
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -124,7 +127,7 @@ def _print_report(manifest: dict) -> None:
 def cmd_render(args: argparse.Namespace) -> int:
     from report.render import render
 
-    _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log))
+    _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force))
     return 0
 
 
@@ -133,7 +136,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     _print_report(build(config, engine=args.engine, progress=not args.no_progress,
-                        log=_log))
+                        log=_log, force=args.force))
     return 0
 
 

@@ -22,6 +22,8 @@ from typing import Any
 from analysis.artifacts import ArtifactError, canonical, load_artifacts
 from analysis.config import Config
 
+from .outputs import foreign_files
+
 
 def _comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in canonical(config).items() if k != "output_dir"}
@@ -55,7 +57,7 @@ def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
 
 
 def build(config: Config, engine: str = "auto", progress: bool = True,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, force: bool = False) -> dict[str, Any]:
     """Analyse if :func:`stale_reason` says so, then :func:`report.render.render`. Returns the
     render manifest plus ``analysed`` (bool) and ``analysis_reason``."""
     from analysis.pipeline import run_analysis
@@ -64,13 +66,14 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
 
     out = Path(config.output_dir)
     artifacts_dir = out / "artifacts"
+    foreign_files(out, force)  # an output folder that is not ours is refused before the analysis
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
         log(f"analysing: {reason}")
         run_analysis(config, artifacts_dir, progress=progress, log=log)
     else:
         log("artifacts are up to date (same config, weights and analysis code): skipping the analysis")
-    manifest = render(artifacts_dir, out, engine=engine, log=log)
+    manifest = render(artifacts_dir, out, engine=engine, log=log, force=force)
     manifest["analysed"] = reason is not None
     manifest["analysis_reason"] = reason
     return manifest

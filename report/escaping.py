@@ -43,6 +43,17 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+
+class Safe(str):
+    """Text already escaped for the page's Markdown (raw blocks, escaped prose, formatted numbers).
+
+    The page templates' Jinja environment escapes every value that is *not* a :class:`Safe` with
+    :func:`markdown_text` (its ``finalize`` hook), so a string from a config, a path or an artifact
+    can never become markup by accident: only the escaping helpers below mark text safe."""
+
+    __slots__ = ()
+
+
 OPEN_BOX = "\u2423"  # ␣
 _NAMED = {" ": OPEN_BOX, "\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", OPEN_BOX: "\\u2423"}
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}
@@ -88,7 +99,7 @@ def html_text(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def markdown_text(text: str) -> str:
+def markdown_text(text: str) -> Safe:
     """Escape for Pandoc/Quarto Markdown prose: every ASCII punctuation mark backslash-escaped.
 
     Pandoc's ``all_symbols_escapable`` makes ``\\`` + any ASCII punctuation a literal character, so
@@ -96,7 +107,7 @@ def markdown_text(text: str) -> str:
     text. Line breaks become spaces (a newline could end a table row or start a block).
     """
     text = re.sub(r"[\r\n\u2028\u2029]+", " ", text)
-    return "".join("\\" + ch if ch in _ASCII_PUNCT else ch for ch in text)
+    return Safe("".join("\\" + ch if ch in _ASCII_PUNCT else ch for ch in text))
 
 
 def typst_markup(text: str) -> str:
@@ -145,7 +156,7 @@ def _backtick_fence(text: str) -> str:
     return "`" * (longest + 1)
 
 
-def markdown_raw_inline(html_fragment: str, typst_fragment: str) -> str:
+def markdown_raw_inline(html_fragment: str, typst_fragment: str) -> Safe:
     """Two Markdown raw inlines (``{=html}`` and ``{=typst}``); each output format keeps its own.
 
     The fences are longer than any backtick run inside, and a space pads each side so a fragment
@@ -154,14 +165,56 @@ def markdown_raw_inline(html_fragment: str, typst_fragment: str) -> str:
     for fragment, fmt in ((html_fragment, "html"), (typst_fragment, "typst")):
         fence = _backtick_fence(fragment)
         parts.append(f"{fence} {fragment} {fence}{{={fmt}}}")
-    return "".join(parts)
+    return Safe("".join(parts))
 
 
-def markdown_token(record_or_text: Mapping[str, Any] | str) -> str:
+def safe_join(parts, sep: str = "") -> Safe:
+    """Join already-safe parts (each checked) into one :class:`Safe`."""
+    parts = list(parts)
+    for part in parts:
+        if not isinstance(part, Safe):
+            raise TypeError(f"safe_join: {part!r} is not escaped")
+    return Safe(sep.join(parts))
+
+
+def markdown_value(value: Any) -> Safe:
+    """Any template value as Markdown: :class:`Safe` as is, integers as digits, anything else
+    escaped as text (:func:`markdown_text`). The page templates' ``finalize`` hook."""
+    if isinstance(value, Safe):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Safe(str(value))
+    if value is None:
+        return Safe("")
+    return Safe(markdown_text(str(value)))
+
+
+def markdown_token(record_or_text: Mapping[str, Any] | str) -> Safe:
     """A token inside Markdown prose or a Markdown list: shown in its visible form, in monospace,
     never parsed by Markdown (a pair of raw inlines, see :func:`markdown_raw_inline`).
 
     A token record is made visible here; a plain string is taken as already-visible text (used
     for verbatim snippets such as commands)."""
     text = record_or_text if isinstance(record_or_text, str) else visible_token(record_or_text)
-    return markdown_raw_inline(f'<code class="tok">{html_text(text)}</code>', typst_raw(text))
+    return Safe(markdown_raw_inline(f'<code class="tok">{html_text(text)}</code>', typst_raw(text)))
+
+
+def raw_block(html: str, typst: str) -> Safe:
+    """Two fenced raw blocks (``{=html}``, ``{=typst}``); each output format keeps its own and copies
+    it verbatim. Each fence is longer than any backtick run in its content, so no content can close it."""
+    blocks = []
+    for content, fmt in ((html, "html"), (typst, "typst")):
+        fence = "`" * max(3, len(_backtick_fence(content)))
+        blocks.append(f"{fence}{{={fmt}}}\n{content}\n{fence}")
+    return Safe("\n\n".join(blocks))
+
+
+def code_block(text: str, language: str = "") -> Safe:
+    """A verbatim code block (a shell command, a TOML file) that no content can escape: HTML
+    ``<pre>`` with every character escaped, and a Typst ``raw(..., block: true)`` string literal.
+    Never a Markdown fence, whose end a backtick run in ``text`` could forge."""
+    lang = re.sub(r"[^a-z0-9]", "", language.lower())
+    cls = f' class="code {lang}"' if lang else ' class="code"'
+    typst_lang = f", lang: {typst_string(lang)}" if lang else ""
+    return raw_block(f"<pre{cls}><code>{html_text(text)}</code></pre>",
+                     f"#raw({typst_string(text)}, block: true{typst_lang})")

@@ -16,7 +16,7 @@ from typing import Any
 from scipy import stats
 
 from . import formatting as fmt
-from .escaping import markdown_token
+from .escaping import Safe, markdown_text, markdown_token
 
 ALPHA = 0.05
 #: σ₁/σ₂ at or above which a spectrum is described as dominated by its first direction.
@@ -54,10 +54,10 @@ def spectrum_sentence(label_md: str, values: list[float]) -> str:
     numbers = (f"σ₁/σ₂ = {fmt.num(s.ratio12)}; σ₁ carries {fmt.percent(s.energy1, 4)} of the squared "
                f"Frobenius norm; effective rank {fmt.num(s.effective_rank)} of {s.n}")
     if s.ratio12 is not None and s.ratio12 >= DOMINANCE_RATIO:
-        return (f"The {label_md} is dominated by its first singular direction ({numbers}). A dominant "
+        return Safe(f"The {label_md} is dominated by its first singular direction ({numbers}). A dominant "
                 f"direction can also come from a component that all tokens share (such as a mean "
                 f"embedding direction): its top tokens show which.")
-    return f"No single direction dominates the {label_md} ({numbers})."
+    return Safe(f"No single direction dominates the {label_md} ({numbers}).")
 
 
 def subspace_sentence(subspace: Mapping[str, Any]) -> str:
@@ -66,8 +66,8 @@ def subspace_sentence(subspace: Mapping[str, Any]) -> str:
     groups = subspace["groups"]
     baseline = subspace["random_baseline"]
     if not comp.get("available"):
-        return (f"The names-vs-generic comparison is not available: "
-                f"{comp.get('reason', 'too few words in a list')}.")
+        return Safe(f"The names-vs-generic comparison is not available: "
+                    f"{markdown_text(str(comp.get('reason', 'too few words in a list')))}.")
     r, (lo, hi), p = comp.get("median_ratio"), comp["median_ratio_ci95"], comp["mann_whitney_p"]
     names_med = groups["names"]["summary"].get("median")
     generic_med = groups["generic"]["summary"].get("median")
@@ -76,21 +76,21 @@ def subspace_sentence(subspace: Mapping[str, Any]) -> str:
     medians = (f"Median scores: names {fmt.num(names_med)}, generic words {fmt.num(generic_med)}; "
                f"a random direction scores {fmt.num(baseline)}.")
     if r is None:
-        return f"The generic words' median score is 0, so no ratio can be formed ({stats_text}). {medians}"
+        return Safe(f"The generic words' median score is 0, so no ratio can be formed ({stats_text}). {medians}")
     significant = p < ALPHA
     above = lo is not None and lo > 1
     below = hi is not None and hi < 1
     if significant and above:
-        return (f"**Names score {fmt.num(r)}× the generic words** ({stats_text}): names' unembeddings "
+        return Safe(f"**Names score {fmt.num(r)}× the generic words** ({stats_text}): names' unembeddings "
                 f"lie further inside the head's query-side QK subspace than generic words do. {medians}")
     if significant and below:
-        return (f"**Names score lower than generic words**, {fmt.num(r)}× ({stats_text}): this head's "
+        return Safe(f"**Names score lower than generic words**, {fmt.num(r)}× ({stats_text}): this head's "
                 f"query-side QK subspace does not prefer names. {medians}")
     if above or below or significant:
-        return (f"The evidence for a names-vs-generic difference is weak: names score {fmt.num(r)}× "
+        return Safe(f"The evidence for a names-vs-generic difference is weak: names score {fmt.num(r)}× "
                 f"the generic words ({stats_text}), and the interval and the test do not agree at the "
                 f"{fmt.num(ALPHA, 1)} level. {medians}")
-    return (f"No reliable difference between names and generic words: names score {fmt.num(r)}× "
+    return Safe(f"No reliable difference between names and generic words: names score {fmt.num(r)}× "
             f"the generic words, but the 95% CI {fmt.ci([lo, hi])} includes 1 and the Mann-Whitney "
             f"test is not significant ({fmt.p_value(p)}). {medians}")
 
@@ -117,9 +117,9 @@ def self_suppression_sentence(ov: Mapping[str, Any]) -> str:
     median = (f"The median rank of a token's own logit is {fmt.integer(round(ov['median_rank']))} of "
               f"{fmt.integer(ov['n_tokens'])} (a random logit: {fmt.integer(round(t['chance_median']))}).")
     if t["p"] < ALPHA:
-        return (f"**The head suppresses the token it attends to**: its own logit is the most negative "
+        return Safe(f"**The head suppresses the token it attends to**: its own logit is the most negative "
                 f"one for {rate}. {median}")
-    return (f"No sign of self-suppression: a token's own logit is the most negative one for {rate}. "
+    return Safe(f"No sign of self-suppression: a token's own logit is the most negative one for {rate}. "
             f"{median}")
 
 
@@ -127,9 +127,9 @@ def cosine_sentence(squared_cosine: Mapping[str, Any], d_model: int, d_vocab: in
     """The unembeddings best aligned with W_QK's first left singular vector, with a chance reference."""
     top = squared_cosine["w_u"][:TOKENS_IN_SENTENCE]
     if not top:
-        return "No token alignment was computed."
+        return Safe("No token alignment was computed.")
     listed = ", ".join(f"{markdown_token(t)} ({fmt.num(t['value'])})" for t in top)
-    return (f"Unembeddings best aligned with W~QK~'s first left singular vector (cos²): {listed}. A "
+    return Safe(f"Unembeddings best aligned with W~QK~'s first left singular vector (cos²): {listed}. A "
             f"random direction has mean cos² 1/d~model~ = {fmt.num(1 / d_model)}; the largest of "
             f"{fmt.integer(d_vocab)} tokens is far above that by chance "
             f"alone, so compare these values across heads rather than against that mean.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,16 @@ from analysis.config import config_to_toml
 from . import charts, findings
 from . import formatting as fmt
 from . import tables as tb
-from .escaping import html_text, markdown_raw_inline, markdown_text, markdown_token, typst_markup
+from .escaping import (
+    code_block,
+    html_text,
+    markdown_raw_inline,
+    markdown_text,
+    markdown_token,
+    markdown_value,
+    raw_block,
+    typst_markup,
+)
 from .figures import Figure, html_figure, typst_figure
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -105,7 +115,8 @@ def make_environment(ctx: ReportContext) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Markdown output: every value is escaped by an explicit filter
+        autoescape=False,  # Markdown output, not HTML: ``finalize`` escapes instead
+        finalize=markdown_value,  # every value not marked Safe is escaped as Markdown text
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -113,15 +124,16 @@ def make_environment(ctx: ReportContext) -> jinja2.Environment:
     env.filters.update({
         "md": lambda v: markdown_text(str(v)),
         "tok": markdown_token,
-        "num": lambda v, d=3: fmt.num(v, d),
-        "int": fmt.integer,
-        "pct": fmt.percent,
-        "ci": fmt.ci,
-        "p": fmt.p_value,
+        "num": lambda v, d=3: markdown_text(fmt.num(v, d)),
+        "int": lambda v: markdown_text(fmt.integer(v)),
+        "pct": lambda v, d=2: markdown_text(fmt.percent(v, d)),
+        "ci": lambda v: markdown_text(fmt.ci(v)),
+        "p": lambda v: markdown_text(fmt.p_value(v)),
     })
     env.globals.update({
-        "figure": lambda f: tb.raw_block(html_figure(f, ctx.figures_href), typst_figure(f, ctx.typst_figures_path)),
+        "figure": lambda f: raw_block(html_figure(f, ctx.figures_href), typst_figure(f, ctx.typst_figures_path)),
         "table": lambda t: tb.markdown_table(t),
+        "code_block": code_block,
         "link": page_link,
         "head_slug": head_slug,
     })
@@ -342,11 +354,6 @@ def index_page(ctx: ReportContext) -> list[Page]:
     return [Page("index", "Overview", "Overview", markdown)]
 
 
-def fence(text: str) -> str:
-    """A backtick fence longer than any run in ``text``."""
-    return "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-
-
 def reproducibility_page(ctx: ReportContext) -> list[Page]:
     model = ctx.model
     prov = model["provenance"]
@@ -378,12 +385,16 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
             f"Wall-clock time of each analysis step ({fmt.num(sum(timings.values()))} s in all; "
             f"device {(ctx.artifacts.get('timings') or {}).get('device', 'n/a')}).",
             ["step", "seconds"], [[tb.code(k), tb.number(fmt.num(v))] for k, v in timings.items()]))
-    toml_text = config_to_toml(model["config"])
-    out_dir = model["config"].get("output_dir", "build")
+    out_dir = shlex.quote(str(model["config"].get("output_dir", "build")))
+    commands = {
+        "build": f"headreport build --config report.toml --out {out_dir}",
+        "make": f"make report CONFIG=report.toml OUT={out_dir}",
+        "render": f"headreport render --artifacts {out_dir}/artifacts --out {out_dir}",
+    }
     markdown = render_template(
-        ctx, "reproducibility.qmd.j2", config_toml=toml_text, config_fence=fence(toml_text),
+        ctx, "reproducibility.qmd.j2", config_toml=config_to_toml(model["config"]),
         provenance_table=provenance_table, versions_table=versions_table, timings_table=timings_table,
-        out_dir=out_dir, engine=ctx.engine, schema_version=model["schema_version"],
+        commands=commands, engine=ctx.engine, schema_version=model["schema_version"],
         heads=model["results"]["heads"],
     )
     return [Page("reproducibility", "Reproducibility", "Reproducibility", markdown)]

@@ -14,7 +14,9 @@ artifacts (:func:`analysis.artifacts.load_artifacts`) and writes, under ``out_di
                                                                      files, timings
 
 Everything is first written to a staging folder inside ``out_dir`` and moved into place at the
-end, so a failed render leaves the previous report untouched.
+end, so a failed render leaves the previous report untouched. The output folders are owned through
+the manifest ``report.json`` (:mod:`report.outputs`): a render replaces only files that the previous
+render listed there, and refuses a folder holding files it did not write unless ``force``.
 
 Engines
 -------
@@ -62,13 +64,14 @@ import jinja2
 from analysis.artifacts import load_artifacts
 from analysis.errors import UserError
 
+from . import outputs
 from .escaping import markdown_text, typst_markup, typst_string
 from .figures import export_figure
 from .pages import TEMPLATES_DIR, Page, ReportContext, anchor, build_pages, tool_versions
 
 ENGINES = ("auto", "quarto", "pandoc")
-OUTPUT_DIRS = ("site", "pdf", "figures", "source")
-MANIFEST = "report.json"
+OUTPUT_DIRS = outputs.OUTPUT_DIRS
+MANIFEST = outputs.MANIFEST
 
 # pandoc template for an HTML fragment that still carries the table of contents
 _FRAGMENT_TEMPLATE = "$if(toc)$\n$table-of-contents$\n$endif$\n<!--headreport:body-->\n$body$\n"
@@ -280,23 +283,8 @@ def render_quarto(ctx: ReportContext, pages: list[Page], stage: Path) -> tuple[l
 
 # --- the entry point ---------------------------------------------------------------------------------
 
-def _replace_outputs(stage: Path, out_dir: Path) -> None:
-    """Move the staged output folders over the old ones (each swap is a rename)."""
-    for name in OUTPUT_DIRS:
-        new, old = stage / name, out_dir / name
-        if not new.exists():
-            continue
-        trash = None
-        if old.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=out_dir))
-            os.replace(old, trash / name)
-        os.replace(new, old)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-
-
 def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
-           log: Callable[[str], None] | None = None) -> dict[str, Any]:
+           log: Callable[[str], None] | None = None, force: bool = False) -> dict[str, Any]:
     """Render the report of ``artifacts_dir`` into ``out_dir`` and return the manifest.
 
     The manifest (also written to ``out_dir/report.json``) holds ``engine``, ``tools`` (versions),
@@ -307,6 +295,7 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
     artifacts_dir, out_dir = Path(artifacts_dir), Path(out_dir)
     arts = load_artifacts(artifacts_dir)
     engine_name = select_engine(engine)
+    outputs.foreign_files(out_dir, force)  # refuse an output folder that is not ours, before any work
     ctx = ReportContext(artifacts=arts, engine=engine_name,
                         tool_versions=tool_versions(engine_versions(engine_name)),
                         # the PDF source sits in source/ (pandoc) or source/quarto/ (figures copied in)
@@ -346,23 +335,21 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
         shutil.copytree(stage / "figures", stage / "site" / "figures", dirs_exist_ok=True)
         shutil.copy2(stage / "pdf" / "report.pdf", stage / "site" / "report.pdf")
         (stage / "site" / ".nojekyll").write_text("", encoding="utf-8")
-        _replace_outputs(stage, out_dir)
+        new_files = outputs.relative_files(stage)
+        seconds["total"] = time.perf_counter() - t_start
+        manifest = {
+            "engine": engine_name,
+            "tools": ctx.tool_versions,
+            "artifacts": str(artifacts_dir),
+            "site": str(out_dir / "site" / "index.html"),
+            "pdf": str(out_dir / "pdf" / "report.pdf"),
+            "pages": [str(out_dir / "site" / f"{p.slug}.html") for p in pages],
+            "figures": figures,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        }
+        manifest = outputs.install(stage, out_dir, new_files, force=force, manifest=manifest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    seconds["total"] = time.perf_counter() - t_start
-    written = sorted(str(p) for name in OUTPUT_DIRS for p in (out_dir / name).rglob("*") if p.is_file())
-    manifest = {
-        "engine": engine_name,
-        "tools": ctx.tool_versions,
-        "artifacts": str(artifacts_dir),
-        "site": str(out_dir / "site" / "index.html"),
-        "pdf": str(out_dir / "pdf" / "report.pdf"),
-        "pages": [str(out_dir / "site" / f"{p.slug}.html") for p in pages],
-        "figures": figures,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "written": written,
-    }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    manifest["written"].append(str(out_dir / MANIFEST))
+    manifest["written"] = [str(out_dir / f) for f in manifest["files"]] + [str(out_dir / MANIFEST)]
     log(f"rendered {len(pages)} pages and the PDF with {engine_name} in {seconds['total']:.1f} s")
     return manifest

@@ -8,12 +8,11 @@ the format they are writing and copy it verbatim.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .escaping import html_text, typst_markup, typst_raw, visible_token
+from .escaping import Safe, html_text, raw_block, typst_markup, typst_raw, visible_token
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,6 @@ def typst_table(table: Table) -> str:
     )
 
 
-def raw_block(html: str, typst: str) -> str:
-    """Two fenced raw blocks; each output format keeps its own. Fences outlast any backtick run."""
-    blocks = []
-    for content, fmt in ((html, "html"), (typst, "typst")):
-        longest = max((len(run) for run in _backtick_runs(content)), default=0)
-        fence = "`" * max(3, longest + 1)
-        blocks.append(f"{fence}{{={fmt}}}\n{content}\n{fence}")
-    return "\n\n".join(blocks)
-
-
-def _backtick_runs(text: str) -> list[str]:
-    return re.findall(r"`+", text)
-
-
-def markdown_table(table: Table) -> str:
+def markdown_table(table: Table) -> Safe:
     """The table as Markdown: a raw HTML block and a raw Typst block."""
     return raw_block(html_table(table), typst_table(table))

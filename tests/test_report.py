@@ -83,10 +83,12 @@ def test_pdf_has_title_contents_sections_tokens_and_figures(report_build):
 
 
 def test_reproducibility_page_has_the_rebuild_command_and_config(report_build):
-    text = (report_build / "source" / "reproducibility.qmd").read_text(encoding="utf-8")
-    assert "headreport build --config report.toml --out" in text
-    toml_block = re.search(r"```+toml\n(.*?)```", text, re.DOTALL).group(1)
+    import html
     import tomllib
+
+    page = (report_build / "site" / "reproducibility.html").read_text(encoding="utf-8")
+    assert "headreport build --config report.toml --out" in page
+    toml_block = html.unescape(re.search(r'<pre class="code toml"><code>(.*?)</code></pre>', page, re.DOTALL).group(1))
 
     from analysis.artifacts import load_artifacts
     from analysis.config import config_from_dict
