@@ -50,7 +50,7 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out $(OUT)
 
 lint: setup
-	$(VENV)/bin/ruff check analysis report bench tests
+	$(VENV)/bin/ruff check analysis report headreport templates bench tests
 
 clean:
 	rm -rf $(OUT)

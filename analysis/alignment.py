@@ -81,32 +81,43 @@ def compare_groups(
 ) -> dict[str, Any]:
     """Group ``a`` (names) against group ``b`` (generic words).
 
-    ratio and difference of medians with percentile-bootstrap 95% CIs (each group resampled with
-    replacement, ``n_resamples`` times, numpy ``default_rng(seed)``); two-sided Mann-Whitney U
-    p-value; AUC = P(score_a > score_b) + ½ P(tie) = U_a / (n_a n_b).
+    ratio and difference of medians; two-sided Mann-Whitney U p-value; AUC = P(score_a > score_b) +
+    ½ P(tie) = U_a / (n_a n_b); with ``n_resamples > 0``, percentile-bootstrap 95% CIs of the ratio
+    and the difference (each group resampled with replacement, numpy ``default_rng(seed)``). The
+    survey calls it with ``n_resamples = 0`` (no CIs): one definition for both.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size < 2 or b.size < 2:
         return {"available": False, "reason": f"need at least 2 words in each list (got {a.size} and {b.size})"}
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    u = stats.mannwhitneyu(a, b, alternative="two-sided")
+    out: dict[str, Any] = {
+        "available": True,
+        "median_names": med_a,
+        "median_generic": med_b,
+        "median_ratio": med_a / med_b if med_b != 0 else None,
+        "median_difference": med_a - med_b,
+        "mann_whitney_u": float(u.statistic),
+        "mann_whitney_p": float(u.pvalue),
+        "auc": float(u.statistic) / (a.size * b.size),
+    }
+    if n_resamples <= 0:
+        return out
     rng = np.random.default_rng(seed)
     ratios, diffs = [], []
     for start in range(0, n_resamples, chunk):
         m = min(chunk, n_resamples - start)
         ma = np.median(a[rng.integers(0, a.size, size=(m, a.size))], axis=1)
         mb = np.median(b[rng.integers(0, b.size, size=(m, b.size))], axis=1)
-        ratios.append(ma / np.where(mb == 0, np.nan, mb))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(ma / np.where(mb == 0, np.nan, mb))
         diffs.append(ma - mb)
     ratios_arr, diffs_arr = np.concatenate(ratios), np.concatenate(diffs)
-    med_a, med_b = float(np.median(a)), float(np.median(b))
-    u = stats.mannwhitneyu(a, b, alternative="two-sided")
-    return {
-        "available": True,
-        "median_ratio": med_a / med_b if med_b != 0 else None,
-        "median_ratio_ci95": [float(np.nanquantile(ratios_arr, 0.025)), float(np.nanquantile(ratios_arr, 0.975))],
-        "median_difference": med_a - med_b,
+    finite = ratios_arr[np.isfinite(ratios_arr)]
+    out.update({
+        "median_ratio_ci95": ([float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))]
+                              if finite.size else [None, None]),
         "median_difference_ci95": [float(np.quantile(diffs_arr, 0.025)), float(np.quantile(diffs_arr, 0.975))],
-        "mann_whitney_u": float(u.statistic),
-        "mann_whitney_p": float(u.pvalue),
-        "auc": float(u.statistic) / (a.size * b.size),
         "bootstrap": {"n_resamples": n_resamples, "seed": seed, "method": "percentile"},
-    }
+    })
+    return out

@@ -27,7 +27,8 @@ from typing import Any
 
 from .errors import UserError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+MANIFEST = "manifest.json"
 SIGNIFICANT_DIGITS = 7
 
 
@@ -62,16 +63,27 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files("analysis.data").joinpath("artifact.schema.json").read_text("utf-8"))
 
 
-def validate(doc: dict[str, Any], where: str = "artifact") -> None:
-    """Raise :class:`ArtifactError` if ``doc`` does not follow the schema."""
+@functools.lru_cache(maxsize=1)
+def _validator():
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return jsonschema.Draft202012Validator(schema())
+
+
+def validate(doc: dict[str, Any], where: str = "artifact") -> None:
+    """Raise :class:`ArtifactError` if ``doc`` does not follow the schema: the message names the
+    file, the JSON path (``/results/head/label``) and the rule that failed (``pattern``)."""
+    import jsonschema
+
+    errors = list(_validator().iter_errors(doc))
     if errors:
-        e = errors[0]
-        path = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-        raise ArtifactError(f"{where}: does not follow artifact schema {SCHEMA_VERSION} at {path}: {e.message}")
+        e = jsonschema.exceptions.best_match(errors)
+        while e.context:  # oneOf/anyOf: report the most specific failure
+            e = jsonschema.exceptions.best_match(e.context)
+        path = "/" + "/".join(str(p) for p in e.absolute_path)
+        message = e.message if len(e.message) <= 300 else e.message[:300] + "…"
+        raise ArtifactError(f"{where}: does not follow artifact schema {SCHEMA_VERSION} at {path}: "
+                            f"{message} (rule: {e.validator})")
 
 
 def head_filename(label: str) -> str:
@@ -125,8 +137,7 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]]) -> list[Path
     texts = {}
     for name, doc in docs.items():
         doc = canonical(doc)
-        if name != "timings.json":
-            validate(doc, where=name)
+        validate(doc, where=name)
         texts[name] = dumps(doc)
     staged: list[tuple[Path, Path]] = []
     try:
@@ -149,22 +160,38 @@ def merged_timings(out_dir: Path, seconds: dict[str, float], device: str | None)
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(old, dict) and isinstance(old.get("seconds"), dict):
-            merged.update({k: v for k, v in old["seconds"].items() if isinstance(v, (int, float))})
-    except (OSError, ValueError):
+            merged.update({str(k)[:200]: float(v) for k, v in old["seconds"].items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0})
+    except (OSError, ValueError, RecursionError):
         pass
     merged.update(seconds)
     return {"schema_version": SCHEMA_VERSION, "kind": "timings", "seconds": dict(sorted(merged.items())),
             "device": device}
 
 
+#: an artifact larger than this is refused unread (a 100k-token explorer head stays far below)
+MAX_ARTIFACT_BYTES = 512 << 20
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number (artifacts write null instead)")
+
+
 def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Read and validate one artifact; ``kind`` checks its ``kind`` field."""
+    """Read and validate one artifact; ``kind`` checks its ``kind`` field. Anything that is not a
+    schema-valid artifact (unreadable, not JSON, NaN/Infinity literals, too large) is an
+    :class:`ArtifactError` naming the file."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_ARTIFACT_BYTES:
+            raise ArtifactError(f"{path}: {path.stat().st_size:,} bytes; an artifact is at most "
+                                f"{MAX_ARTIFACT_BYTES >> 20} MiB")
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: artifact not found (run `headreport analyze` first)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a folder, not an artifact file") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ArtifactError(f"{path}: not a readable JSON artifact ({exc})") from None
     if not isinstance(doc, dict):
         raise ArtifactError(f"{path}: not a JSON object")
@@ -173,8 +200,7 @@ def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
             f"{path}: schema_version {doc.get('schema_version')!r}, this headreport reads {SCHEMA_VERSION!r}; "
             "rebuild the artifacts with `headreport analyze`"
         )
-    if path.name != "timings.json":
-        validate(doc, where=str(path))
+    validate(doc, where=str(path))
     if kind is not None and doc.get("kind") != kind:
         raise ArtifactError(f"{path}: expected a {kind!r} artifact, found {doc.get('kind')!r}")
     return doc

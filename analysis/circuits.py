@@ -2,19 +2,28 @@
 
 For head (L, H) with processed weights W_Q, W_K, W_V: ``Float[Tensor, "d_model d_head"]`` and
 W_O: ``Float[Tensor, "d_head d_model"]`` (for grouped-query attention, query head H reads key/value
-head ``H // (n_heads / n_kv_heads)``):
+head ``H // (n_heads / n_kv_heads)``), and token-level inputs W_E (what the residual stream receives,
+:mod:`analysis.embeddings`), W_EE and W_U:
 
-* ``qk_circuit``           W_QK = W_Q · W_Kᵀ                         d_model × d_model
-* ``full_qk_circuit``      W_E · W_QK · W_Eᵀ                         d_vocab × d_vocab
-* ``effective_qk_circuit`` W_Uᵀ · W_QK · W_EEᵀ  (query: unembedding, key: effective embedding)
-* ``ov_circuit``           W_OV = W_V · W_O                          d_model × d_model
-* ``effective_ov_circuit`` W_EE · W_OV · W_U                          d_vocab × d_vocab
+* ``qk_circuit``           W_QK = W_Q · W_Kᵀ                                   d_model × d_model
+* ``full_qk_circuit``      q(W_E) · k(W_E)ᵀ                                    d_vocab × d_vocab
+* ``effective_qk_circuit`` q(W_Uᵀ) · k(W_EE)ᵀ  (query: unembedding, key: effective embedding)
+* ``ov_circuit``           W_OV = W_V · W_O                                    d_model × d_model
+* ``effective_ov_circuit`` W_EE · W_OV · W_U                                   d_vocab × d_vocab
+
+with q(X) = X·W_Q and k(X) = X·W_K: no biases (weights only). For QK-norm families (Qwen3, Gemma 3,
+OLMo 2) q and k also pass through the layer's own query/key norm modules, row by row: the factors
+stay d_head wide (rank ≤ d_head), so the token-level circuits stay exact; W_QK alone leaves the norms
+out. ``sides = "layer_norm"`` first passes each side's rows through the layer's own input norm
+(ln1), which scales them to norm √d_model as the model would: the copy-suppression paper's QK
+self-attention metric.
 
 Each factored matrix keeps the d_head-wide inner dimension, so its SVD costs O(d_vocab · d_head²).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +37,8 @@ from .models import LoadedModel
 
 @dataclass(frozen=True)
 class HeadWeights:
-    """The processed weights of one attention head (detached, on the model's device)."""
+    """The processed weights of one attention head (detached, on the model's device), and the
+    layer's own modules that the token-level circuits apply (identity where the family has none)."""
 
     head: HeadRef
     kv_head: int
@@ -36,40 +46,100 @@ class HeadWeights:
     W_K: Float[Tensor, "d_model d_head"]
     W_V: Float[Tensor, "d_model d_head"]
     W_O: Float[Tensor, "d_head d_model"]
+    queries: Callable[[Tensor], Tensor]  # rows [n, d_model] → this head's queries [n, d_head]
+    keys: Callable[[Tensor], Tensor]  # rows [n, d_model] → this head's keys [n, d_head]
+    input_norm: Callable[[Tensor], Tensor]  # the layer's ln1 on rows [n, d_model] (identity if none)
+
+
+def _module(component):
+    """The torch module behind a bridge component (the component itself when it is plain)."""
+    return getattr(component, "original_component", None) or component
+
+
+def _no_grad(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """The model's modules hold parameters that require grad: their outputs here never do."""
+    def wrapped(rows: Tensor) -> Tensor:
+        with torch.no_grad():
+            return fn(rows).detach()
+    return wrapped
+
+
+def _rows_norm(component) -> Callable[[Tensor], Tensor]:
+    module = _module(component)
+    return _no_grad(lambda rows: module(rows[:, None])[:, 0])
+
+
+def _qk_norm(model: LoadedModel, layer: int, name: str, W_all: Tensor, index: int) -> Callable[[Tensor], Tensor]:
+    """rows → the (normed) projection of one query/key head. ``W_all``: the layer's stacked
+    ``[heads, d_model, d_head]`` weights. A per-head norm (weight of size d_head) applies to that
+    head's projection; a whole-projection norm (OLMo 2: size heads·d_head) needs every head's."""
+    attn = getattr(model.bridge.blocks[layer], "attn", None)
+    component = getattr(attn, name, None) if attn is not None else None
+    W = W_all[index]
+    if component is None:
+        return lambda rows: rows @ W
+    module = _module(component)
+    size = getattr(module, "weight", torch.empty(0)).numel()
+    n, d_head = W_all.shape[0], W_all.shape[2]
+    if size in (0, d_head):
+        return _no_grad(lambda rows: module(rows @ W))
+    if size == n * d_head:
+        flat = W_all.permute(1, 0, 2).reshape(W_all.shape[1], n * d_head)
+        return _no_grad(lambda rows: module(rows @ flat).reshape(rows.shape[0], n, d_head)[:, index])
+    raise ValueError(f"layer {layer}'s {name} has {size} weights; expected {d_head} or {n * d_head}")
 
 
 def head_weights(model: LoadedModel, head: HeadRef) -> HeadWeights:
     kv = model.kv_head(head.head)
+    L = head.layer
+    W_Q, W_K = model.weight("W_Q")[L], model.weight("W_K")[L]
+    block = model.bridge.blocks[L]
+    ln1 = getattr(block, "ln1", None)
     return HeadWeights(
         head=head,
         kv_head=kv,
-        W_Q=model.weight("W_Q")[head.layer, head.head],
-        W_K=model.weight("W_K")[head.layer, kv],
-        W_V=model.weight("W_V")[head.layer, kv],
-        W_O=model.weight("W_O")[head.layer, head.head],
+        W_Q=W_Q[head.head],
+        W_K=W_K[kv],
+        W_V=model.weight("W_V")[L, kv],
+        W_O=model.weight("W_O")[L, head.head],
+        queries=_qk_norm(model, L, "q_norm", W_Q, head.head),
+        keys=_qk_norm(model, L, "k_norm", W_K, kv),
+        input_norm=_rows_norm(ln1) if ln1 is not None else (lambda rows: rows),
     )
 
 
 def qk_circuit(w: HeadWeights) -> FactoredMatrix:
-    """W_QK = W_Q W_Kᵀ: ``[d_model, d_model]``; bilinear form query-residual × key-residual."""
+    """W_QK = W_Q W_Kᵀ: ``[d_model, d_model]``; bilinear form query-residual × key-residual (weights
+    only: no QK-norm, no positions)."""
     return FactoredMatrix(w.W_Q, w.W_K.T)
 
 
+def token_qk_circuit(
+    w: HeadWeights, query_rows: Float[Tensor, "n_q d_model"], key_rows: Float[Tensor, "n_k d_model"],
+    sides: str = "raw",
+) -> FactoredMatrix:
+    """q(query_rows) · k(key_rows)ᵀ: ``[n_q, n_k]``; ``sides="layer_norm"`` passes both sides'
+    rows through the layer's input norm first."""
+    if sides == "layer_norm":
+        query_rows, key_rows = w.input_norm(query_rows), w.input_norm(key_rows)
+    elif sides != "raw":
+        raise ValueError(f"sides must be 'raw' or 'layer_norm', got {sides!r}")
+    return FactoredMatrix(w.queries(query_rows), w.keys(key_rows).T)  # vocab-tall products
+
+
 def full_qk_circuit(w: HeadWeights, W_E: Float[Tensor, "d_vocab d_model"]) -> FactoredMatrix:
-    """W_E W_QK W_Eᵀ: ``[d_vocab, d_vocab]``, query token × key token, through raw embeddings."""
-    # one pass over W_E for both factors (a d_model × 2·d_head right-hand side: ~1.5× the GEMM rate
-    # of two d_head-wide products); B = (W_E W_K)ᵀ is a transposed view
-    d_head = w.W_Q.shape[1]
-    both = W_E @ torch.cat([w.W_Q, w.W_K], dim=1)
-    return FactoredMatrix(both[:, :d_head], both[:, d_head:].T)
+    """q(W_E) k(W_E)ᵀ: ``[d_vocab, d_vocab]``, query token × key token, through the embeddings as
+    the residual stream receives them."""
+    return token_qk_circuit(w, W_E, W_E)
 
 
 def effective_qk_circuit(
-    w: HeadWeights, W_U: Float[Tensor, "d_model d_vocab"], W_EE: Float[Tensor, "d_vocab d_model"]
+    w: HeadWeights, W_U: Float[Tensor, "d_model d_vocab"], W_EE: Float[Tensor, "d_vocab d_model"],
+    sides: str = "raw",
 ) -> FactoredMatrix:
-    """W_Uᵀ W_QK W_EEᵀ: ``[d_vocab, d_vocab]``; query = a predicted token's unembedding,
-    key = a token's effective embedding (the copy-suppression paper's QK circuit)."""
-    return FactoredMatrix(W_U.T @ w.W_Q, (W_EE @ w.W_K).T)  # vocab-tall products: faster than W_Kᵀ·W_EEᵀ
+    """q(W_Uᵀ) k(W_EE)ᵀ: ``[d_vocab, d_vocab]``; query = a predicted token's unembedding, key = a
+    token's effective embedding (the copy-suppression paper's QK circuit)."""
+    return token_qk_circuit(w, W_U.T, W_EE, sides)
 
 
 def ov_circuit(w: HeadWeights) -> FactoredMatrix:

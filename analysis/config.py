@@ -1,8 +1,13 @@
 """Read and validate the run configuration (``report.toml``) into frozen dataclasses.
 
-Every error is a :class:`ConfigError` whose message names the offending key (as a dotted path,
-e.g. ``analysis.top_k``) and what is allowed there. Checks that need the model (is head 10.7 inside
-the model?) happen once the model is loaded: see :func:`check_heads_against_model`.
+Each section is a frozen dataclass; each field's type says what it accepts (``Literal[...]`` for a
+choice, ``int`` with bounds in the field's metadata, ``bool``, ``str``), and one validator reads
+those types: the allowed values are never written twice. Every error is a :class:`ConfigError`
+whose message names the offending key (``analysis.top_k``) and what is allowed there. Checks that
+need the model (is head 10.7 inside it? is ``n_directions`` ≤ d_head?) run once it is loaded,
+before any heavy work: :func:`check_against_model`.
+
+This module imports neither torch nor the analysis: a config error takes well under a second.
 """
 
 from __future__ import annotations
@@ -11,18 +16,37 @@ import dataclasses
 import json
 import re
 import tomllib
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 
-EMBEDDING_VARIANTS = ("mlp_after_attention", "mlp_only", "residual")
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "float64")
-OV_MODES = ("exact", "sampled")
-HEAD_RE = re.compile(r"^(\d+)\.(\d+)$")
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["float32", "float64"]
+EmbeddingVariant = Literal["mlp_after_attention", "mlp_only", "residual"]
+RankMode = Literal["exact", "sampled"]
+WordForm = Literal["bare", "space_prefixed"]
+QKNormalization = Literal["layer_norm", "none"]
+
+EMBEDDING_VARIANTS: tuple[str, ...] = get_args(EmbeddingVariant)
+RANK_MODES: tuple[str, ...] = get_args(RankMode)
+#: built-in word lists (files in analysis/data): ``builtin:NAME``
+BUILTIN_WORD_LISTS = {
+    "ioi_names": "ioi_names.txt",
+    "census_names": "census_names.txt",
+    "common_words": "common_words.txt",
+}
+#: heads are ASCII digits only: "１.３" (full-width) or "1.3\n" are not heads
+HEAD_RE = re.compile(r"\A([0-9]+)\.([0-9]+)\Z")
+MAX_HEAD_INDEX = 100_000
+
+
+def bounded(default: Any, minimum: int | None = None, maximum: int | None = None) -> Any:
+    """A dataclass field with bounds that :func:`config_from_dict` enforces (errors state them)."""
+    return field(default=default, metadata={"min": minimum, "max": maximum})
 
 
 @dataclass(frozen=True, order=True)
@@ -37,14 +61,14 @@ class HeadRef:
         return f"{self.layer}.{self.head}"
 
     @classmethod
-    def parse(cls, text: str, key: str = "heads") -> HeadRef:
-        if not isinstance(text, str) or not HEAD_RE.match(text.strip()):
+    def parse(cls, text: Any, key: str = "heads") -> HeadRef:
+        m = HEAD_RE.match(text) if isinstance(text, str) else None
+        if m is None or max(int(m.group(1)), int(m.group(2))) > MAX_HEAD_INDEX:
             raise ConfigError(
                 f"{key}: {text!r} is not a head; write heads as \"L.H\" with 0-indexed layer L "
-                f"and head H, e.g. \"10.7\""
+                f"and head H in ASCII digits, e.g. \"10.7\""
             )
-        layer, head = text.strip().split(".")
-        return cls(int(layer), int(head))
+        return cls(int(m.group(1)), int(m.group(2)))
 
 
 @dataclass(frozen=True)
@@ -53,43 +77,52 @@ class ModelConfig:
 
     name: str = "gpt2-small"
     revision: str | None = None
-    device: str = "auto"
-    dtype: str = "float32"
+    device: Device = "auto"
+    dtype: DType = "float32"
 
 
 @dataclass(frozen=True)
 class ProcessingConfig:
-    """TransformerLens weight processing, as the original notebook sets it."""
+    """TransformerLens weight processing, as the original notebook sets it. ``"auto"`` refactors
+    W_Q/W_K and W_V/W_O where TransformerLens allows it and skips it (with a stated note) for
+    rotary models; ``true`` on a rotary model is an error."""
 
     fold_ln: bool = True
     center_writing_weights: bool = True
     center_unembed: bool = True
-    refactor_factored_attn_matrices: bool = True
+    refactor_factored_attn_matrices: bool | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
 class EffectiveEmbeddingConfig:
-    variant: str = "mlp_after_attention"
-    batch_size: int = 1024
+    """W_EE. ``attention_bias = false`` (the notebook's and the paper's code) drops layer 0's b_V
+    and b_O from the attention output; ``true`` keeps them (what the model computes)."""
+
+    variant: EmbeddingVariant = "mlp_after_attention"
+    attention_bias: bool = False
+    batch_size: int = bounded(1024, 1, 1 << 20)
 
 
 @dataclass(frozen=True)
 class WordsConfig:
-    """Word lists for the subspace-alignment comparison: ``builtin:NAME`` or a file path."""
+    """Word lists for the subspace-alignment comparison: ``builtin:NAME`` or a file path. ``form``:
+    score each word as the token of the bare word (the notebook) or of ``" " + word``."""
 
-    names: str = "builtin:names"
+    names: str = "builtin:ioi_names"
     generic: str = "builtin:common_words"
+    form: WordForm = "bare"
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    top_k: int = 20
-    n_directions: int = 3
-    subspace_rank: int | None = None  # None: all d_head left singular vectors of W_QK
-    bootstrap_resamples: int = 10000
-    seed: int = 0
-    ov_mode: str = "exact"
-    ov_sample_size: int = 2000
+    top_k: int = bounded(20, 1, 1000)
+    n_directions: int = bounded(3, 1, 1024)
+    subspace_rank: int | None = bounded(None, 1, 1 << 16)  # None ("all"): all d_head left singular vectors
+    bootstrap_resamples: int = bounded(10000, 100, 1_000_000)
+    seed: int = bounded(0, 0, 2**32 - 1)
+    ov_mode: RankMode = "exact"
+    ov_sample_size: int = bounded(2000, 1, 10_000_000)
+    qk_normalization: QKNormalization = "layer_norm"
 
 
 @dataclass(frozen=True)
@@ -98,13 +131,13 @@ class SurveyConfig:
 
     ``mode``: "sampled" ranks a seeded sample of ``sample_size`` tokens (seed: ``analysis.seed``) for
     the QK self-attention and OV self-suppression scores; "exact" ranks every token (meant for GPU).
-    ``analyze_top``: after the survey, run the full per-head analysis on this many top-ranked
-    (most copy-suppression-like) heads, in the same process (0: none).
+    ``analyze_top``: after the survey, run the full per-head analysis on this many top-ranked heads
+    that beat chance, in the same process (0: none).
     """
 
-    mode: str = "sampled"
-    sample_size: int = 2000
-    analyze_top: int = 0
+    mode: RankMode = "sampled"
+    sample_size: int = bounded(2000, 1, 10_000_000)
+    analyze_top: int = bounded(0, 0, 1000)
 
 
 @dataclass(frozen=True)
@@ -134,7 +167,7 @@ class Config:
 
 # --- validation -------------------------------------------------------------------------------
 
-_SECTIONS = {
+SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "processing": ProcessingConfig,
     "effective_embedding": EffectiveEmbeddingConfig,
@@ -142,61 +175,80 @@ _SECTIONS = {
     "analysis": AnalysisConfig,
     "survey": SurveyConfig,
 }
-_TOP_LEVEL = ("heads", "output_dir", *_SECTIONS)
+_TOP_LEVEL = ("heads", "output_dir", *SECTIONS)
+#: keys whose value "all" means None
+_ALL_MEANS_NONE = {"analysis.subspace_rank"}
 
 
-def _type_name(t: Any) -> str:
-    return {bool: "a boolean", int: "an integer", str: "a string"}.get(t, str(t))
+def _alternatives(hint: Any) -> list[Any]:
+    if get_origin(hint) in (Union, types.UnionType):
+        return [a for arg in get_args(hint) for a in _alternatives(arg)]
+    return [hint]
 
 
-def _check_type(key: str, value: Any, expected: type) -> Any:
-    # bool is a subclass of int in Python: never accept true/false where a number is meant.
-    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(expected)}, got {value!r}")
-    return value
+def _describe(alternatives: list[Any], key: str) -> str:
+    words = []
+    for alt in alternatives:
+        if get_origin(alt) is Literal:
+            words.append("one of " + ", ".join(json.dumps(v) for v in get_args(alt)))
+        elif alt is bool:
+            words.append("true or false")
+        elif alt is int:
+            words.append("an integer")
+        elif alt is str:
+            words.append("a string")
+    if key in _ALL_MEANS_NONE:
+        words.append('"all"')
+    return " or ".join(w for w in words if w)
 
 
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(allowed)}")
-    return value
-
-
-def _check_positive(key: str, value: int, minimum: int = 1) -> int:
-    if value < minimum:
-        raise ConfigError(f"{key}: must be an integer >= {minimum}, got {value}")
-    return value
+def check_value(key: str, value: Any, hint: Any, metadata: Mapping[str, Any]) -> Any:
+    """``value`` checked against a field's type ``hint`` and bounds; raises a :class:`ConfigError`
+    naming ``key`` and what is allowed."""
+    alternatives = _alternatives(hint)
+    if key in _ALL_MEANS_NONE and value == "all":
+        return None
+    for alt in alternatives:
+        if get_origin(alt) is Literal and not isinstance(value, bool) and value in get_args(alt):
+            return value
+        if alt is bool and isinstance(value, bool):
+            return value
+        if alt is str and isinstance(value, str):
+            return value
+        if alt is int and isinstance(value, int) and not isinstance(value, bool):
+            lo, hi = metadata.get("min"), metadata.get("max")
+            if lo is not None and value < lo or hi is not None and value > hi:
+                bounds = f">= {lo}" if hi is None else f"between {lo} and {hi:,}" if lo is not None else f"<= {hi}"
+                raise ConfigError(f"{key}: must be an integer {bounds}, got {value}")
+            return value
+    literals = [a for a in alternatives if get_origin(a) is Literal]
+    if literals and isinstance(value, str) and not isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not allowed; choose {_describe(alternatives, key)}")
+    raise ConfigError(f"{key}: expected {_describe(alternatives, key)}, got {value!r}")
 
 
 def _section(name: str, raw: Any) -> dict[str, Any]:
-    cls = _SECTIONS[name]
+    cls = SECTIONS[name]
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a table [{name}], got {raw!r}")
-    allowed = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
-        if key not in allowed:
+        if key not in fields:
             raise ConfigError(
-                f"{name}.{key}: unknown key; allowed keys in [{name}] are {', '.join(allowed)}"
+                f"{name}.{key}: unknown key; allowed keys in [{name}] are {', '.join(fields)}"
             )
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        key, value = f"{name}.{f.name}", raw[f.name]
-        if name == "analysis" and f.name == "subspace_rank":
-            if value == "all":
-                out[f.name] = None
-                continue
-            if isinstance(value, str) or isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key}: expected \"all\" or an integer >= 1, got {value!r}")
-            out[f.name] = _check_positive(key, value)
-            continue
-        if name == "model" and f.name == "revision":
-            out[f.name] = _check_type(key, value, str)
-            continue
-        out[f.name] = _check_type(key, value, type(f.default))
-    return out
+    hints = get_type_hints(cls)
+    return {key: check_value(f"{name}.{key}", value, hints[key], fields[key].metadata)
+            for key, value in raw.items()}
+
+
+def parse_heads(values: Any, key: str = "heads") -> tuple[HeadRef, ...]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{key}: expected a non-empty list of \"L.H\" strings, got {values!r}")
+    parsed = tuple(HeadRef.parse(h, key=key) for h in values)
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"{key}: duplicate head in {values!r}")
+    return parsed
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
@@ -209,82 +261,63 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
     for key in raw:
         if key not in _TOP_LEVEL:
             raise ConfigError(f"{key}: unknown key; allowed top-level keys are {', '.join(_TOP_LEVEL)}")
-
     kwargs: dict[str, Any] = {}
     if "heads" in raw:
-        heads = raw["heads"]
-        if not isinstance(heads, list) or not heads:
-            raise ConfigError(f"heads: expected a non-empty list of \"L.H\" strings, got {heads!r}")
-        parsed = tuple(HeadRef.parse(h, key="heads") for h in heads)
-        if len(set(parsed)) != len(parsed):
-            raise ConfigError(f"heads: duplicate head in {heads!r}")
-        kwargs["heads"] = parsed
+        kwargs["heads"] = parse_heads(raw["heads"])
     if "output_dir" in raw:
-        kwargs["output_dir"] = _check_type("output_dir", raw["output_dir"], str)
-
-    sections = {name: _section(name, raw.get(name, {})) for name in _SECTIONS}
-
-    m = sections["model"]
-    if "device" in m:
-        _check_choice("model.device", m["device"], DEVICES)
-    if "dtype" in m:
-        _check_choice("model.dtype", m["dtype"], DTYPES)
-    if "name" in m and not m["name"].strip():
+        kwargs["output_dir"] = check_value("output_dir", raw["output_dir"], str, {})
+        if not kwargs["output_dir"].strip():
+            raise ConfigError("output_dir: must not be empty")
+    sections = {name: _section(name, raw.get(name, {})) for name in SECTIONS}
+    if not sections["model"].get("name", "x").strip():
         raise ConfigError("model.name: must not be empty; give a TransformerLens/HF model name or a checkpoint folder")
-
-    e = sections["effective_embedding"]
-    if "variant" in e:
-        _check_choice("effective_embedding.variant", e["variant"], EMBEDDING_VARIANTS)
-    if "batch_size" in e:
-        _check_positive("effective_embedding.batch_size", e["batch_size"])
-
-    w = sections["words"]
-    for key, value in w.items():
-        w[key] = _resolve_word_source(f"words.{key}", value, base_dir)
-
-    a = sections["analysis"]
-    for key in ("top_k", "n_directions", "ov_sample_size"):
-        if key in a:
-            _check_positive(f"analysis.{key}", a[key])
-    if "bootstrap_resamples" in a:
-        _check_positive("analysis.bootstrap_resamples", a["bootstrap_resamples"], minimum=100)
-    if "seed" in a:
-        _check_positive("analysis.seed", a["seed"], minimum=0)
-    if "ov_mode" in a:
-        _check_choice("analysis.ov_mode", a["ov_mode"], OV_MODES)
-
-    sv = sections["survey"]
-    if "mode" in sv:
-        _check_choice("survey.mode", sv["mode"], OV_MODES)
-    if "sample_size" in sv:
-        _check_positive("survey.sample_size", sv["sample_size"])
-    if "analyze_top" in sv:
-        _check_positive("survey.analyze_top", sv["analyze_top"], minimum=0)
-
-    for name, cls in _SECTIONS.items():
+    for key in ("names", "generic"):
+        if key in sections["words"]:
+            sections["words"][key] = resolve_word_source(f"words.{key}", sections["words"][key], base_dir)
+    for name, cls in SECTIONS.items():
         kwargs[name] = cls(**sections[name])
     return Config(**kwargs)
 
 
-def _resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
-    from .words import BUILTIN_LISTS
+def apply_overrides(config: Config, overrides: Mapping[str, Any], base_dir: Path | None = None) -> Config:
+    """``config`` with dotted-key overrides (``{"model.name": ..., "survey.mode": ...}``) applied,
+    each validated exactly like the same key in a config file; ``None`` values are ignored."""
+    raw = config.to_dict()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if "." in key:
+            section, name = key.split(".", 1)
+            raw[section][name] = value
+        else:
+            raw[key] = value
+    return config_from_dict(raw, base_dir)
 
+
+def builtin_source(name: str) -> str:
+    """The file of a built-in word list (``builtin:NAME``)."""
+    return BUILTIN_WORD_LISTS[name]
+
+
+def resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
     if value.startswith("builtin:"):
         name = value.removeprefix("builtin:")
-        if name not in BUILTIN_LISTS:
+        if name not in BUILTIN_WORD_LISTS:
             raise ConfigError(
                 f"{key}: unknown built-in list {name!r}; built-in lists are "
-                + ", ".join(f"builtin:{n}" for n in sorted(BUILTIN_LISTS))
+                + ", ".join(f"builtin:{n}" for n in BUILTIN_WORD_LISTS)
                 + ", or give a path to a text file with one word per line"
             )
         return value
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
+    if path.is_dir():
+        raise ConfigError(f"{key}: {str(path)!r} is a folder; give a path to a text file with one word per line")
     if not path.is_file():
         raise ConfigError(
             f"{key}: word list file {str(path)!r} does not exist; give a path to a text file with "
-            f"one word per line, or a built-in list ({', '.join('builtin:' + n for n in sorted(BUILTIN_LISTS))})"
+            f"one word per line, or a built-in list ({', '.join('builtin:' + n for n in BUILTIN_WORD_LISTS)})"
         )
     return str(path.resolve())
 
@@ -319,22 +352,42 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config: {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"--config: file {str(path)!r} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {str(path)!r} ({exc.strerror or exc})") from None
+    if len(data) > 1 << 20:
+        raise ConfigError(f"--config: {str(path)!r} is {len(data):,} bytes; a config is at most 1 MiB")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+        raise ConfigError(f"--config: {str(path)!r} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {str(path)!r} is not valid TOML ({exc})") from None
     return config_from_dict(raw, base_dir=path.parent)
 
 
-def check_heads_against_model(heads: tuple[HeadRef, ...], n_layers: int, n_heads: int) -> None:
-    """Raise a :class:`ConfigError` naming ``heads`` if a head lies outside the model."""
-    for h in heads:
+def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int) -> None:
+    """Raise a :class:`ConfigError` naming the key when a setting lies outside the loaded model."""
+    for h in config.heads:
         if not (0 <= h.layer < n_layers and 0 <= h.head < n_heads):
             raise ConfigError(
                 f"heads: head {h.label} is outside the model, which has layers 0..{n_layers - 1} "
                 f"and heads 0..{n_heads - 1} per layer"
             )
+    a = config.analysis
+    if a.n_directions > d_head:
+        raise ConfigError(f"analysis.n_directions: {a.n_directions} is more than d_head = {d_head}, the "
+                          f"rank of every per-head circuit; use at most {d_head}")
+    if a.subspace_rank is not None and a.subspace_rank > d_head:
+        raise ConfigError(f"analysis.subspace_rank: {a.subspace_rank} is more than d_head = {d_head}; "
+                          f"use at most {d_head}, or \"all\"")
+
+
+def check_heads_against_model(heads: tuple[HeadRef, ...], n_layers: int, n_heads: int) -> None:
+    """Raise a :class:`ConfigError` naming ``heads`` if a head lies outside the model."""
+    check_against_model(Config(heads=heads), n_layers, n_heads, d_head=1 << 30)

@@ -2,11 +2,21 @@
 
 * OV self-suppression (copy suppression): in row s of W_EE · W_OV · W_U (attending to source token s,
   the head's direct effect on every logit), the rank of s's own logit, rank 1 = most negative.
-* QK self-attention: in query row t of W_Uᵀ · W_QK · W_EEᵀ, the rank of key t, rank 1 = highest.
+* QK self-attention: in query row t of the effective QK circuit, the rank of key t, rank 1 = highest.
+
+Ranks never flatter a token: ties count *against* it (rank = the number of entries at least as
+extreme as its own, itself included), and a NaN own entry ranks last. A head whose circuit is
+degenerate (σ₁ = 0, non-finite entries, or most rows with no spread) gets no score at all
+(:func:`circuit_degeneracy`), rather than the best or worst one.
+
+The summaries carry the copy-suppression paper's metrics (McDougall et al. 2023): the fraction of
+tokens ranked 1, in the top 10 and in the top 5% of their row (for OV: "among the 10 most negative",
+"in the bottom 5%"), their chance values under a random ranking (k / n), and an effect-size verdict
+(:func:`rank_evidence`) that the report's sentences and the survey ranking both use.
 
 The circuit is ``A @ B`` with A: ``[d_vocab, d_head]``, B: ``[d_head, d_vocab]``; rows are computed in
-batches (batch × d_vocab floats at a time), never the whole matrix. Exact mode ranks every row;
-sampled mode ranks a seeded uniform sample of rows and gives a Wilson 95% CI for the rank-1 fraction.
+batches, never the whole matrix. Exact mode ranks every row; sampled mode ranks a seeded uniform
+sample of rows and gives Wilson 95% CIs for the fractions.
 """
 
 from __future__ import annotations
@@ -26,6 +36,18 @@ from transformer_lens import FactoredMatrix
 # CPU: rows per batch of each worker (a batch × d_vocab float32 block is ~13 MB for GPT-2: it stays
 # in the last-level cache between the GEMM that writes it and the comparison that reads it).
 CPU_BATCH_ROWS = 64
+#: the paper's cut-offs: rank 1, top 10, top 5% of the row
+TOP_K = 10
+TOP_SHARE = 0.05
+#: an effect is claimed only when the top-10 fraction exceeds chance by at least this share of the
+#: tokens (chance-normalised excess (f − c) / (1 − c), its lower 95% bound in sampled mode) ...
+MIN_EXCESS = 0.10
+#: ... and the median rank lies within this share of the row (the best 5%; chance: the middle)
+MAX_MEDIAN_SHARE = 0.05
+#: a row whose spread is below this fraction of the largest row spread counts as flat (no spread)
+FLAT_ROW_TOLERANCE = 1e-6
+#: a circuit with more than this share of flat rows is degenerate: no score
+MAX_FLAT_SHARE = 0.5
 
 
 @torch.no_grad()
@@ -39,9 +61,10 @@ def diagonal_ranks(
     """1-based rank of entry (r, r) within row r, for each r in ``rows`` (all rows if None).
 
     ``descending=False``: rank 1 = smallest (most negative) entry; ``True``: rank 1 = largest.
-    Ties count in the token's favour (rank = 1 + number of entries strictly beyond it).
-    ``batch_size`` bounds the rows computed at once (on CPU, each worker thread takes at most
-    ``min(batch_size, CPU_BATCH_ROWS)`` rows).
+    Ties count against the token: rank = #{j : x_j ≤ x_r} (``≥`` when descending), itself included,
+    so a constant row ranks every token last. A NaN own entry ranks last (n_cols); NaN elsewhere
+    in the row never beats it. ``batch_size`` bounds the rows computed at once (on CPU, each worker
+    thread takes at most ``min(batch_size, CPU_BATCH_ROWS)`` rows).
     """
     A, B = circuit.A, circuit.B
     n_rows = A.shape[0]
@@ -50,14 +73,16 @@ def diagonal_ranks(
     rows = rows.to(A.device)
     if A.device.type == "cpu":
         return _diagonal_ranks_cpu(A, B, rows, descending, min(batch_size, CPU_BATCH_ROWS), progress)
+    n_cols = B.shape[1]
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
     for start in tqdm(starts, desc="diagonal ranks", unit="batch", disable=not progress, leave=False):
         r = rows[start : start + batch_size]
         block = A[r] @ B
         own = block.gather(1, r[:, None])
-        counts = ((block > own) if descending else (block < own)).sum(dim=1).cpu()
-        out[start : start + r.shape[0]] = counts + 1
+        counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
+        counts = torch.where(own[:, 0].isnan(), n_cols, counts).cpu()
+        out[start : start + r.shape[0]] = counts
     return out
 
 
@@ -74,9 +99,9 @@ def _diagonal_ranks_cpu(
     B = B.contiguous()
     rows_np = rows.numpy()
     out = np.empty(rows.shape[0], dtype=np.int64)
-    # per-row counts < n_cols: uint16 sums are exact (and ~5x faster than int64 ones) below 2**16
+    # per-row counts ≤ n_cols: uint16 sums are exact (and ~5x faster than int64 ones) below 2**16
     count_dtype = np.uint16 if n_cols < 2**16 else np.uint32
-    compare = np.greater if descending else np.less
+    compare = np.greater_equal if descending else np.less_equal
     local = threading.local()
 
     def rank_batch(start: int) -> int:
@@ -89,7 +114,8 @@ def _diagonal_ranks_cpu(
             r = rows_np[start : start + n]
             own = block[np.arange(n), r][:, None]
             mask = compare(block, own, out=local.mask[:n])
-            out[start : start + n] = mask.view(np.uint8).sum(axis=1, dtype=count_dtype)
+            counts = mask.view(np.uint8).sum(axis=1, dtype=count_dtype).astype(np.int64)
+            out[start : start + n] = np.where(np.isnan(own[:, 0]), n_cols, counts)
         return n
 
     starts = range(0, rows.shape[0], batch_size)
@@ -103,7 +129,34 @@ def _diagonal_ranks_cpu(
                 bar.update(n)
     finally:
         torch.set_num_threads(threads)
-    return torch.from_numpy(out + 1)
+    return torch.from_numpy(out)
+
+
+@torch.no_grad()
+def circuit_degeneracy(circuit: FactoredMatrix, rows: Tensor | None = None) -> str | None:
+    """Why ranks on ``circuit`` would mean nothing, or None when they are meaningful.
+
+    Degenerate: non-finite entries; σ₁ = 0 (a dead head: W_O = 0 or W_Q = 0); or more than
+    :data:`MAX_FLAT_SHARE` of the (given) rows with no spread. A row's spread is its standard
+    deviation across columns, ‖A[r] B_c‖ / √n with B_c = B minus its column mean, computed from the
+    d_head × d_head Gram matrix B_c B_cᵀ (no vocab × vocab product)."""
+    A, B = circuit.A.double(), circuit.B.double()
+    if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+        return "the circuit has non-finite (NaN or infinite) entries"
+    scale = A.norm() * B.norm()
+    if scale == 0:
+        return "the circuit is zero (σ₁ = 0): the head writes or reads nothing"
+    if rows is not None:
+        A = A[rows.to(A.device)]
+    B_c = B - B.mean(dim=1, keepdim=True)
+    gram = B_c @ B_c.T
+    spread = ((A @ gram) * A).sum(dim=1).clamp_min(0).sqrt()
+    top = spread.max()
+    flat = (spread <= FLAT_ROW_TOLERANCE * top).double().mean().item() if top > 0 else 1.0
+    if flat > MAX_FLAT_SHARE:
+        return (f"{flat:.0%} of the circuit's rows are constant (no spread across tokens): every token "
+                "would tie with every other")
+    return None
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> list[float]:
@@ -132,25 +185,99 @@ def rank_histogram(ranks: np.ndarray, d_vocab: int) -> dict[str, list]:
     return {"edges": edges, "labels": labels, "counts": [int(c) for c in counts]}
 
 
+def top_share_cutoff(n_tokens: int) -> int:
+    """The largest rank inside the top :data:`TOP_SHARE` of a row of ``n_tokens`` (at least 1)."""
+    return max(1, math.floor(TOP_SHARE * n_tokens))
+
+
+def chance_levels(n_tokens: int) -> dict[str, float]:
+    """What a random ranking gives: P(rank ≤ k) = k / n, median (n + 1) / 2."""
+    return {
+        "fraction_rank1": 1 / n_tokens,
+        "fraction_top10": min(TOP_K, n_tokens) / n_tokens,
+        "fraction_top5pct": top_share_cutoff(n_tokens) / n_tokens,
+        "median_rank": (n_tokens + 1) / 2,
+    }
+
+
+def excess_over_chance(fraction: float, chance: float) -> float:
+    """(f − c) / (1 − c): 0 at chance, 1 when every token is in; comparable across vocabularies."""
+    return (fraction - chance) / (1 - chance) if chance < 1 else 0.0
+
+
+def rank_evidence(summary: dict[str, Any]) -> dict[str, Any]:
+    """Whether a rank summary shows the effect, by effect size and not by a p-value alone.
+
+    Supported when the top-10 fraction exceeds chance by at least :data:`MIN_EXCESS` of the tokens
+    (in sampled mode: the lower end of its 95% interval does) *and* the median rank lies in the
+    best :data:`MAX_MEDIAN_SHARE` of the row. ``excess`` is the chance-normalised top-10 excess
+    (the survey's score ingredient)."""
+    if not summary.get("defined", True):
+        return {"supported": False, "excess": None, "excess_low": None,
+                "reason": f"undefined: {summary.get('reason', 'degenerate circuit')}"}
+    n = summary["n_tokens"]
+    chance = chance_levels(n)["fraction_top10"]
+    excess = excess_over_chance(summary["fraction_top10"], chance)
+    ci = summary.get("fraction_top10_ci95")
+    excess_low = excess_over_chance(ci[0], chance) if ci else excess
+    median_share = summary["median_rank"] / n
+    if excess_low < MIN_EXCESS:
+        reason = (f"the top-10 fraction is within {MIN_EXCESS:.0%} of the tokens of chance "
+                  f"({TOP_K}/{n}){' at the lower end of its 95% interval' if ci else ''}")
+        supported = False
+    elif median_share > MAX_MEDIAN_SHARE:
+        reason = (f"the median rank ({summary['median_rank']:g} of {n}) is not within the best "
+                  f"{MAX_MEDIAN_SHARE:.0%} of the row")
+        supported = False
+    else:
+        reason = (f"the top-10 fraction exceeds chance by at least {MIN_EXCESS:.0%} of the tokens and the "
+                  f"median rank is within the best {MAX_MEDIAN_SHARE:.0%} of the row")
+        supported = True
+    return {"supported": supported, "excess": excess, "excess_low": excess_low, "reason": reason}
+
+
 def rank_summary(
     ranks: np.ndarray, d_vocab: int, mode: str, sample_size: int | None, seed: int | None
 ) -> dict[str, Any]:
+    """The fractions (rank 1, top 10, top 5%), with Wilson CIs in sampled mode, chance levels, the
+    median and mean rank, the histogram and :func:`rank_evidence`."""
     n = int(ranks.size)
-    top1 = int((ranks == 1).sum())
-    top10 = int((ranks <= 10).sum())
-    return {
+    sampled = mode == "sampled"
+    counts = {"fraction_rank1": int((ranks <= 1).sum()), "fraction_top10": int((ranks <= TOP_K).sum()),
+              "fraction_top5pct": int((ranks <= top_share_cutoff(d_vocab)).sum())}
+    out: dict[str, Any] = {
+        "defined": True,
         "mode": mode,
         "n_tokens": d_vocab,
         "n_ranked": n,
         "sample_size": sample_size,
         "seed": seed,
-        "fraction_rank1": top1 / n,
-        "fraction_rank1_ci95": wilson_interval(top1, n) if mode == "sampled" else None,
-        "fraction_top10": top10 / n,
+        "top5pct_cutoff": top_share_cutoff(d_vocab),
         "median_rank": float(np.median(ranks)),
         "mean_rank": float(ranks.mean()),
+        "chance": chance_levels(d_vocab),
         "histogram": rank_histogram(ranks, d_vocab),
     }
+    for key, k in counts.items():
+        out[key] = k / n
+        out[f"{key}_ci95"] = wilson_interval(k, n) if sampled else None
+    out["evidence"] = rank_evidence(out)
+    return out
+
+
+def undefined_summary(reason: str, d_vocab: int, mode: str, sample_size: int | None,
+                      seed: int | None) -> dict[str, Any]:
+    """The summary of a degenerate circuit: no fractions, no ranks, the reason."""
+    out: dict[str, Any] = {
+        "defined": False, "reason": reason, "mode": mode, "n_tokens": d_vocab, "n_ranked": 0,
+        "sample_size": sample_size, "seed": seed, "top5pct_cutoff": top_share_cutoff(d_vocab),
+        "median_rank": None, "mean_rank": None, "chance": chance_levels(d_vocab), "histogram": None,
+    }
+    for key in ("fraction_rank1", "fraction_top10", "fraction_top5pct"):
+        out[key] = None
+        out[f"{key}_ci95"] = None
+    out["evidence"] = rank_evidence(out)
+    return out
 
 
 def sample_rows(d_vocab: int, sample_size: int, seed: int) -> np.ndarray:
@@ -166,7 +293,8 @@ def diagonal_rank_score(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Rank every row (``mode="exact"``) or a seeded sample of rows (``"sampled"``) and summarise."""
+    """Rank every row (``mode="exact"``) or a seeded sample of rows (``"sampled"``) and summarise;
+    a degenerate circuit (:func:`circuit_degeneracy`) gets an undefined summary instead."""
     d_vocab = circuit.A.shape[0]
     if mode == "exact":
         rows, size, seed_used = None, None, None
@@ -175,6 +303,9 @@ def diagonal_rank_score(
         size, seed_used = int(rows.shape[0]), seed
     else:
         raise ValueError(f"mode must be 'exact' or 'sampled', got {mode!r}")
+    reason = circuit_degeneracy(circuit, rows)
+    if reason is not None:
+        return undefined_summary(reason, d_vocab, mode, size, seed_used)
     ranks = diagonal_ranks(circuit, rows, descending=descending, progress=progress).numpy()
     return rank_summary(ranks, d_vocab, mode, size, seed_used)
 
@@ -187,5 +318,5 @@ def ov_self_suppression(circuit: FactoredMatrix, mode: str = "exact", sample_siz
 
 def qk_self_attention(circuit: FactoredMatrix, mode: str = "sampled", sample_size: int = 2000,
                       seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Effective QK circuit W_Uᵀ·W_QK·W_EEᵀ: rank 1 = a token's own key scores highest for its query."""
+    """Effective QK circuit: rank 1 = a token's own key scores highest for its query."""
     return diagonal_rank_score(circuit, mode, descending=True, sample_size=sample_size, seed=seed, progress=progress)

@@ -1,67 +1,238 @@
-"""The effective embedding W_EE: what a token looks like to later layers, batched over the vocabulary.
+"""What each token looks like to the rest of the model, through the model's own layer 0.
 
-For token t with embedding x = W_E[t] (positional embeddings excluded, as in the notebook), with a
-one-token context so that every layer-0 head attends only to the token itself:
+For every token t, a one-token context at position 0 (absolute position embeddings excluded, as the
+notebook does; rotary embeddings are the identity at position 0), the model's own forward pass
+through block 0 gives (TransformerLens hook names):
 
-    a        = Σ_h ln1(x) · W_V[0, h] · W_O[0, h]  + Σ_h b_V[0, h] · W_O[0, h] + b_O[0]
-    W_EE[t]  = mlp0(ln2(x + a))                             variant "mlp_after_attention" (notebook)
-             = mlp0(ln2(x))                                 variant "mlp_only"
-             = x + a + mlp0(ln2(x + a))                     variant "residual"
+    W_E[t]    blocks.0.hook_resid_pre   what the residual stream receives: the embedding row, scaled
+                                        by √d_model for Gemma (by Granite's multiplier), through
+                                        Bloom's embedding LayerNorm...
+    a[t]      blocks.0.hook_attn_out    layer 0's attention contribution to the residual stream
+                                        (every head attends only to t)
+    W_EE[t]   blocks.0.hook_mlp_out     variant "mlp_after_attention" (the notebook's): the MLP's
+                                        contribution to the residual stream (after Gemma 2/3's and
+                                        OLMo 2's post-MLP norm, times Granite's residual multiplier)
+              blocks.0.hook_mlp_out     variant "mlp_only": the same with a zeroed
+              blocks.0.hook_resid_post  variant "residual": block 0's output
 
-``ln1``/``ln2``/``mlp0`` are the model's own (processed) layer-0 modules, so LayerNorm/RMSNorm and
-plain/gated MLPs all work. Σ_h W_V W_O is summed once into a d_model × d_model matrix, so each batch
-costs one GEMM for attention and the MLP's GEMMs: no Python loop over tokens or heads. Peak extra
-memory is a few batch × d_mlp activations.
+Parallel attention + MLP (GPT-NeoX, GPT-J, Phi), sandwich norms (Gemma 2/3, OLMo 2), embedding
+scaling, MoE and gated MLPs are whatever the model's own forward does: nothing of a family's block is
+written here.
+
+``attention_bias = False`` (the default: the notebook's and the copy-suppression paper's numbers)
+subtracts the attention output's bias constant c = Σ_h b_V[0, h]·W_O[0, h] + b_O[0] from a, in
+TransformerLens' processed parametrisation (``fold_ln`` puts ln1's bias into b_V), so that
+a = Σ_h ln1(x)·W_V[0, h]·W_O[0, h], the sum the notebook forms. ``True`` keeps what the model computes.
+
+Speed: the forward pass also computes layer 0's queries and keys, which a one-token context does not
+need. When block 0 is a plain sequential pre-norm block, the *factored* path computes the same
+numbers with one d_model × d_model GEMM for the attention (a = ln1(x)·Σ_h W_V W_O + c) and the model's
+own ln2 and MLP modules. It is used only after it has been checked against the forward pass on a
+seeded sample of tokens (:data:`PROBE_TOKENS`); otherwise, or when the check fails, the forward pass
+computes everything. :class:`Layer0` records which path ran and the check's error.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .config import EmbeddingVariant
 from .models import LoadedModel
 
-VARIANTS = ("mlp_after_attention", "mlp_only", "residual")
+HOOK_POS_EMBED = "hook_pos_embed"
+HOOK_RESID_PRE = "blocks.0.hook_resid_pre"
+HOOK_ATTN_OUT = "blocks.0.hook_attn_out"  # not attn.hook_out: Bloom's includes the residual
+HOOK_MLP_OUT = "blocks.0.hook_mlp_out"
+HOOK_RESID_POST = "blocks.0.hook_resid_post"
+#: tokens on which the factored path is checked against the forward pass
+PROBE_TOKENS = 256
+#: the factored path is used only if it matches the forward pass to this relative error
+PROBE_TOLERANCE = 1e-4
 
 
-def layer0_attention_ov(model: LoadedModel) -> tuple[Float[Tensor, "d_model d_model"], Float[Tensor, "d_model"]]:
-    """Layer 0's summed OV map and bias for a token attending only to itself."""
-    W_V, W_O = model.weight("W_V")[0], model.weight("W_O")[0]  # [kv_heads, d_model, d_head], [heads, d_head, d_model]
-    kv = torch.tensor([model.kv_head(h) for h in range(model.n_heads)], device=W_V.device)
-    W_V = W_V[kv]
-    W_OV = torch.einsum("hde,hef->df", W_V, W_O)
-    bias = torch.zeros(model.d_model, dtype=W_O.dtype, device=W_O.device)
+@dataclass
+class Layer0:
+    """The token-level embeddings of one model and how they were computed.
+
+    ``W_E``: what the residual stream receives (``[d_vocab, d_model]``); ``W_EE``: the effective
+    embedding of ``variant``; ``method``: "forward" or "factored"; ``check``: the factored path's
+    check against the forward pass (``tokens``, ``max_relative_error``), or why it was not used."""
+
+    W_E: Float[Tensor, "d_vocab d_model"]
+    W_EE: Float[Tensor, "d_vocab d_model"]
+    variant: EmbeddingVariant
+    attention_bias: bool
+    method: str
+    check: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for the artifacts."""
+        return {"variant": self.variant, "attention_bias": self.attention_bias, "method": self.method,
+                "check": self.check}
+
+
+def attention_bias_constant(model: LoadedModel) -> Float[Tensor, "d_model"]:
+    """c = Σ_h b_V[0, kv(h)]·W_O[0, h] + b_O[0]: layer 0's attention output on a one-token context
+    minus its linear part (zeros for bias-free models)."""
+    W_O = model.weight("W_O")[0]
+    c = torch.zeros(model.d_model, dtype=W_O.dtype, device=W_O.device)
     b_V, b_O = model.weight("b_V"), model.weight("b_O")
     if b_V is not None:
-        bias = bias + torch.einsum("he,hef->f", b_V[0][kv], W_O)
+        c = c + torch.einsum("he,hef->f", b_V[0][model.kv_index(W_O.device)], W_O)
     if b_O is not None:
-        bias = bias + b_O[0]
-    return W_OV, bias
+        c = c + b_O[0]
+    return c
+
+
+def layer0_ov(model: LoadedModel) -> Float[Tensor, "d_model d_model"]:
+    """Σ_h W_V[0, kv(h)]·W_O[0, h]: layer 0's summed OV map for a token attending only to itself."""
+    W_V, W_O = model.weight("W_V")[0], model.weight("W_O")[0]
+    return torch.einsum("hde,hef->df", W_V[model.kv_index(W_V.device)], W_O)
+
+
+def _capture(store: dict[str, Tensor], name: str) -> Callable:
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        store[name] = x[:, 0]
+        return x
+    return hook
+
+
+@torch.no_grad()
+def forward_block0(
+    model: LoadedModel, ids: Tensor, variant: EmbeddingVariant, attention_bias: bool,
+) -> dict[str, Tensor]:
+    """Block 0 of the model's own forward pass on one-token contexts ``ids``: ``W_E`` (resid_pre) and
+    ``W_EE`` (the variant), each ``[len(ids), d_model]``."""
+    bridge = model.bridge
+    store: dict[str, Tensor] = {}
+    hooks: list[tuple[str, Callable]] = []
+    if model.positional == "standard":  # absolute positions: excluded, as in the notebook
+        # (rotary models list hook_pos_embed as an alias that never fires: nothing to exclude)
+        hooks.append((HOOK_POS_EMBED, lambda x, hook: torch.zeros_like(x)))
+    if variant == "mlp_only":
+        hooks.append((HOOK_ATTN_OUT, lambda x, hook: torch.zeros_like(x)))
+    elif not attention_bias:
+        c = attention_bias_constant(model)
+        if bool(c.any()):
+            _check_bias_is_additive(model)
+            hooks.append((HOOK_ATTN_OUT, lambda x, hook: x - c.to(x.dtype)))
+    hooks.append((HOOK_RESID_PRE, _capture(store, "W_E")))
+    out_hook = HOOK_RESID_POST if variant == "residual" else HOOK_MLP_OUT
+    hooks.append((out_hook, _capture(store, "W_EE")))
+    bridge.run_with_hooks(ids[:, None].to(model.device), fwd_hooks=hooks, stop_at_layer=1, return_type=None)
+    return store
+
+
+def _check_bias_is_additive(model: LoadedModel) -> None:
+    """Subtracting c from the attention's contribution is the bias-free attention only when nothing
+    (a post-attention norm) sits between the output projection and the residual stream."""
+    block = model.bridge.blocks[0]
+    if getattr(block, "ln1_post", None) is not None:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            "effective_embedding.attention_bias: false is not defined for this model: its attention "
+            "biases pass through a norm after the attention, so they cannot be dropped from its output; "
+            "set attention_bias = true")
+
+
+def _factored_block(model: LoadedModel):
+    """Block 0's ln1, ln2 and MLP modules, when it has them (else None: the factored path is out)."""
+    block = model.bridge.blocks[0]
+    modules = [getattr(block, name, None) for name in ("ln1", "ln2", "mlp")]
+    return None if any(m is None for m in modules) else modules
+
+
+@torch.no_grad()
+def factored_block0(
+    model: LoadedModel, x: Tensor, variant: EmbeddingVariant, attention_bias: bool,
+    W_OV: Tensor, c: Tensor, modules,
+) -> Tensor:
+    """W_EE of embeddings ``x`` for a sequential pre-norm block 0: a = ln1(x)·W_OV (+ c), then the
+    model's own ln2 and MLP modules. Used only when checked against :func:`forward_block0`."""
+    ln1, ln2, mlp = modules
+    if variant == "mlp_only":
+        return mlp(ln2(x[:, None]))[:, 0]
+    resid = x + ln1(x[:, None])[:, 0] @ W_OV
+    if attention_bias:
+        resid = resid + c
+    mlp_out = mlp(ln2(resid[:, None]))[:, 0]
+    return mlp_out + resid if variant == "residual" else mlp_out
+
+
+def _relative_error(got: Tensor, ref: Tensor) -> float:
+    scale = ref.norm().item()
+    return (got - ref).norm().item() / scale if scale > 0 else (got - ref).norm().item()
+
+
+def _probe_ids(d_vocab: int, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    n = min(PROBE_TOKENS, d_vocab)
+    return torch.randperm(d_vocab, generator=g)[:n].sort().values
 
 
 @torch.no_grad()
 def effective_embedding(
     model: LoadedModel,
-    variant: str = "mlp_after_attention",
+    variant: EmbeddingVariant = "mlp_after_attention",
     batch_size: int = 1024,
     progress: bool = True,
-) -> Float[Tensor, "d_vocab d_model"]:
-    """W_EE for the whole vocabulary (see the module docstring for the three variants)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown effective-embedding variant {variant!r}; choose one of {VARIANTS}")
-    block = model.bridge.blocks[0]
-    W_E = model.weight("W_E")
-    W_OV, bias = layer0_attention_ov(model)
-    out = torch.empty_like(W_E)
-    starts = range(0, W_E.shape[0], batch_size)
+    attention_bias: bool = False,
+    method: str = "auto",
+) -> Layer0:
+    """W_E and W_EE for the whole vocabulary (see the module docstring), batched over the vocabulary.
+
+    ``method``: "auto" (the factored path when it checks out, else the forward pass), "forward" or
+    "factored" (still checked; an error if it does not match)."""
+    from .config import EMBEDDING_VARIANTS
+
+    if variant not in EMBEDDING_VARIANTS:
+        raise ValueError(f"unknown effective-embedding variant {variant!r}; choose one of {EMBEDDING_VARIANTS}")
+    bridge_W_E = model.weight("W_E")
+    d_vocab = bridge_W_E.shape[0]
+    check: dict[str, Any] = {}
+    use_factored = False
+    modules = _factored_block(model) if method != "forward" else None
+    if modules is not None:
+        ids = _probe_ids(d_vocab)
+        ref = forward_block0(model, ids, variant, attention_bias)
+        W_OV, c = layer0_ov(model), attention_bias_constant(model)
+        try:
+            got = factored_block0(model, bridge_W_E[ids.to(bridge_W_E.device)], variant, attention_bias, W_OV, c,
+                                  modules)
+        except (RuntimeError, TypeError, AttributeError, ValueError) as exc:  # modules not callable alone
+            check = {"reason": f"block 0's modules cannot run on their own ({type(exc).__name__}): the "
+                               "forward pass computes W_EE"}
+        else:
+            err_e = _relative_error(bridge_W_E[ids.to(bridge_W_E.device)], ref["W_E"])
+            err_ee = _relative_error(got, ref["W_EE"])
+            check = {"tokens": int(ids.numel()), "max_relative_error": max(err_e, err_ee)}
+            use_factored = check["max_relative_error"] <= PROBE_TOLERANCE
+            if not use_factored:
+                check["reason"] = ("block 0 is not a plain sequential pre-norm block (or its embedding is "
+                                   "transformed): the forward pass computes W_EE")
+    elif method != "forward":
+        check = {"reason": "block 0 has no separate ln1/ln2/MLP modules: the forward pass computes W_EE"}
+    if method == "factored" and not use_factored:
+        raise ValueError(f"the factored path does not match the forward pass: {check}")
+
+    W_EE = torch.empty_like(bridge_W_E)
+    W_E = bridge_W_E if use_factored else torch.empty_like(bridge_W_E)
+    starts = range(0, d_vocab, batch_size)
     for start in tqdm(starts, desc="effective embedding", unit="batch", disable=not progress, leave=False):
-        x = W_E[start : start + batch_size]
-        if variant == "mlp_only":
-            out[start : start + batch_size] = block.mlp(block.ln2(x[:, None]))[:, 0]
-            continue
-        resid = x + block.ln1(x[:, None])[:, 0] @ W_OV + bias
-        mlp_out = block.mlp(block.ln2(resid[:, None]))[:, 0]
-        out[start : start + batch_size] = mlp_out + resid if variant == "residual" else mlp_out
-    return out
+        stop = min(start + batch_size, d_vocab)
+        if use_factored:
+            W_EE[start:stop] = factored_block0(model, bridge_W_E[start:stop], variant, attention_bias, W_OV, c, modules)
+        else:
+            out = forward_block0(model, torch.arange(start, stop), variant, attention_bias)
+            W_E[start:stop] = out["W_E"]
+            W_EE[start:stop] = out["W_EE"]
+    return Layer0(W_E=W_E, W_EE=W_EE, variant=variant, attention_bias=attention_bias,
+                  method="factored" if use_factored else "forward", check=check)

@@ -50,8 +50,9 @@ class LoadedModel:
     d_head: int
     d_vocab: int
     normalization: str  # "LN" or "RMS" (the kind of norm before attention / MLP)
-    positional: str  # "standard", "rotary", ...
+    positional: str  # "standard", "rotary", "alibi", ...
     provenance: dict[str, Any] = field(default_factory=dict)
+    family: dict[str, Any] = field(default_factory=dict)  # what the analysis must know of the family
     _weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def weight(self, name: str) -> torch.Tensor:
@@ -75,6 +76,14 @@ class LoadedModel:
         """The key/value head that query head ``head`` reads (grouped-query attention)."""
         return head // (self.n_heads // self.n_kv_heads)
 
+    def kv_index(self, device: Any = None) -> torch.Tensor:
+        """``kv_head(h)`` for every query head h, as an index tensor."""
+        return torch.tensor([self.kv_head(h) for h in range(self.n_heads)], device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight("W_E").device
+
 
 # Bundled models: id -> callable returning (hf_model, tokenizer, provenance extras). See bundled.py.
 BUNDLED_MODELS: dict[str, Callable[[ModelConfig], tuple[Any, Any, dict[str, Any]]]] = {
@@ -88,11 +97,15 @@ BUNDLED_WEIGHTS_SHA256: dict[str, Callable[[], dict[str, str] | None]] = {
 
 # refactor_factored_attn_matrices rewrites W_Q/W_K by an invertible d_head × d_head change of basis,
 # which does not commute with the rotary rotation: TransformerLens refuses it for rotary models.
-# We stop with a clear error (exit 2) rather than silently skipping a flag the config asked for.
+# "auto" skips it there (with a note); an explicit `true` stops with a clear error (exit 2).
 _ROTARY_REFACTOR_MESSAGE = (
-    "processing.refactor_factored_attn_matrices: must be false for {name!r}, which uses rotary position "
+    "processing.refactor_factored_attn_matrices: cannot be true for {name!r}, which uses rotary position "
     "embeddings (the refactoring does not commute with the rotation, and TransformerLens refuses it); "
-    "set refactor_factored_attn_matrices = false in [processing]. The QK/OV spectra do not depend on it."
+    "set it to \"auto\" (the default) or false in [processing]. The QK/OV spectra do not depend on it."
+)
+REFACTOR_SKIPPED_NOTE = (
+    "refactor_factored_attn_matrices was skipped (\"auto\"): TransformerLens cannot refactor the "
+    "attention weights of a rotary model. The circuits' products and spectra do not depend on it."
 )
 
 
@@ -246,77 +259,136 @@ def single_threaded():
         torch.set_num_threads(threads)
 
 
-def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedModel:
-    """Load ``model_cfg.name`` and apply ``processing``; raise :class:`ModelUnavailableError` clearly."""
-    device = resolve_device(model_cfg.device)
-    dtype = getattr(torch, model_cfg.dtype)
-    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
-    folder = None
-    if model_cfg.name not in BUNDLED_MODELS:
-        # Before the heavy imports, and online if need be: a missing model fails in a second.
-        folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
-        provenance.update(source)
-        provenance["weights_sha256"] = _hash_weights(folder)
+def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) -> dict[str, bool]:
+    """The weight processing TransformerLens will really apply for ``processing`` (what provenance
+    records): it skips centring for RMSNorm models, fold_ln / centring for adapters that do not
+    support them, centre_unembed under final-logit soft-capping; "auto" refactoring skips rotary."""
+    from transformer_lens.utilities import softcap_enabled
 
+    cfg, adapter = bridge.cfg, getattr(bridge, "adapter", None)
+    norm = str(getattr(cfg, "normalization_type", "LN") or "LN")
+    refactor = processing.refactor_factored_attn_matrices
+    return {
+        "fold_ln": processing.fold_ln and getattr(adapter, "supports_fold_ln", True),
+        "center_writing_weights": (processing.center_writing_weights
+                                   and getattr(adapter, "supports_center_writing_weights", True)
+                                   and norm in ("LN", "LNPre") and not getattr(cfg, "final_rms", False)),
+        "center_unembed": processing.center_unembed and not softcap_enabled(getattr(cfg, "output_logits_soft_cap", None)),
+        "fold_value_biases": True,
+        "refactor_factored_attn_matrices": (not rotary) if refactor == "auto" else bool(refactor),
+    }
+
+
+def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any]]:
+    """Where the weights are (a local folder, or None for a bundled model) and the provenance of
+    that source, without heavy imports; an unsupported family is refused here, from config.json."""
+    from .families import read_checkpoint_config, refuse_unsupported
+
+    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
+    if model_cfg.name in BUNDLED_MODELS:
+        return None, provenance
+    folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
+    provenance.update(source)
+    refuse_unsupported(read_checkpoint_config(folder), repr(str(folder)))
+    provenance["weights_sha256"] = _hash_weights(folder)
+    return folder, provenance
+
+
+def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: dict[str, Any]) -> Any:
+    """The ``TransformerBridge`` of the checkpoint (or bundled model), loaded with the hub offline."""
     import transformers
     from transformer_lens.model_bridge import TransformerBridge
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    dtype = getattr(torch, model_cfg.dtype)
     with _hub_offline(), single_threaded():  # local from here on: never a network retry loop
         if folder is None:
             hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
             provenance.update(extra)
-            bridge = TransformerBridge.boot_transformers(
+            return TransformerBridge.boot_transformers(
                 extra.get("hf_name", model_cfg.name), hf_model=hf_model, tokenizer=tokenizer,
                 device=device, dtype=dtype,
             )
-        else:
-            try:
-                bridge = TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
-            except (OSError, ValueError, KeyError) as exc:
-                raise ModelUnavailableError(f"model.name: cannot load the checkpoint in {str(folder)!r}: {exc}") from None
+        try:
+            return TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelUnavailableError(f"model.name: cannot load the checkpoint in {str(folder)!r}: "
+                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[str, bool], list[str]]:
+    """Apply the configured weight processing; return what was applied and the notes about it."""
     rotary = str(bridge.cfg.positional_embedding_type) == "rotary"
-    if processing.refactor_factored_attn_matrices and rotary:
-        raise ConfigError(_ROTARY_REFACTOR_MESSAGE.format(name=model_cfg.name))
+    if processing.refactor_factored_attn_matrices is True and rotary:
+        raise ConfigError(_ROTARY_REFACTOR_MESSAGE.format(name=name))
+    applied = processing_applied(bridge, processing, rotary)
+    notes = []
+    if processing.refactor_factored_attn_matrices == "auto" and rotary:
+        notes.append(REFACTOR_SKIPPED_NOTE)
+    if processing.center_writing_weights and not applied["center_writing_weights"]:
+        notes.append("center_writing_weights was requested but not applied: TransformerLens centres the "
+                     "writing weights of LayerNorm models only (a centred vector is not invariant under "
+                     "RMSNorm).")
     try:
         with single_threaded():
             bridge.enable_compatibility_mode(
                 fold_ln=processing.fold_ln,
                 center_writing_weights=processing.center_writing_weights,
                 center_unembed=processing.center_unembed,
-                refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
+                refactor_factored_attn_matrices=applied["refactor_factored_attn_matrices"],
             )
     except AssertionError as exc:  # TransformerLens asserts on combinations it cannot process
-        if processing.refactor_factored_attn_matrices:
-            raise ConfigError(f"{_ROTARY_REFACTOR_MESSAGE.format(name=model_cfg.name)} ({exc})") from None
+        if applied["refactor_factored_attn_matrices"]:
+            raise ConfigError(f"{_ROTARY_REFACTOR_MESSAGE.format(name=name)} ({exc})") from None
         raise
     bridge.eval()
+    return applied, notes
+
+
+def dimensions(bridge: Any, provenance: dict[str, Any]) -> LoadedModel:
+    """The :class:`LoadedModel` of a processed bridge: its dimensions and family facts."""
+    from .families import family_facts
+
     cfg = bridge.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-    tokenizer = bridge.tokenizer
-    provenance.update({
-        "architecture": type(bridge.original_model).__name__,
-        "processing": {
-            "fold_ln": processing.fold_ln,
-            "center_writing_weights": processing.center_writing_weights,
-            "center_unembed": processing.center_unembed,
-            "refactor_factored_attn_matrices": processing.refactor_factored_attn_matrices,
-        },
-        "device": device,
-        "dtype": model_cfg.dtype,
-        "libraries": library_versions(),
-    })
+    norm = str(getattr(cfg, "normalization_type", "") or "")
     return LoadedModel(
         bridge=bridge,
-        tokenizer=tokenizer,
+        tokenizer=bridge.tokenizer,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
         n_kv_heads=n_kv,
         d_model=cfg.d_model,
         d_head=cfg.d_head,
         d_vocab=bridge.W_E.shape[0],
-        normalization="RMS" if "RMS" in str(cfg.normalization_type or "") or getattr(cfg, "uses_rms_norm", False) else "LN",
+        normalization="RMS" if "RMS" in norm or getattr(cfg, "uses_rms_norm", False) else "LN",
         positional=str(cfg.positional_embedding_type),
         provenance=provenance,
+        family=family_facts(bridge, cfg.n_heads, n_kv),
     )
+
+
+def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedModel:
+    """Load ``model_cfg.name`` and apply ``processing``; raise a clear :class:`UserError` otherwise.
+
+    resolve (no heavy imports; unsupported families refused) → boot → process → dimensions."""
+    device = resolve_device(model_cfg.device)
+    folder, provenance = resolve_source(model_cfg)
+    bridge = boot(folder, model_cfg, device, provenance)
+    applied, notes = process(bridge, processing, model_cfg.name)
+    provenance.update({
+        "architecture": type(bridge.original_model).__name__,
+        "processing": applied,
+        "processing_requested": {
+            "fold_ln": processing.fold_ln,
+            "center_writing_weights": processing.center_writing_weights,
+            "center_unembed": processing.center_unembed,
+            "refactor_factored_attn_matrices": processing.refactor_factored_attn_matrices,
+        },
+        "processing_notes": notes,
+        "device": device,
+        "dtype": model_cfg.dtype,
+        "libraries": library_versions(),
+    })
+    return dimensions(bridge, provenance)

@@ -1,8 +1,9 @@
 """Run every analysis of a config and turn the results into artifact documents.
 
-``run_analysis`` = load the model → check the heads → W_EE once → for each head: circuits, spectra,
-singular directions, cos² rankings, subspace alignment, OV self-suppression → validate → write all
-artifacts atomically (nothing is written if any step fails).
+``run_analysis`` = load the model → check the config against it → W_E and W_EE once
+(:mod:`analysis.embeddings`) → for each head, one function per analysis (spectra, singular
+directions, cos² rankings, subspace alignment, OV self-suppression, QK self-attention; the survey
+reuses them) → validate → write all artifacts atomically (nothing is written if any step fails).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformer_lens import FactoredMatrix
 
 from . import alignment, circuits, diagonal, spectra
 from .artifacts import SCHEMA_VERSION, head_filename, merged_timings, write_artifacts
-from .config import Config, HeadRef, check_heads_against_model
-from .embeddings import effective_embedding
+from .config import AnalysisConfig, Config, HeadRef, check_against_model
+from .embeddings import Layer0, effective_embedding
 from .models import LoadedModel, load_model
-from .words import load_word_list, tokenize_words
+from .words import SkippedWord, WordToken, load_word_list, tokenize_words
 
 
 class Timer:
@@ -57,6 +59,13 @@ def load_words(config: Config) -> dict[str, list[str]]:
     return {"names": load_word_list(config.words.names), "generic": load_word_list(config.words.generic)}
 
 
+WordLists = dict[str, tuple[list[WordToken], list[SkippedWord]]]
+
+
+def tokenize_word_lists(config: Config, words: dict[str, list[str]], tokenizer) -> WordLists:
+    return {key: tokenize_words(ws, tokenizer, config.words.form) for key, ws in words.items()}
+
+
 def artifact_provenance(model: LoadedModel, seed: int) -> dict[str, Any]:
     """The provenance block of every artifact: the model's, plus the seed and the analysis code."""
     return {
@@ -68,19 +77,11 @@ def artifact_provenance(model: LoadedModel, seed: int) -> dict[str, Any]:
 
 
 def model_summary(model: LoadedModel) -> dict[str, Any]:
-    notes = []
-    if model.positional == "rotary":
-        notes.append(
-            "Rotary position embeddings: the weights-based QK circuit W_Q·W_Kᵀ ignores the rotation, "
-            "i.e. it is the QK circuit for a query and key at the same position (relative offset 0)."
-        )
+    """The model's dimensions and every note on what its numbers approximate."""
+    notes = list(model.family.get("notes", []))
+    notes += model.provenance.get("processing_notes", [])
     if model.normalization == "RMS":
-        notes.append("RMSNorm: no centering; the effective embedding uses the model's own RMSNorm modules.")
-    if model.n_kv_heads != model.n_heads:
-        notes.append(
-            f"Grouped-query attention: {model.n_heads} query heads share {model.n_kv_heads} key/value heads; "
-            f"query head H reads key/value head H // {model.n_heads // model.n_kv_heads}."
-        )
+        notes.append("RMSNorm: no centring; W_EE comes from the model's own forward pass.")
     if model.provenance.get("quantization_note"):
         notes.append(model.provenance["quantization_note"])
     return {
@@ -94,141 +95,184 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
         "d_vocab": model.d_vocab,
         "normalization": model.normalization,
         "positional": model.positional,
+        "qk_norm": bool(model.family.get("qk_norm", False)),
         "notes": notes,
     }
 
 
-def word_group(words, skipped, scores: np.ndarray) -> dict[str, Any]:
+# --- one function per analysis (the survey reuses them) ------------------------------------------
+
+def head_spectra(w: circuits.HeadWeights, layer0: Layer0, W_U: torch.Tensor) -> dict[str, Any]:
+    """All singular values of W_QK, the full and the effective QK circuits and W_OV, and each
+    spectrum's shape statistics (:func:`analysis.spectra.spectrum_statistics`)."""
+    values = {
+        "w_qk": spectra.singular_spectrum(circuits.qk_circuit(w)),
+        "full_qk": spectra.singular_spectrum(circuits.full_qk_circuit(w, layer0.W_E)),
+        "effective_qk": spectra.singular_spectrum(circuits.effective_qk_circuit(w, W_U, layer0.W_EE)),
+        "w_ov": spectra.singular_spectrum(circuits.ov_circuit(w)),
+    }
+    return {**values, "statistics": {k: spectra.spectrum_statistics(v) for k, v in values.items()}}
+
+
+def head_singular_directions(w: circuits.HeadWeights, layer0: Layer0, W_U: torch.Tensor,
+                             a: AnalysisConfig, tokenizer) -> dict[str, Any]:
     return {
-        "words": [
-            {"word": w.word, "id": w.token_id, "token": w.token, "score": float(s)}
-            for w, s in zip(words, scores)
-        ],
+        "full_qk": spectra.singular_directions(circuits.full_qk_circuit(w, layer0.W_E), a.n_directions,
+                                               a.top_k, tokenizer),
+        "effective_qk": spectra.singular_directions(circuits.effective_qk_circuit(w, W_U, layer0.W_EE),
+                                                    a.n_directions, a.top_k, tokenizer),
+    }
+
+
+def head_squared_cosine(qk_svd, W_U: torch.Tensor, layer0: Layer0, top_k: int, tokenizer) -> dict[str, Any]:
+    """Tokens ranked by cos² with W_QK's first left (W_U) and right (W_EE, W_E) singular vectors."""
+    U, S, V = qk_svd
+    return {
+        "w_u": alignment.squared_cosine_topk(U[:, 0], W_U.T, top_k, tokenizer),
+        "w_ee": alignment.squared_cosine_topk(V[:, 0], layer0.W_EE, top_k, tokenizer),
+        "w_e": alignment.squared_cosine_topk(V[:, 0], layer0.W_E, top_k, tokenizer),
+        "sigma": float(S[0]),
+    }
+
+
+def word_group(words: list[WordToken], skipped: list[SkippedWord], scores: np.ndarray) -> dict[str, Any]:
+    return {
+        "words": [{"word": w.word, "id": w.token_id, "token": w.token, "score": float(s)}
+                  for w, s in zip(words, scores)],
         "skipped": [{"word": s.word, "reason": s.reason} for s in skipped],
         "summary": alignment.summarize(scores),
     }
 
 
-def analyze_head(
-    model: LoadedModel,
-    head: HeadRef,
-    W_EE: torch.Tensor,
-    config: Config,
-    word_lists: dict[str, tuple[list, list]],
-    timer: Timer,
-    progress: bool = True,
-) -> dict[str, Any]:
+def subspace_scores_of_words(basis: torch.Tensor, W_U: torch.Tensor, word_lists: WordLists) -> dict[str, np.ndarray]:
+    out = {}
+    for key, (kept, _) in word_lists.items():
+        ids = torch.tensor([x.token_id for x in kept], dtype=torch.long, device=W_U.device)
+        out[key] = (alignment.subspace_scores(basis, W_U.T[ids]).double().cpu().numpy() if kept else np.zeros(0))
+    return out
+
+
+def head_subspace_alignment(U: torch.Tensor, W_U: torch.Tensor, d_model: int, word_lists: WordLists,
+                            rank: int, n_resamples: int, seed: int, form: str) -> dict[str, Any]:
+    """Names vs generic words inside the span of W_QK's top-``rank`` left singular vectors."""
+    scores = subspace_scores_of_words(U[:, :rank], W_U, word_lists)
+    return {
+        "rank": rank,
+        "scale": d_model / rank,
+        "random_baseline": 1.0,
+        "word_form": form,
+        "groups": {key: word_group(kept, skipped, scores[key]) for key, (kept, skipped) in word_lists.items()},
+        "comparison": alignment.compare_groups(scores["names"], scores["generic"], n_resamples, seed),
+    }
+
+
+def self_attention_circuit(w: circuits.HeadWeights, layer0: Layer0, W_U: torch.Tensor,
+                           qk_normalization: str) -> FactoredMatrix:
+    """The QK circuit the self-attention ranks read: query W_U, key W_EE, each side through the
+    layer's own input norm (``layer_norm``, the paper's metric) or as they are (``none``)."""
+    sides = "layer_norm" if qk_normalization == "layer_norm" else "raw"
+    return circuits.effective_qk_circuit(w, W_U, layer0.W_EE, sides)
+
+
+def head_rank_metrics(w: circuits.HeadWeights, layer0: Layer0, W_U: torch.Tensor, *, mode: str,
+                      sample_size: int, seed: int, qk_normalization: str, timer: Timer, tag: str,
+                      progress: bool = False) -> dict[str, Any]:
+    """OV self-suppression and QK self-attention ranks, with the paper's fractions and evidence."""
+    with timer(f"{tag}/ov_self_suppression"):
+        ov = diagonal.ov_self_suppression(circuits.effective_ov_circuit(w, layer0.W_EE, W_U), mode,
+                                          sample_size, seed, progress)
+    with timer(f"{tag}/qk_self_attention"):
+        qk = diagonal.qk_self_attention(self_attention_circuit(w, layer0, W_U, qk_normalization), mode,
+                                        sample_size, seed, progress)
+    qk["normalization"] = qk_normalization
+    return {"ov_self_suppression": ov, "qk_self_attention": qk}
+
+
+def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Config, word_lists: WordLists,
+                 timer: Timer, progress: bool = True) -> dict[str, Any]:
     """All per-head results as plain data (the ``results`` block of a head artifact)."""
     a = config.analysis
     tok = model.tokenizer
-    W_E, W_U = model.weight("W_E"), model.weight("W_U")
+    W_U = model.weight("W_U")
     w = circuits.head_weights(model, head)
     tag = head.label
     with torch.no_grad():
         with timer(f"{tag}/spectra"):
-            qk = circuits.qk_circuit(w)
-            full = circuits.full_qk_circuit(w, W_E)
-            eff = circuits.effective_qk_circuit(w, W_U, W_EE)
-            spectra_out = {
-                "w_qk": spectra.singular_spectrum(qk),
-                "full_qk": spectra.singular_spectrum(full),
-                "effective_qk": spectra.singular_spectrum(eff),
-                "w_ov": spectra.singular_spectrum(circuits.ov_circuit(w)),
-            }
+            spectra_out = head_spectra(w, layer0, W_U)
         with timer(f"{tag}/singular_directions"):
-            directions = {
-                "full_qk": spectra.singular_directions(full, a.n_directions, a.top_k, tok),
-                "effective_qk": spectra.singular_directions(eff, a.n_directions, a.top_k, tok),
-            }
+            directions = head_singular_directions(w, layer0, W_U, a, tok)
         with timer(f"{tag}/squared_cosine"):
-            U, S, V = spectra.canonical_svd(qk)
-            cosine = {
-                "w_u": alignment.squared_cosine_topk(U[:, 0], W_U.T, a.top_k, tok),
-                "w_ee": alignment.squared_cosine_topk(V[:, 0], W_EE, a.top_k, tok),
-                "w_e": alignment.squared_cosine_topk(V[:, 0], W_E, a.top_k, tok),
-                "sigma": float(S[0]),
-            }
+            qk_svd = spectra.canonical_svd(circuits.qk_circuit(w))
+            cosine = head_squared_cosine(qk_svd, W_U, layer0, a.top_k, tok)
         with timer(f"{tag}/subspace_alignment"):
-            rank = min(a.subspace_rank or model.d_head, U.shape[1])
-            basis = U[:, :rank]
-            groups, scores = {}, {}
-            for key, (kept, skipped) in word_lists.items():
-                ids = torch.tensor([x.token_id for x in kept], dtype=torch.long, device=W_U.device)
-                s = alignment.subspace_scores(basis, W_U.T[ids]).double().cpu().numpy() if kept else np.zeros(0)
-                scores[key] = s
-                groups[key] = word_group(kept, skipped, s)
-            subspace = {
-                "rank": rank,
-                "scale": model.d_model / rank,
-                "random_baseline": 1.0,
-                "groups": groups,
-                "comparison": alignment.compare_groups(
-                    scores["names"], scores["generic"], a.bootstrap_resamples, a.seed
-                ),
-            }
-        with timer(f"{tag}/ov_self_suppression"):
-            ov = diagonal.ov_self_suppression(
-                circuits.effective_ov_circuit(w, W_EE, W_U), a.ov_mode, a.ov_sample_size, a.seed, progress
-            )
+            subspace = head_subspace_alignment(qk_svd[0], W_U, model.d_model, word_lists,
+                                               a.subspace_rank or model.d_head, a.bootstrap_resamples,
+                                               a.seed, config.words.form)
+        ranks = head_rank_metrics(w, layer0, W_U, mode=a.ov_mode, sample_size=a.ov_sample_size, seed=a.seed,
+                                  qk_normalization=a.qk_normalization, timer=timer, tag=tag, progress=progress)
     return {
         "head": {"label": head.label, "layer": head.layer, "head": head.head, "kv_head": w.kv_head},
         "spectra": spectra_out,
         "singular_directions": directions,
         "squared_cosine": cosine,
         "subspace_alignment": subspace,
-        "ov_self_suppression": ov,
+        **ranks,
     }
 
 
-def run_analysis(
-    config: Config, out_dir: Path, progress: bool = True, log=print, *,
-    model: LoadedModel | None = None, W_EE: torch.Tensor | None = None, timer: Timer | None = None,
-) -> list[Path]:
-    """Analyse every head of ``config``; write the artifacts into ``out_dir`` (the artifacts folder).
-
-    ``model``/``W_EE``/``timer``: reuse an already loaded model (with ``config``'s model and
-    processing), its effective embedding (``config``'s variant) and step timings — the survey passes
-    them when it analyses its top-ranked heads in the same process."""
-    timer = timer if timer is not None else Timer()
-    torch.manual_seed(config.analysis.seed)
-    # read the word lists before the (slow) model load: a bad list fails fast
+def prepare(config: Config, timer: Timer, progress: bool, log, model: LoadedModel | None = None,
+            layer0: Layer0 | None = None, *, survey: bool = False) -> tuple[LoadedModel, Layer0, WordLists]:
+    """The shared work of an analysis or a survey: word lists (read first: a bad list fails fast),
+    the model, the config checked against it (``heads`` too, unless for a survey, which scores
+    every head), and W_E / W_EE. Timings are prefixed ``survey/`` for a survey."""
     words = load_words(config)
+    prefix = "survey/" if survey else ""
     if model is None:
-        with timer("load_model"):
+        with timer(f"{prefix}load_model"):
             model = load_model(config.model, config.processing)
-    check_heads_against_model(config.heads, model.n_layers, model.n_heads)
-    word_lists = {key: tokenize_words(ws, model.tokenizer) for key, ws in words.items()}
+    check_against_model(config.replace(heads=()) if survey else config, model.n_layers, model.n_heads, model.d_head)
+    word_lists = tokenize_word_lists(config, words, model.tokenizer)
     for key, (_, skipped) in word_lists.items():
         if skipped:
             log(f"words.{key}: skipped {len(skipped)} word(s) "
                 f"that are not a single token: {', '.join(s.word for s in skipped[:8])}"
                 + (" ..." if len(skipped) > 8 else ""))
-    ee = config.effective_embedding
-    if W_EE is None:
-        with timer("effective_embedding"):
-            W_EE = effective_embedding(model, ee.variant, ee.batch_size, progress=progress)
+    if layer0 is None:
+        ee = config.effective_embedding
+        with timer(f"{prefix}effective_embedding"):
+            layer0 = effective_embedding(model, ee.variant, ee.batch_size, progress=progress,
+                                         attention_bias=ee.attention_bias)
+    return model, layer0, word_lists
 
+
+def run_analysis(
+    config: Config, out_dir: Path, progress: bool = True, log=print, *,
+    model: LoadedModel | None = None, layer0: Layer0 | None = None, timer: Timer | None = None,
+) -> list[Path]:
+    """Analyse every head of ``config``; write the artifacts into ``out_dir`` (the artifacts folder).
+
+    ``model``/``layer0``/``timer``: reuse an already loaded model (with ``config``'s model and
+    processing), its embeddings (``config``'s variant) and step timings — the survey passes them
+    when it analyses its top-ranked heads in the same process."""
+    timer = timer if timer is not None else Timer()
+    torch.manual_seed(config.analysis.seed)
+    model, layer0, word_lists = prepare(config, timer, progress, log, model, layer0)
     provenance = artifact_provenance(model, config.analysis.seed)
-
-    docs: dict[str, dict[str, Any]] = {}
     summary = model_summary(model)
+    embedding = {**layer0.describe(), "batch_size": config.effective_embedding.batch_size}
+    docs: dict[str, dict[str, Any]] = {"model.json": {
+        "schema_version": SCHEMA_VERSION, "kind": "model",
+        "config": config.to_dict(), "provenance": provenance,
+        "results": {"model": summary, "heads": [h.label for h in config.heads], "effective_embedding": embedding},
+    }}
     for head in config.heads:
         log(f"analysing head {head.label}")
-        results = analyze_head(model, head, W_EE, config, word_lists, timer, progress)
+        results = analyze_head(model, head, layer0, config, word_lists, timer, progress)
         results["model"] = summary
-        results["effective_embedding"] = {"variant": ee.variant}
+        results["effective_embedding"] = embedding
         docs[head_filename(head.label)] = {
             "schema_version": SCHEMA_VERSION, "kind": "head",
             "config": config.to_dict(), "provenance": provenance, "results": results,
         }
-    docs = {"model.json": {
-        "schema_version": SCHEMA_VERSION, "kind": "model",
-        "config": config.to_dict(), "provenance": provenance,
-        "results": {
-            "model": summary,
-            "heads": [h.label for h in config.heads],
-            "effective_embedding": {"variant": ee.variant, "batch_size": ee.batch_size},
-        },
-    }, **docs}
     docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
     return write_artifacts(out_dir, docs)

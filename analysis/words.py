@@ -1,7 +1,9 @@
 """Word lists and their tokens: the inputs of the names-versus-generic-words comparison.
 
-A word is scored as the single token of ``" " + word`` (with its leading space, as it appears
-mid-sentence). Words that are not a single token are skipped and reported with the reason.
+By default a word is scored as the single token of the bare word (``"Mary"``), as the original
+notebook does (``to_single_token(word)``); ``words.form = "space_prefixed"`` scores the token of
+``" " + word`` instead, the form a word takes mid-sentence. Words that are not a single token in
+the chosen form are skipped and reported with the reason.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .config import BUILTIN_WORD_LISTS, WordForm
 from .errors import ConfigError
 
-BUILTIN_LISTS = {
-    "names": "names.txt",
-    "common_words": "common_words.txt",
-}
+#: a word list file is at most this large (a list of words, not a corpus)
+MAX_WORD_LIST_BYTES = 4 << 20
+#: a word is at most this many characters
+MAX_WORD_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -31,47 +34,69 @@ class SkippedWord:
     reason: str
 
 
-def _parse_lines(text: str) -> list[str]:
+def parse_word_lines(text: str, source: str) -> list[str]:
+    """One word per line; blank lines and ``#`` comments skipped; duplicates dropped (first kept)."""
     words: list[str] = []
     seen: set[str] = set()
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         w = line.strip()
         if not w or w.startswith("#") or w in seen:
             continue
+        if "\x00" in w or any(ord(ch) < 32 for ch in w):
+            raise ConfigError(f"words: {source} line {number} holds a control character (e.g. NUL); "
+                              "a word list is plain text, one word per line")
+        if len(w) > MAX_WORD_CHARS:
+            raise ConfigError(f"words: {source} line {number} is {len(w)} characters long; a word is at "
+                              f"most {MAX_WORD_CHARS}")
         seen.add(w)
         words.append(w)
     return words
 
 
-def load_word_list(source: str) -> list[str]:
-    """Words from ``builtin:NAME`` or a UTF-8 text file (one word per line, ``#`` comments)."""
+def read_word_source(source: str) -> bytes:
+    """The raw bytes of ``builtin:NAME`` or a word-list file (what the staleness key hashes)."""
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
-        if name not in BUILTIN_LISTS:
+        if name not in BUILTIN_WORD_LISTS:
             raise ConfigError(f"words: unknown built-in list {name!r}")
-        text = resources.files("analysis.data").joinpath(BUILTIN_LISTS[name]).read_text("utf-8")
-    else:
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"words: cannot read word list {source!r} ({exc})") from None
-    words = _parse_lines(text)
+        return resources.files("analysis.data").joinpath(BUILTIN_WORD_LISTS[name]).read_bytes()
+    path = Path(source)
+    try:
+        if path.stat().st_size > MAX_WORD_LIST_BYTES:
+            raise ConfigError(f"words: word list {source!r} is larger than {MAX_WORD_LIST_BYTES >> 20} MiB")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"words: cannot read word list {source!r} ({exc.strerror or exc})") from None
+
+
+def load_word_list(source: str) -> list[str]:
+    """Words from ``builtin:NAME`` or a UTF-8 text file (one word per line, ``#`` comments)."""
+    data = read_word_source(source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"words: word list {source!r} is not UTF-8 text") from None
+    words = parse_word_lines(text, repr(source))
     if not words:
         raise ConfigError(f"words: word list {source!r} is empty")
     return words
 
 
-def tokenize_words(words: list[str], tokenizer) -> tuple[list[WordToken], list[SkippedWord]]:
-    """Map each word to the single token of ``" " + word``; others are skipped with a reason."""
+def word_text(word: str, form: WordForm) -> str:
+    """The text that is tokenized for ``word``: the bare word, or ``" " + word``."""
+    return " " + word if form == "space_prefixed" else word
+
+
+def tokenize_words(words: list[str], tokenizer, form: WordForm = "bare") -> tuple[list[WordToken], list[SkippedWord]]:
+    """Map each word to the single token of its ``form``; others are skipped with a reason."""
     kept: list[WordToken] = []
     skipped: list[SkippedWord] = []
     for word in words:
-        ids = tokenizer.encode(" " + word, add_special_tokens=False)
+        text = word_text(word, form)
+        ids = tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
             pieces = [tokenizer.decode([i]) for i in ids]
-            skipped.append(
-                SkippedWord(word, f"' {word}' is {len(ids)} tokens: {pieces!r}, not a single token")
-            )
+            skipped.append(SkippedWord(word, f"{text!r} is {len(ids)} tokens: {pieces!r}, not a single token"))
             continue
         kept.append(WordToken(word, int(ids[0]), tokenizer.decode([ids[0]])))
     return kept, skipped

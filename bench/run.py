@@ -7,7 +7,7 @@ table and writes ``OUT/bench.json``:
 
 * the bound: float32 GEMM (sgemm) GFLOP/s on a 4096² product, best of several, measured at the start
   and again at the end (a large gap between the two means the machine was busy: rerun);
-* W_EE: the notebook's batched loop (``bench/notebook.py``) against
+* W_EE: the notebook's batched loop (``tests/notebook.py``) against
   ``analysis.embeddings.effective_embedding`` — seconds, ratio, GFLOP/s; both must agree (allclose);
 * head 10.7's full and effective QK spectra (factored products + ``FactoredMatrix`` SVD) and the
   W_QK spectra of all 144 heads;
@@ -18,7 +18,7 @@ table and writes ``OUT/bench.json``:
   (``timings.json``) and its peak RSS (``wait4`` rusage of the child);
 * the all-heads survey and the HTML + PDF render, when those modules exist.
 
-FLOPs are counted analytically (a multiply-add is 2 FLOPs): see ``bench/notebook.py`` for W_EE; a
+FLOPs are counted analytically (a multiply-add is 2 FLOPs): see ``tests/notebook.py`` for W_EE; a
 product of an m×k and a k×n matrix is 2·m·k·n. "Achieved" = FLOPs / wall seconds of the whole call.
 """
 
@@ -161,7 +161,7 @@ def memory_bandwidth(n_bytes: int = 1 << 30, reps: int = 3) -> dict[str, Any]:
 
 
 def bench_w_ee(model, bound: float, reps: int) -> dict[str, Any]:
-    from notebook import notebook_effective_embedding, notebook_flops, project_flops
+    from tests.notebook import notebook_effective_embedding, notebook_flops, project_flops
 
     from analysis.embeddings import effective_embedding
 
@@ -179,7 +179,7 @@ def bench_w_ee(model, bound: float, reps: int) -> dict[str, Any]:
         t_nb.append(time.perf_counter() - t0)
         pr = None
         t0 = time.perf_counter()
-        pr = effective_embedding(model, "mlp_after_attention", batch_size=batch, progress=False)
+        pr = effective_embedding(model, "mlp_after_attention", batch_size=batch, progress=False).W_EE
         t_pr.append(time.perf_counter() - t0)
     gemm_s = w_ee_gemms_alone(model, batch, reps)
     diff = (nb - pr).abs().max().item()

@@ -15,6 +15,7 @@ colour-vision deficiencies), 12–14 px labels, no chart border.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -262,8 +263,6 @@ def subspace_chart(rows: list[dict[str, Any]], baseline: float, rank: int) -> al
 
 def _nice_step(raw: float) -> float:
     """The smallest 1, 2 or 5 × 10^k at least ``raw`` (histogram bin width)."""
-    import math
-
     if raw <= 0:
         return 0.1
     exponent = math.floor(math.log10(raw))
@@ -273,26 +272,79 @@ def _nice_step(raw: float) -> float:
     return 10 ** (exponent + 1)
 
 
-# --- OV self-suppression -----------------------------------------------------------------------
+# --- rank histograms (OV self-suppression, QK self-attention) ----------------------------------
 
-def rank_rows(ov: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per rank bin of the OV self-suppression histogram, with the fraction of tokens."""
-    h = ov["histogram"]
+def rank_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per rank bin of a rank summary's histogram, with the fraction of tokens."""
+    h = summary["histogram"]
+    if not h:
+        return []
     total = sum(h["counts"]) or 1
     return [{"bin": label, "order": i, "rank_from": h["edges"][i], "rank_to": h["edges"][i + 1] - 1,
              "tokens": count, "fraction": count / total}
             for i, (label, count) in enumerate(zip(h["labels"], h["counts"]))]
 
 
-def self_suppression_chart(rows: list[dict[str, Any]], n_ranked: int, n_tokens: int) -> alt.TopLevelMixin:
-    """Where each source token's own logit ranks in the head's direct effect (rank 1 = most negative)."""
+def rank_histogram_chart(rows: list[dict[str, Any]], n_ranked: int, n_tokens: int, *, title: str,
+                         x_title: str, colour: str) -> alt.TopLevelMixin:
+    """Where each token's own entry ranks in its row (rank 1 = best); bins widen to the right."""
     order = [r["bin"] for r in sorted(rows, key=lambda r: r["order"])]
-    return alt.Chart(_data(rows)).mark_bar(color=OKABE_ITO["vermillion"]).encode(
-        x=alt.X("bin:O", sort=order, title="rank of the token's own logit (1 = most suppressed)",
-                axis=alt.Axis(labelAngle=-40)),
+    return alt.Chart(_data(rows)).mark_bar(color=colour).encode(
+        x=alt.X("bin:O", sort=order, title=x_title, axis=alt.Axis(labelAngle=-40)),
         y=alt.Y("tokens:Q", title="tokens"),
         tooltip=[alt.Tooltip("bin:O", title="rank"), alt.Tooltip("tokens:Q"),
                  alt.Tooltip("fraction:Q", format=".2%")],
     ).properties(width=WIDTH, height=220, title=alt.Title(
-        "OV self-suppression: rank of each token's own logit",
-        subtitle=f"{n_ranked:,} of {n_tokens:,} tokens ranked; rank bins widen to the right"))
+        title, subtitle=f"{n_ranked:,} of {n_tokens:,} tokens ranked; rank bins widen to the right"))
+
+
+# --- survey heatmaps ----------------------------------------------------------------------------
+
+def lookup(record: Mapping[str, Any], key: str) -> Any:
+    """``record["a"]["b"]`` for ``key = "a.b"`` (None if absent)."""
+    value: Any = record
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def heatmap_rows(survey: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """One row per head: its position, the statistic's exact value, its rank and copy-suppression score."""
+    rows = []
+    for r in survey["heads"]:
+        value = lookup(r, key)
+        rows.append({
+            "label": r["label"], "layer": r["layer"], "head": r["head"], "kv_head": r["kv_head"],
+            "value": value if isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) else None,
+            "rank": r["rank"], "copy_suppression_score": r["copy_suppression_score"],
+            "beats_chance": "yes" if r["beats_chance"] else "no",
+        })
+    return rows
+
+
+def heatmap_chart(rows: list[dict[str, Any]], title: str, description: str, log: bool,
+                  n_layers: int, n_heads: int) -> alt.TopLevelMixin:
+    """Layers down, heads across; colour = the statistic; the tooltip shows the exact value; heads
+    with no value (a degenerate circuit) are grey."""
+    cell = max(12, min(34, WIDTH // max(n_heads, 1)))
+    scale = alt.Scale(scheme="viridis", type="log") if log else alt.Scale(scheme="viridis")
+    base = alt.Chart(_data(rows)).encode(
+        x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("layer:O", title="layer"),
+    )
+    rect = base.mark_rect(stroke="white", strokeWidth=0.5).encode(
+        color=alt.Color("value:Q", title=None, scale=scale, legend=alt.Legend(orient="right", gradientLength=160)),
+        tooltip=[alt.Tooltip("label:N", title="head"), alt.Tooltip("value:Q", title=title),
+                 alt.Tooltip("rank:Q", title="copy-suppression rank"),
+                 alt.Tooltip("copy_suppression_score:Q", title="copy-suppression score"),
+                 alt.Tooltip("beats_chance:N", title="beats chance"),
+                 alt.Tooltip("kv_head:Q", title="key/value head")],
+    ).transform_filter("datum.value !== null")
+    missing = base.mark_rect(color="#dddddd").encode(
+        tooltip=[alt.Tooltip("label:N", title="head")]).transform_filter("datum.value === null")
+    return (missing + rect).properties(
+        width=cell * n_heads, height=max(12, min(22, 480 // max(n_layers, 1))) * n_layers,
+        title=alt.Title(title, subtitle=description))

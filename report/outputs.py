@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,34 @@ from analysis.errors import UserError
 OUTPUT_DIRS = ("site", "pdf", "figures", "source")
 MANIFEST = "report.json"
 GENERATOR = "headreport"
+
+
+#: names Windows reserves (a published site may be checked out there)
+RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+MAX_SLUG = 120
+
+
+def slug(text: str) -> str:
+    """A file-name stem made of ``text``: ASCII letters, digits, ``.``, ``_`` and ``-`` only; never
+    ``/``, ``..``, a leading ``-`` or ``.``, an empty or a reserved name; at most 120 characters.
+    Every file and folder name the report derives from artifact data goes through it."""
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    out = re.sub(r"\.{2,}", ".", out).strip("-.")[:MAX_SLUG].strip("-.")
+    if not out:
+        out = "x"
+    if out.split(".")[0].lower() in RESERVED:
+        out = "_" + out
+    return out
+
+
+def head_slug(label: str) -> str:
+    """The page of head ``label`` (a schema-validated ``L.H``): ``head-L.H``."""
+    return slug(f"head-{label}")
+
+
+def anchor(page_slug: str) -> str:
+    """A label/id for a page: ``page-`` + slug with anything but letters, digits and ``-`` → ``-``."""
+    return "page-" + re.sub(r"[^A-Za-z0-9-]", "-", page_slug)
 
 
 class OutputError(UserError):

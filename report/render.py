@@ -30,17 +30,8 @@ Markdown, in which every token, table and chart is a pair of raw blocks (``{=htm
 ``{=typst}``) escaped for its target (:mod:`report.escaping`). Every HTML page inlines the Vega,
 Vega-Lite and vega-embed scripts once (from vl-convert) and requests nothing from the network.
 
-Adding a page (extension point, e.g. the survey)
-------------------------------------------------
-Pages come from :data:`report.pages.PAGE_BUILDERS`, a list of functions
-``(ReportContext) -> list[Page]`` in reading order. A survey page is: a template
-``templates/survey.qmd.j2``; chart functions in :mod:`report.charts`; and a builder that returns
-``[]`` when ``ctx.artifacts["survey"]`` is None, otherwise
-``[Page("survey", "Survey of all heads", "Survey", markdown, figures)]``, inserted into
-``PAGE_BUILDERS`` after ``head_pages``. Figures must be numbered with ``ctx.number_figure`` (and
-tables with ``ctx.number_table``) in the order the template shows them. Nothing else changes: the
-navigation, the PDF chapters, the figure exports and the manifest all follow the page list. The
-index page already receives ``has_survey``.
+Pages come from :data:`report.pages.PAGE_BUILDERS` (one module per page kind; see
+:mod:`report.pages` for how to add one).
 """
 
 from __future__ import annotations
@@ -59,15 +50,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from analysis.artifacts import load_artifacts
 from analysis.errors import UserError
 
 from . import outputs
+from .context import Page, ReportContext, environment, tool_versions
 from .escaping import markdown_text, typst_markup, typst_string
 from .figures import export_figure
-from .pages import TEMPLATES_DIR, Page, ReportContext, anchor, build_pages, tool_versions
+from .outputs import anchor
+from .pages import build_pages
 
 ENGINES = ("auto", "quarto", "pandoc")
 OUTPUT_DIRS = outputs.OUTPUT_DIRS
@@ -144,17 +135,6 @@ def vegalite_version() -> str:
     return alt.SCHEMA_VERSION.lstrip("v")
 
 
-def html_environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=True,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def site_title(ctx: ReportContext) -> str:
     heads = ctx.model["results"]["heads"]
     return f"{ctx.model['results']['model']['name']}: head{'s' if len(heads) != 1 else ''} {', '.join(heads)}"
@@ -166,8 +146,7 @@ def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, sr
     """Each page: pandoc → HTML fragment (MathML) → ``page.html.j2`` (CSS and scripts inlined)."""
     template = src_dir / "fragment.html"
     template.write_text(_FRAGMENT_TEMPLATE, encoding="utf-8")
-    env = html_environment()
-    wrapper = env.get_template("page.html.j2")
+    wrapper = environment().get_template("page.html.j2")
     css, charts_js = asset("style.css"), asset("charts.js")
     versions = engine_versions("pandoc")
     written = []
@@ -244,10 +223,8 @@ def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -
     """A Quarto website project (``_quarto.yml``, one ``.qmd`` per page) plus ``report.qmd`` (Typst
     PDF with every page as a chapter). Figures are copied into ``project/figures``."""
     project.mkdir(parents=True, exist_ok=True)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     (project / "_quarto.yml").write_text(
-        env.get_template("_quarto.yml.j2").render(pages=pages, site_title=site_title(ctx)), encoding="utf-8")
+        environment().get_template("_quarto.yml.j2").render(pages=pages, site_title=site_title(ctx)), encoding="utf-8")
     for page in pages:
         (project / f"{page.slug}.qmd").write_text(
             f"---\ntitle: {json.dumps(page.title, ensure_ascii=False)}\n---\n\n{page.markdown}", encoding="utf-8")

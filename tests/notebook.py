@@ -1,20 +1,19 @@
-"""The original notebook's effective embedding, reimplemented as the benchmark's baseline.
+"""The original notebook's computations, transcribed: the reference that the default run must
+reproduce exactly (tests) and the speed baseline (``make bench``).
 
 The notebook computes W_EE with a Python loop over batches of 1000 tokens and, per batch, one
-einsum over the layer-0 heads (the attention of a token to itself), then the layer-0 MLP through
-the model's own modules::
+einsum over the layer-0 heads (the attention of a token to itself, no biases: the copy-suppression
+paper's code sums the same), then the layer-0 MLP through the model's own modules::
 
     for each batch x of W_E (1000 rows):
         a      = einsum("b d, h d e, h e f -> b f", ln1(x), W_V[0], W_O[0])   # Σ_h ln1(x) W_V[h] W_O[h]
         W_EE_b = mlp0(ln2(x + a))
     W_EE = cat(W_EE_b)
 
-Two deliberate differences from a literal copy, both in the baseline's favour or needed for a fair
-comparison: the stacked weights are read once, outside the loop (the bridge assembles ``W_V`` on
-every attribute access), and the attention biases ``Σ_h b_V[h] W_O[h] + b_O`` are added, so that the
-baseline computes the same quantity as :func:`analysis.embeddings.effective_embedding` (with
-``refactor_factored_attn_matrices`` b_V is 0 and b_O carries the folded bias; the notebook's einsum
-alone omits it). The benchmark checks that both give the same W_EE before it compares their speed.
+and the head's circuits as ``FactoredMatrix`` objects: W_QK = W_Q W_Kᵀ, the full W_E W_QK W_Eᵀ and
+the effective W_Uᵀ W_QK W_EEᵀ. One deliberate difference from a literal copy, in the baseline's
+favour: the stacked weights are read once, outside the loop (the bridge assembles ``W_V`` on every
+attribute access).
 
 FLOPs (multiply-adds count 2), per token, d = d_model, D = n_heads·d_head, m = d_mlp:
 the einsum contracts pairwise, (b d)·(h d e) → (b h e) then (b h e)·(h e f) → (b f):
@@ -36,20 +35,30 @@ def notebook_effective_embedding(model, batch_size: int = 1000) -> torch.Tensor:
     W_V, W_O = model.weight("W_V")[0], model.weight("W_O")[0]
     kv = [model.kv_head(h) for h in range(model.n_heads)]
     W_V = W_V[kv]
-    bias = torch.zeros(model.d_model, dtype=W_E.dtype)
-    if model.weight("b_V") is not None:
-        bias = bias + einsum(model.weight("b_V")[0][kv], W_O, "h e, h e f -> f")
-    if model.weight("b_O") is not None:
-        bias = bias + model.weight("b_O")[0]
     outs = []
     for start in range(0, W_E.shape[0], batch_size):
         embeds = W_E[start : start + batch_size].unsqueeze(1)  # [b, pos=1, d_model]
         pre_attention = block.ln1(embeds)[:, 0]
-        post_attention = einsum(pre_attention, W_V, W_O, "b d, h d e, h e f -> b f") + bias
+        post_attention = einsum(pre_attention, W_V, W_O, "b d, h d e, h e f -> b f")
         resid_mid = embeds[:, 0] + post_attention
         mlp_out = block.mlp(block.ln2(resid_mid.unsqueeze(1)))[:, 0]
         outs.append(mlp_out)
     return torch.cat(outs)
+
+
+@torch.no_grad()
+def notebook_circuits(model, layer: int, head: int, W_EE: torch.Tensor):
+    """The notebook's three QK circuits of head (layer, head): W_QK, full and effective."""
+    from transformer_lens import FactoredMatrix
+
+    W_Q, W_K = model.weight("W_Q")[layer, head], model.weight("W_K")[layer, model.kv_head(head)]
+    W_E, W_U = model.weight("W_E"), model.weight("W_U")
+    W_QK = FactoredMatrix(W_Q, W_K.T)
+    return {
+        "w_qk": W_QK,
+        "full_qk": W_E @ W_QK @ W_E.T,
+        "effective_qk": W_U.T @ W_QK @ W_EE.T,
+    }
 
 
 def notebook_flops(d_vocab: int, d_model: int, n_heads: int, d_head: int, d_mlp: int) -> int:

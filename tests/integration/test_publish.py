@@ -26,7 +26,7 @@ def test_make_publish_pushes_the_site_to_gh_pages(tmp_path, bare_remote):
     (site / "index.html").write_text("<!DOCTYPE html><title>v1</title>", encoding="utf-8")
     (site / "figures").mkdir()
     (site / "figures" / "a.svg").write_text("<svg/>", encoding="utf-8")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     cmd = ["make", "-s", "publish", f"OUT={tmp_path / 'out'}", f"PUBLISH_REMOTE={bare_remote}"]

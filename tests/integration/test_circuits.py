@@ -20,6 +20,7 @@ def small(tiny_model, tiny_W_EE):
     w = circuits.head_weights(tiny_model, HEAD)
     W_E, W_U, W_EE = tiny_model.weight("W_E")[:N], tiny_model.weight("W_U")[:, :N], tiny_W_EE[:N]
     d = lambda t: t.double()
+    eps = tiny_model.bridge.cfg.eps
     W_QK = d(w.W_Q) @ d(w.W_K).T
     W_OV = d(w.W_V) @ d(w.W_O)
     return {
@@ -28,6 +29,7 @@ def small(tiny_model, tiny_W_EE):
             "qk": circuits.qk_circuit(w),
             "full": circuits.full_qk_circuit(w, W_E),
             "effective": circuits.effective_qk_circuit(w, W_U, W_EE),
+            "effective_norm": circuits.effective_qk_circuit(w, W_U, W_EE, sides="layer_norm"),
             "ov": circuits.ov_circuit(w),
             "effective_ov": circuits.effective_ov_circuit(w, W_EE, W_U),
         },
@@ -35,6 +37,7 @@ def small(tiny_model, tiny_W_EE):
             "qk": W_QK,
             "full": d(W_E) @ W_QK @ d(W_E).T,
             "effective": d(W_U).T @ W_QK @ d(W_EE).T,
+            "effective_norm": layer_norm(d(W_U).T, eps) @ W_QK @ layer_norm(d(W_EE), eps).T,
             "ov": W_OV,
             "effective_ov": d(W_EE) @ W_OV @ d(W_U),
         },
@@ -51,7 +54,14 @@ def dense_svd(small, name):
     return small["svd"][name]
 
 
-CIRCUITS = ["qk", "full", "effective", "ov", "effective_ov"]
+CIRCUITS = ["qk", "full", "effective", "effective_norm", "ov", "effective_ov"]
+
+
+def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without gain and bias (fold_ln moved them into W_Q/W_K): what the layer's own ln1
+    does to each row — centre it, scale it to norm √d_model."""
+    centred = x - x.mean(-1, keepdim=True)
+    return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
 def test_head_weights_pick_the_head(tiny_model):
@@ -129,15 +139,16 @@ def test_singular_directions_top_tokens_match_dense(small, name, tiny_model):
 
 
 def dense_ranks(M: torch.Tensor, rows: torch.Tensor, descending: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """1 + number of entries strictly beyond the diagonal one; and whether the row has a near-tie."""
+    """Number of entries at least as extreme as the diagonal one (itself included: ties count
+    against the token); and whether the row has a near-tie."""
     block = M[rows]
     own = block.gather(1, rows[:, None])
-    beyond = (block > own) if descending else (block < own)
+    beyond = (block >= own) if descending else (block <= own)
     near = ((block - own).abs() < 1e-6 * block.abs().max()).sum(1) > 1
-    return beyond.sum(1) + 1, near
+    return beyond.sum(1), near
 
 
-@pytest.mark.parametrize("name", ["effective_ov", "effective", "full"])
+@pytest.mark.parametrize("name", ["effective_ov", "effective", "effective_norm", "full"])
 @pytest.mark.parametrize("descending", [False, True])
 def test_diagonal_ranks_exact_equal_dense(small, name, descending):
     got = diagonal.diagonal_ranks(small["factored"][name], descending=descending)
@@ -170,17 +181,34 @@ def test_diagonal_ranks_on_sampled_rows_of_the_full_vocabulary(tiny_model, tiny_
     got = diagonal.diagonal_ranks(f, rows)
     dense_rows = tiny_W_EE[rows].double() @ w.W_V.double() @ w.W_O.double() @ W_U.double()  # [64, d_vocab]
     own = dense_rows.gather(1, rows[:, None])
-    expected = (dense_rows < own).sum(1) + 1
+    expected = (dense_rows <= own).sum(1)
     assert (got - expected).abs().max() <= 2
     assert (got == expected).float().mean() > 0.9
 
 
-def test_diagonal_ranks_ties_count_in_the_tokens_favour():
+def test_diagonal_ranks_ties_count_against_the_token():
     A = torch.tensor([[1.0], [1.0], [2.0]])
     B = torch.tensor([[1.0, 1.0, 0.0]])  # rows: [1,1,0], [1,1,0], [2,2,0]
     f = FactoredMatrix(A, B)
-    assert diagonal.diagonal_ranks(f, descending=False).tolist() == [2, 2, 1]
-    assert diagonal.diagonal_ranks(f, descending=True).tolist() == [1, 1, 3]
+    assert diagonal.diagonal_ranks(f, descending=False).tolist() == [3, 3, 1]
+    assert diagonal.diagonal_ranks(f, descending=True).tolist() == [2, 2, 3]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_a_constant_row_ranks_every_token_last(descending):
+    """A dead head (W_O = 0): every entry of every row is equal. Ties count against the token, so
+    every token ranks last, never first."""
+    A = torch.randn(50, 4)
+    f = FactoredMatrix(A, torch.zeros(4, 50))
+    assert diagonal.diagonal_ranks(f, descending=descending).tolist() == [50] * 50
+
+
+def test_a_nan_own_entry_ranks_last_and_nan_elsewhere_never_wins():
+    A = torch.tensor([[1.0], [1.0], [1.0]])
+    B = torch.tensor([[float("nan"), 2.0, 3.0]])  # every row: [nan, 2, 3]
+    f = FactoredMatrix(A, B)
+    assert diagonal.diagonal_ranks(f, descending=False).tolist() == [3, 1, 2]
+    assert diagonal.diagonal_ranks(f, descending=True).tolist() == [3, 2, 1]
 
 
 def test_ov_modes(small):
@@ -198,3 +226,33 @@ def test_ov_modes(small):
     assert sampled["fraction_rank1"] == pytest.approx((ranks[rows] == 1).float().mean().item())
     with pytest.raises(ValueError):
         diagonal.ov_self_suppression(f, mode="bogus")
+
+
+def test_degenerate_circuits_are_detected():
+    A = torch.randn(30, 4)
+    assert diagonal.circuit_degeneracy(FactoredMatrix(A, torch.randn(4, 30))) is None
+    assert "zero" in diagonal.circuit_degeneracy(FactoredMatrix(A, torch.zeros(4, 30)))
+    assert "zero" in diagonal.circuit_degeneracy(FactoredMatrix(torch.zeros(30, 4), torch.randn(4, 30)))
+    B = torch.randn(4, 1).expand(4, 30).clone()  # every column equal: every row constant
+    assert "constant" in diagonal.circuit_degeneracy(FactoredMatrix(A, B))
+    B = torch.randn(4, 30)
+    B[0, 0] = float("nan")
+    assert "non-finite" in diagonal.circuit_degeneracy(FactoredMatrix(A, B))
+    summary = diagonal.ov_self_suppression(FactoredMatrix(A, torch.zeros(4, 30)), mode="exact")
+    assert summary["defined"] is False and summary["fraction_rank1"] is None
+    assert summary["evidence"]["supported"] is False and "undefined" in summary["evidence"]["reason"]
+
+
+def test_paper_fractions_and_chance():
+    """A circuit whose own entry is the most negative of its row for every token: every fraction is
+    1 and the effect is supported; chance levels are k / n."""
+    n = 200
+    X = torch.nn.functional.normalize(torch.randn(n, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    f = FactoredMatrix(X, -X.T)  # row i: -cos(x_i, x_j); own entry -1 is the most negative
+    s = diagonal.ov_self_suppression(f, mode="exact")
+    assert s["fraction_rank1"] == s["fraction_top10"] == s["fraction_top5pct"] == 1.0
+    assert s["top5pct_cutoff"] == 10 and s["chance"]["fraction_top10"] == pytest.approx(10 / n)
+    assert s["chance"]["median_rank"] == pytest.approx((n + 1) / 2)
+    assert s["evidence"]["supported"] and s["evidence"]["excess"] == pytest.approx(1.0)
+    flipped = diagonal.qk_self_attention(f, mode="exact")  # read as "highest": every token ranks last
+    assert flipped["fraction_top10"] == 0.0 and not flipped["evidence"]["supported"]

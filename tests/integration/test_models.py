@@ -65,9 +65,10 @@ def test_provenance(tiny_gpt2, tiny_model):
     assert p["weights_sha256"] == {"model.safetensors": digest}
     assert p["source"] == "local_folder" and p["path"] == str(tiny_gpt2.resolve())
     assert p["processing"] == {
-        "fold_ln": True, "center_writing_weights": True, "center_unembed": True,
-        "refactor_factored_attn_matrices": True,
+        "fold_ln": True, "center_writing_weights": True, "center_unembed": True, "fold_value_biases": True,
+        "refactor_factored_attn_matrices": True,  # "auto" on a model without rotary: applied
     }
+    assert p["processing_requested"]["refactor_factored_attn_matrices"] == "auto"
     assert p["device"] == "cpu" and p["dtype"] == "float32"
     for lib in ("torch", "transformer-lens", "transformers"):
         assert p["libraries"][lib] == importlib.metadata.version(lib)
@@ -75,7 +76,9 @@ def test_provenance(tiny_gpt2, tiny_model):
 
 
 def test_provenance_flags_follow_config(tiny_model_unprocessed):
-    assert set(tiny_model_unprocessed.provenance["processing"].values()) == {False}
+    p = tiny_model_unprocessed.provenance["processing"]
+    assert {k: v for k, v in p.items() if k != "fold_value_biases"} == dict.fromkeys(
+        ("fold_ln", "center_writing_weights", "center_unembed", "refactor_factored_attn_matrices"), False)
 
 
 def test_hub_name_loads_from_local_cache_offline(tiny_gpt2, tmp_path, monkeypatch):

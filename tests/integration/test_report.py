@@ -9,12 +9,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from report_fixtures import HOSTILE_TOKENS, pdf_pages, pdf_text
 
 from report import findings
 from report.escaping import visible
+from tests.report_fixtures import HOSTILE_TOKENS, pdf_pages, pdf_text
 
 
 def test_build_writes_site_pdf_figures_and_manifest(report_build):
@@ -26,7 +27,7 @@ def test_build_writes_site_pdf_figures_and_manifest(report_build):
     assert pages == ["head-0.1.html", "head-1.3.html", "index.html", "reproducibility.html"]
     assert (out / "pdf" / "report.pdf").read_bytes()[:5] == b"%PDF-"
     assert (out / "site" / "report.pdf").exists() and (out / "site" / ".nojekyll").exists()
-    assert len(manifest["figures"]) == 14  # 7 per head
+    assert len(manifest["figures"]) == 16  # 8 per head
     for files in manifest["figures"].values():
         assert set(files) == {"svg", "png", "pdf", "csv"}
         for path in files.values():
@@ -46,9 +47,9 @@ def test_html_is_self_contained_and_inlines_vega_once_per_page(report_build):
         assert html.count("window.vegaEmbed=") == (1 if charts else 0), page.name
         assert "<math" in html or page.stem in ("index", "reproducibility")
     head = (report_build / "site" / "head-1.3.html").read_text(encoding="utf-8")
-    assert head.count('<div class="vega-chart"') == 7
+    assert head.count('<div class="vega-chart"') == 8
     numbers = [int(n) for n in re.findall(r'class="fig-number">Figure (\d+)\.', head)]
-    assert numbers == list(range(1, 8))  # global numbering, in reading order
+    assert numbers == list(range(1, 9))  # global numbering, in reading order
 
 
 def test_figure_csv_matches_the_artifact(report_build):
@@ -75,11 +76,11 @@ def test_pdf_has_title_contents_sections_tokens_and_figures(report_build):
     head = load_artifacts(report_build / "artifacts")["heads"][0]["results"]
     for tok in head["singular_directions"]["effective_qk"][0]["query"][:3]:
         assert visible(tok["token"], tok.get("bytes_hex")) in text
-    for n in range(1, 15):
+    for n in range(1, 17):
         assert f"Figure {n}:" in text, n
     # each figure is embedded: one image XObject per figure PDF
     images = re.findall(rb"/Subtype\s*/Form", pdf.read_bytes())
-    assert len(images) >= 14
+    assert len(images) >= 16
 
 
 def test_reproducibility_page_has_the_rebuild_command_and_config(report_build):
@@ -101,7 +102,7 @@ def test_incremental_build_skips_unchanged_analysis(report_build, tiny_config_te
     import tomllib
 
     from analysis.config import config_from_dict
-    from report.build import stale_reason
+    from headreport.build import stale_reason
 
     config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(report_build))
     assert stale_reason(config, report_build / "artifacts") is None
@@ -150,17 +151,28 @@ def test_sentences_hedge_when_the_evidence_is_weak():
     assert "95% CI 2.50–4.10" in findings.subspace_sentence(strong)
     s = findings.subspace_sentence(weak)
     assert s.startswith("No reliable difference") and "includes 1" in s and "p = 0.07" in s
-    ov = {"mode": "sampled", "n_ranked": 500, "n_tokens": 50257, "fraction_rank1": 0.0,
-          "fraction_rank1_ci95": [0.0, 0.0076], "median_rank": 24000.0}
-    assert findings.self_suppression_sentence(ov).startswith("No sign of self-suppression")
-    ov_strong = {**ov, "fraction_rank1": 0.4, "fraction_rank1_ci95": [0.36, 0.44], "median_rank": 2.0}
-    assert findings.self_suppression_sentence(ov_strong).startswith("**The head suppresses")
+    from analysis.diagonal import rank_summary
+
+    # 4 of 50,257 tokens at rank 1 with the median rank in the middle: no claim, whatever the p-value
+    ranks = np.full(50257, 25000)
+    ranks[:4] = 1
+    weak_ov = rank_summary(ranks, 50257, "exact", None, None)
+    s = findings.rank_sentence(weak_ov, "ov")
+    assert s.startswith("The numbers do not show that the head suppresses") and "**" not in s
+    strong = np.full(50257, 3)
+    strong[::10] = 40
+    strong_ov = rank_summary(strong, 50257, "exact", None, None)
+    assert findings.rank_sentence(strong_ov, "ov").startswith("**The head suppresses the token it attends to**")
+    assert findings.rank_sentence(strong_ov, "qk").startswith("**The head attends to the token being predicted**")
+    undefined = {"defined": False, "reason": "the circuit is zero (σ₁ = 0): the head writes or reads nothing"}
+    assert findings.rank_sentence(undefined, "ov").startswith("Undefined for this head")
 
 
 def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path):
     from analysis.artifacts import load_artifacts
     from report import render as rnd
-    from report.pages import ReportContext, build_pages
+    from report.context import ReportContext
+    from report.pages import build_pages
 
     monkeypatch.setattr(rnd.shutil, "which", lambda name: None)
     assert rnd.select_engine("auto") == "pandoc"
@@ -184,6 +196,6 @@ def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path
 
 
 def test_render_rejects_missing_artifacts(tmp_path):
-    from analysis.cli import main
+    from headreport.cli import main
 
     assert main(["render", "--artifacts", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2

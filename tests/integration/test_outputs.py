@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from report_fixtures import pdf_text
 
-from analysis.cli import main
+from headreport.cli import main
+from tests.report_fixtures import pdf_text
 
 #: an --out path with a newline, a backtick fence, a live script and Typst code in it
 HOSTILE_OUT = "evil\n```\n<script>alert(7)</script>\n#panic(\"typst ran\")\n"

@@ -16,14 +16,15 @@ from analysis.models import load_model
 
 N_LAYERS, N_HEADS, N_KV, D_MODEL = 2, 4, 2, 64
 D_HEAD = D_MODEL // N_HEADS
-NO_REFACTOR = ProcessingConfig(refactor_factored_attn_matrices=False)
+NO_REFACTOR = ProcessingConfig()  # "auto": skipped for a rotary model
 
 
 def make_llama_checkpoint(folder: Path, seed: int = 0) -> Path:
     """Llama architecture, 2 layers, 4 query / 2 key-value heads, d_model 64, random weights and
     random RMSNorm gains, saved with the real GPT-2 tokenizer (vocabulary 50257)."""
     import transformers
-    from checkpoints import gpt2_tokenizer_files, randomize_norms_and_biases
+
+    from tests.checkpoints import gpt2_tokenizer_files, randomize_norms_and_biases
 
     gpt2_tokenizer_files(folder)
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
@@ -91,14 +92,14 @@ def test_effective_embedding_matches_hf_forward(llama, hf_llama):
     with torch.no_grad():
         out = hf_llama(tokens[:, None], output_hidden_states=True)
     handle.remove()
-    W_EE = effective_embedding(llama, "mlp_after_attention", progress=False)
+    W_EE = effective_embedding(llama, "mlp_after_attention", progress=False).W_EE
     torch.testing.assert_close(W_EE[tokens], captured["mlp"][:, 0], rtol=1e-4, atol=1e-5)
-    resid = effective_embedding(llama, "residual", batch_size=1000, progress=False)
+    resid = effective_embedding(llama, "residual", batch_size=1000, progress=False).W_EE
     torch.testing.assert_close(resid[tokens], out.hidden_states[1][:, 0], rtol=1e-4, atol=1e-5)
 
 
 def test_rotary_refactor_is_a_config_error(llama_folder, tmp_path, capsys):
-    from analysis.cli import main
+    from headreport.cli import main
 
     cfg = tmp_path / "r.toml"
     cfg.write_text(f'heads = ["1.1"]\n[model]\nname = "{llama_folder}"\ndevice = "cpu"\n'
@@ -122,14 +123,17 @@ def test_llama_survey_and_analysis(llama, tmp_path):
         analysis=AnalysisConfig(ov_mode="sampled", ov_sample_size=300, bootstrap_resamples=200),
         survey=SurveyConfig(sample_size=300),
     )
-    W_EE = effective_embedding(llama, progress=False)
-    doc = survey_documents(config, llama, W_EE, Timer(), progress=False)
+    from analysis.pipeline import load_words, tokenize_word_lists
+
+    layer0 = effective_embedding(llama, progress=False)
+    word_lists = tokenize_word_lists(config, load_words(config), llama.tokenizer)
+    doc = survey_documents(config, llama, layer0, word_lists, Timer(), progress=False)
     heads = doc["results"]["heads"]
     assert [(r["layer"], r["head"], r["kv_head"]) for r in heads] == [
         (layer, h, h // 2) for layer in range(N_LAYERS) for h in range(N_HEADS)
     ]
     assert any("rotary" in n.lower() for n in doc["results"]["model"]["notes"])
-    written = run_analysis(config, tmp_path / "a", progress=False, log=lambda m: None, model=llama, W_EE=W_EE)
+    written = run_analysis(config, tmp_path / "a", progress=False, log=lambda m: None, model=llama, layer0=layer0)
     assert {p.name for p in written} == {"model.json", "head_1.3.json", "timings.json"}
     ov = next(r for r in heads if r["label"] == "1.3")["ov_self_suppression"]
     import json
@@ -137,4 +141,20 @@ def test_llama_survey_and_analysis(llama, tmp_path):
     head = json.loads((tmp_path / "a" / "head_1.3.json").read_text())["results"]
     assert head["head"]["kv_head"] == 1
     assert head["ov_self_suppression"]["fraction_rank1"] == pytest.approx(ov["fraction_rank1"], abs=0)
+    assert any("skipped" in n and "rotary" in n for n in doc["results"]["model"]["notes"])
     assert dataclasses.asdict(config.survey)["sample_size"] == 300
+
+
+def test_rotary_model_runs_with_no_config(llama_folder, tmp_path):
+    """refactor_factored_attn_matrices defaults to "auto": a Llama checkpoint needs no config."""
+    import json
+
+    from headreport.cli import main
+
+    out = tmp_path / "o"
+    code = main(["analyze", "--model", str(llama_folder), "--head", "1.1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    model = json.loads((out / "artifacts" / "model.json").read_text())
+    assert model["provenance"]["processing"]["refactor_factored_attn_matrices"] is False
+    assert model["provenance"]["processing"]["center_writing_weights"] is False  # RMSNorm: not applied
+    assert model["provenance"]["processing_requested"]["center_writing_weights"] is True

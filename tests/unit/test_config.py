@@ -19,7 +19,7 @@ from analysis.config import (
 )
 from analysis.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_equal_report_toml():
@@ -27,7 +27,10 @@ def test_defaults_equal_report_toml():
     assert Config().heads == (HeadRef(10, 7),)
     assert Config().model.name == "gpt2-small"
     p = Config().processing
-    assert p.fold_ln and p.center_writing_weights and p.center_unembed and p.refactor_factored_attn_matrices
+    assert p.fold_ln and p.center_writing_weights and p.center_unembed
+    assert p.refactor_factored_attn_matrices == "auto"
+    assert Config().words.names == "builtin:ioi_names" and Config().words.form == "bare"
+    assert Config().effective_embedding.attention_bias is False
 
 
 def test_round_trip_defaults_and_non_defaults(tmp_path):
@@ -41,10 +44,10 @@ def test_round_trip_defaults_and_non_defaults(tmp_path):
             "model": {"name": "some/folder", "revision": "main", "device": "cpu", "dtype": "float64"},
             "processing": {"fold_ln": False, "center_writing_weights": False, "center_unembed": False,
                            "refactor_factored_attn_matrices": False},
-            "effective_embedding": {"variant": "residual", "batch_size": 7},
-            "words": {"names": str(words), "generic": "builtin:names"},
+            "effective_embedding": {"variant": "residual", "batch_size": 7, "attention_bias": True},
+            "words": {"names": str(words), "generic": "builtin:census_names", "form": "space_prefixed"},
             "analysis": {"top_k": 5, "n_directions": 1, "subspace_rank": 4, "bootstrap_resamples": 100,
-                         "seed": 9, "ov_mode": "sampled", "ov_sample_size": 10},
+                         "seed": 9, "ov_mode": "sampled", "ov_sample_size": 10, "qk_normalization": "none"},
         }),
     ]
     for c in configs:
@@ -118,26 +121,37 @@ def test_every_documented_key_is_accepted_with_its_documented_default():
     ({"model": {"nam": "x"}}, "model.nam", "name"),
     ({"analysis": {"top_k": "20"}}, "analysis.top_k", "integer"),
     ({"analysis": {"top_k": True}}, "analysis.top_k", "integer"),
-    ({"analysis": {"top_k": 0}}, "analysis.top_k", ">= 1"),
-    ({"analysis": {"seed": -1}}, "analysis.seed", ">= 0"),
-    ({"analysis": {"bootstrap_resamples": 10}}, "analysis.bootstrap_resamples", ">= 100"),
+    ({"analysis": {"top_k": 0}}, "analysis.top_k", "between 1 and 1,000"),
+    ({"analysis": {"top_k": 100000000}}, "analysis.top_k", "between 1 and 1,000"),
+    ({"analysis": {"seed": -1}}, "analysis.seed", "between 0 and"),
+    ({"analysis": {"bootstrap_resamples": 10}}, "analysis.bootstrap_resamples", "between 100 and 1,000,000"),
+    ({"analysis": {"bootstrap_resamples": 10**9}}, "analysis.bootstrap_resamples", "between 100 and 1,000,000"),
+    ({"analysis": {"n_directions": 5000}}, "analysis.n_directions", "between 1 and 1,024"),
+    ({"analysis": {"qk_normalization": "ln"}}, "analysis.qk_normalization", '"layer_norm", "none"'),
     ({"analysis": {"subspace_rank": "some"}}, "analysis.subspace_rank", '"all"'),
-    ({"analysis": {"ov_mode": "fast"}}, "analysis.ov_mode", "exact, sampled"),
-    ({"processing": {"fold_ln": "yes"}}, "processing.fold_ln", "boolean"),
-    ({"processing": {"fold_ln": 1}}, "processing.fold_ln", "boolean"),
+    ({"analysis": {"ov_mode": "fast"}}, "analysis.ov_mode", '"exact", "sampled"'),
+    ({"processing": {"fold_ln": "yes"}}, "processing.fold_ln", "true or false"),
+    ({"processing": {"fold_ln": 1}}, "processing.fold_ln", "true or false"),
+    ({"processing": {"refactor_factored_attn_matrices": "maybe"}}, "processing.refactor_factored_attn_matrices",
+     '"auto"'),
+    ({"effective_embedding": {"attention_bias": "no"}}, "effective_embedding.attention_bias", "true or false"),
+    ({"words": {"form": "spaced"}}, "words.form", '"bare", "space_prefixed"'),
     ({"effective_embedding": {"variant": "mlp"}}, "effective_embedding.variant", "mlp_after_attention"),
-    ({"effective_embedding": {"batch_size": 0}}, "effective_embedding.batch_size", ">= 1"),
-    ({"model": {"device": "tpu"}}, "model.device", "auto, cpu, cuda"),
-    ({"model": {"dtype": "float16"}}, "model.dtype", "float32, float64"),
+    ({"effective_embedding": {"batch_size": 0}}, "effective_embedding.batch_size", "between 1 and"),
+    ({"model": {"device": "tpu"}}, "model.device", '"auto", "cpu", "cuda"'),
+    ({"model": {"dtype": "float16"}}, "model.dtype", '"float32", "float64"'),
     ({"model": {"name": "  "}}, "model.name", "checkpoint folder"),
     ({"model": "gpt2"}, "model", "[model]"),
     ({"heads": "10.7"}, "heads", "list"),
     ({"heads": []}, "heads", "list"),
     ({"heads": ["10-7"]}, "heads", '"L.H"'),
     ({"heads": [10.7]}, "heads", '"L.H"'),
+    ({"heads": ["\uff11.\uff13"]}, "heads", "ASCII digits"),
+    ({"heads": ["1.3\n"]}, "heads", '"L.H"'),
+    ({"heads": [" 1.3"]}, "heads", '"L.H"'),
     ({"heads": ["1.2", "1.2"]}, "heads", "duplicate"),
     ({"output_dir": 3}, "output_dir", "string"),
-    ({"words": {"names": "builtin:nope"}}, "words.names", "builtin:names"),
+    ({"words": {"names": "builtin:nope"}}, "words.names", "builtin:census_names"),
     ({"words": {"generic": "/no/such/file.txt"}}, "words.generic", "does not exist"),
 ])
 def test_errors_name_the_key_and_what_is_allowed(raw, key, allowed):
@@ -187,3 +201,43 @@ def test_config_to_toml_round_trips_hostile_strings():
     text = config_to_toml(c.to_dict())
     assert tomllib.loads(text)["model"]["name"] == name
     assert config_from_dict(tomllib.loads(text)) == c
+
+
+def test_config_checked_against_the_model():
+    from analysis.config import check_against_model
+
+    c = Config(heads=(HeadRef(1, 1),))
+    check_against_model(c, n_layers=2, n_heads=4, d_head=16)
+    too_many = c.replace(analysis=AnalysisConfig(n_directions=17))
+    with pytest.raises(ConfigError, match=r"analysis.n_directions: 17 is more than d_head = 16"):
+        check_against_model(too_many, n_layers=2, n_heads=4, d_head=16)
+    with pytest.raises(ConfigError, match=r"analysis.subspace_rank"):
+        check_against_model(c.replace(analysis=AnalysisConfig(subspace_rank=32)), 2, 4, 16)
+
+
+def test_apply_overrides_validates_like_the_file():
+    from analysis.config import apply_overrides
+
+    c = apply_overrides(Config(), {"model.name": "x", "survey.mode": "exact", "output_dir": None})
+    assert c.model.name == "x" and c.survey.mode == "exact" and c.output_dir == "build"
+    with pytest.raises(ConfigError, match=r"^survey.sample_size: must be an integer between 1"):
+        apply_overrides(Config(), {"survey.sample_size": 0})
+
+
+def test_a_config_folder_or_non_utf8_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+    (tmp_path / "latin1.toml").write_bytes(b'output_dir = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(tmp_path / "latin1.toml")
+
+
+def test_reading_a_config_imports_no_torch():
+    """A config error must take well under a second: nothing heavy is imported to read one."""
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.config as c, headreport.cli\n"
+            "c.load_config(None)\n"
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -21,8 +21,7 @@ from typing import Any
 
 from analysis.artifacts import ArtifactError, canonical, load_artifacts
 from analysis.config import Config
-
-from .outputs import foreign_files
+from report.outputs import foreign_files
 
 
 def _comparable_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +60,7 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
     """Analyse if :func:`stale_reason` says so, then :func:`report.render.render`. Returns the
     render manifest plus ``analysed`` (bool) and ``analysis_reason``."""
     from analysis.pipeline import run_analysis
-
-    from .render import render
+    from report.render import render
 
     out = Path(config.output_dir)
     artifacts_dir = out / "artifacts"

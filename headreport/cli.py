@@ -7,15 +7,14 @@ Exit codes: 0 ok; 2 bad input (config, flags, model unavailable, bad artifacts);
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Config, HeadRef, load_config
-from .errors import ConfigError, UserError
+from analysis.config import Config, apply_overrides, load_config, parse_heads
+from analysis.errors import UserError
 
 DEFAULT_CONFIG = "report.toml"
 
@@ -32,22 +31,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """The config file (or defaults) with the command-line flags applied on top."""
+    """The config file (or defaults) with the command-line flags applied on top (one
+    :func:`analysis.config.apply_overrides`, so a flag is validated like its config key)."""
     path = args.config
     if path is None and Path(DEFAULT_CONFIG).is_file():
         path = DEFAULT_CONFIG
     config = load_config(path)
-    changes = {}
-    if args.model:
-        changes["model"] = dataclasses.replace(config.model, name=args.model)
     if args.head:
-        heads = tuple(HeadRef.parse(h, key="--head") for h in args.head)
-        if len(set(heads)) != len(heads):
-            raise ConfigError(f"--head: duplicate head in {args.head}")
-        changes["heads"] = heads
-    if args.out:
-        changes["output_dir"] = args.out
-    return config.replace(**changes) if changes else config
+        config = config.replace(heads=parse_heads(args.head, key="--head"))
+    return apply_overrides(config, {
+        "model.name": args.model,
+        "output_dir": args.out,
+        "survey.mode": getattr(args, "mode", None),
+        "survey.sample_size": getattr(args, "sample_size", None),
+        "survey.analyze_top": getattr(args, "analyze_top", None),
+    })
 
 
 def _log(message: str) -> None:
@@ -65,9 +63,9 @@ def artifacts_dir(config: Config) -> Path:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .pipeline import run_analysis
+    config = resolve_config(args)  # before torch is imported: a config error takes well under a second
+    from analysis.pipeline import run_analysis
 
-    config = resolve_config(args)
     out = artifacts_dir(config)
     _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
     return 0
@@ -83,15 +81,9 @@ def _add_survey_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_survey(args: argparse.Namespace) -> int:
-    from .config import config_from_dict
-    from .survey import run_survey
-
     config = resolve_config(args)
-    overrides = {k: v for k, v in (("mode", args.mode), ("sample_size", args.sample_size),
-                                   ("analyze_top", args.analyze_top)) if v is not None}
-    if overrides:  # validated like the config file, errors name the flag's config key
-        raw = {"survey": {**dataclasses.asdict(config.survey), **overrides}}
-        config = config.replace(survey=config_from_dict(raw).survey)
+    from analysis.survey import run_survey
+
     out = artifacts_dir(config)
     _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
     return 0
@@ -132,9 +124,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from report.build import build
-
     config = resolve_config(args)
+    from .build import build
+
     _print_report(build(config, engine=args.engine, progress=not args.no_progress,
                         log=_log, force=args.force))
     return 0

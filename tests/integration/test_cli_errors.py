@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.cli import main
+from headreport.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEADREPORT = Path(sys.executable).parent / "headreport"
 
 

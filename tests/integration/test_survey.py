@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tomllib
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch
 from analysis import circuits, diagonal
 from analysis.artifacts import load_artifacts, read_artifact
 from analysis.config import HeadRef, config_from_dict
-from analysis.survey import effective_rank, run_survey, sigma1_share
+from analysis.spectra import effective_rank, sigma1_share
+from analysis.survey import run_survey
 
 SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
 
@@ -23,7 +25,7 @@ def survey_run(tmp_path_factory, tiny_config_text):
     """Survey of the tiny GPT-2 checkpoint (all 8 heads), then the full analysis of its top 2."""
     out = tmp_path_factory.mktemp("survey") / "artifacts"
     out.mkdir()
-    (out / "timings.json").write_text(json.dumps({"schema_version": "1.0", "kind": "timings",
+    (out / "timings.json").write_text(json.dumps({"schema_version": "2.0", "kind": "timings",
                                                   "seconds": {"earlier/step": 1.5}}))
     config = config_from_dict(tomllib.loads(tiny_config_text + SURVEY_SECTION))
     run_survey(config, out, progress=False, log=lambda m: None)
@@ -51,24 +53,30 @@ def test_survey_equals_per_head_analysis(survey_run, tiny_artifacts, tiny_model,
     for doc in heads:
         res = doc["results"]
         row = by_label[res["head"]["label"]]
-        for key in ("fraction_rank1", "fraction_top10", "median_rank", "mean_rank"):
-            assert row["ov_self_suppression"][key] == res["ov_self_suppression"][key], key
+        for metric in ("ov_self_suppression", "qk_self_attention"):
+            for key in ("fraction_rank1", "fraction_top10", "fraction_top5pct", "median_rank", "mean_rank",
+                        "evidence"):
+                assert row[metric][key] == res[metric][key], (metric, key)
         for name in ("w_qk", "effective_qk"):
             s = res["spectra"][name]
             assert row[name]["sigma1_share"] == pytest.approx(sigma1_share(s), rel=1e-4)
             assert row[name]["effective_rank"] == pytest.approx(effective_rank(s), rel=1e-4)
             assert row[name]["sigma1"] == pytest.approx(s[0], rel=1e-4)
+            # one formula: the head page's statistics are the survey's
+            for key in ("sigma1_share", "effective_rank", "ratio12", "energy1"):
+                assert row[name][key] == pytest.approx(res["spectra"]["statistics"][name][key], rel=1e-4), key
         assert row["subspace"]["median_ratio"] == pytest.approx(
             res["subspace_alignment"]["comparison"]["median_ratio"], rel=1e-5)
-        # QK self-attention: the diagonal function on the same effective circuit, same seed
+        # QK self-attention: the diagonal function on the same normalised effective circuit, same seed
         w = circuits.head_weights(tiny_model, HeadRef(row["layer"], row["head"]))
-        qk = diagonal.qk_self_attention(
-            circuits.effective_qk_circuit(w, tiny_model.weight("W_U"), tiny_W_EE), "sampled", 500, 0)
-        assert row["qk_self_attention"]["fraction_rank1"] == pytest.approx(qk["fraction_rank1"], abs=0)
+        eff = circuits.effective_qk_circuit(w, tiny_model.weight("W_U"), tiny_W_EE, sides="layer_norm")
+        qk = diagonal.qk_self_attention(eff, "sampled", 500, 0)
+        assert row["qk_self_attention"]["fraction_top10"] == pytest.approx(qk["fraction_top10"], abs=0)
         assert row["qk_self_attention"]["median_rank"] == pytest.approx(qk["median_rank"], abs=0)
 
 
-def test_ranking_and_analyze_top(survey_run):
+def test_ranking_and_no_head_beats_chance_on_random_weights(survey_run):
+    """Random weights: every score is at chance, no head beats chance, and analyze_top analyses none."""
     _, out = survey_run
     survey = read_artifact(out / "survey.json", kind="survey")["results"]
     order = survey["ranking"]["order"]
@@ -77,19 +85,20 @@ def test_ranking_and_analyze_top(survey_run):
     scores = [rows[label]["copy_suppression_score"] for label in order]
     assert scores == sorted(scores, reverse=True)
     for r in rows.values():
-        ov, qk = r["ov_self_suppression"]["fraction_rank1"], r["qk_self_attention"]["fraction_rank1"]
-        assert r["copy_suppression_score"] == pytest.approx(math.sqrt(ov * qk), rel=1e-5, abs=1e-7)
-    arts = load_artifacts(out)  # the top 2 heads were analysed in full, in the same run
-    assert arts["model"]["results"]["heads"] == order[:2]
-    assert arts["survey"] is not None
+        chance = r["ov_self_suppression"]["chance"]["fraction_top10"]
+        e = [max(0.0, (r[m]["fraction_top10"] - chance) / (1 - chance))
+             for m in ("ov_self_suppression", "qk_self_attention")]
+        assert r["copy_suppression_score"] == pytest.approx(math.sqrt(e[0] * e[1]), rel=1e-5, abs=1e-9)
+        assert r["copy_suppression_score"] < 0.01 and not r["beats_chance"]
+    assert survey["ranking"]["beats_chance"] == []
+    assert not (out / "model.json").exists()  # analyze_top = 2, but no head beats chance
 
 
 def test_timings_merged_not_clobbered(survey_run):
     _, out = survey_run
     seconds = json.loads((out / "timings.json").read_text())["seconds"]
     assert seconds["earlier/step"] == 1.5
-    assert "survey/total_heads" in seconds and any(k.endswith("/ov_self_suppression") and not k.startswith("survey")
-                                                   for k in seconds)
+    assert {"survey/total_heads", "survey/load_model", "survey/effective_embedding"} <= set(seconds)
 
 
 def test_survey_is_deterministic(survey_run, tmp_path):
@@ -106,7 +115,7 @@ def test_survey_is_deterministic(survey_run, tmp_path):
 
 
 def test_cli_survey_bad_flag_value(tiny_gpt2, tmp_path, capsys):
-    from analysis.cli import main
+    from headreport.cli import main
 
     code = main(["survey", "--model", str(tiny_gpt2), "--sample-size", "0", "--out", str(tmp_path)])
     assert code == 2
@@ -115,14 +124,17 @@ def test_cli_survey_bad_flag_value(tiny_gpt2, tmp_path, capsys):
     torch.manual_seed(0)
 
 
-def test_survey_page(survey_run):
+def test_survey_page(survey_run, tiny_artifacts, tmp_path):
     """The report's survey page: one heatmap per statistic (exact values in the tooltip), the ranked
     table, links to the heads that have a page; no page without survey.json."""
-    from report.pages import PAGE_BUILDERS, ReportContext
-    from report.survey_charts import survey_pages
+    from report.context import ReportContext
+    from report.pages import PAGE_BUILDERS
+    from report.pages.survey import survey_pages
 
     _, out = survey_run
-    arts = load_artifacts(out)
+    shutil.copytree(tiny_artifacts, tmp_path / "a")
+    shutil.copy(out / "survey.json", tmp_path / "a" / "survey.json")
+    arts = load_artifacts(tmp_path / "a")
     ctx = ReportContext(artifacts=arts, engine="pandoc", tool_versions={})
     [page] = survey_pages(ctx)
     stats = arts["survey"]["results"]["statistics"]
@@ -131,5 +143,51 @@ def test_survey_page(survey_run):
     assert "value" in json.dumps(spec) and len(page.figures[0].rows) == 8
     for label in arts["model"]["results"]["heads"]:
         assert f'href="head-{label}.html"' in page.markdown
+    assert "No head beats chance" in page.markdown
     assert any(getattr(b, "__name__", "") == "survey_pages" for b in PAGE_BUILDERS)
     assert survey_pages(ReportContext(artifacts={**arts, "survey": None}, engine="pandoc", tool_versions={})) == []
+
+
+@pytest.fixture(scope="module")
+def everywhere(tmp_path_factory):
+    """A small-vocabulary model whose head 1.2 is copy suppression for every token."""
+    from tests.checkpoints import make_copy_suppression_checkpoint
+
+    folder, plant = make_copy_suppression_checkpoint(tmp_path_factory.mktemp("everywhere"))
+    out = tmp_path_factory.mktemp("everywhere_out") / "artifacts"
+    config = config_from_dict(tomllib.loads(f"""
+[model]
+name = "{folder}"
+device = "cpu"
+[effective_embedding]
+variant = "residual"
+[analysis]
+bootstrap_resamples = 200
+ov_mode = "exact"
+[survey]
+mode = "exact"
+analyze_top = 3
+"""))
+    logs: list[str] = []
+    run_survey(config, out, progress=False, log=logs.append)
+    return out, logs
+
+
+def test_a_head_that_beats_chance_is_ranked_first_and_analysed(everywhere):
+    out, logs = everywhere
+    survey = read_artifact(out / "survey.json", kind="survey")["results"]
+    assert survey["ranking"]["beats_chance"] == ["1.2"]  # that head, and only it
+    top = next(r for r in survey["heads"] if r["label"] == "1.2")
+    assert top["rank"] == 1 and top["copy_suppression_score"] > 0.9
+    for key in ("ov_self_suppression", "qk_self_attention"):  # the rank order is right on both sides
+        assert top[key]["fraction_rank1"] > 0.9 and top[key]["evidence"]["supported"], key
+    arts = load_artifacts(out)  # analyze_top = 3, but only one head beats chance
+    assert arts["model"]["results"]["heads"] == ["1.2"]
+    head = arts["heads"][0]["results"]
+    assert head["ov_self_suppression"]["mode"] == "exact" and head["ov_self_suppression"]["fraction_top10"] > 0.9
+    from report.findings import head_findings
+
+    sentences = head_findings(head)
+    assert sentences["self_suppression"].startswith("**The head suppresses the token it attends to**")
+    assert sentences["self_attention"].startswith("**The head attends to the token being predicted**")
+    assert any("1.2" in line for line in logs)

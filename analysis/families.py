@@ -1,0 +1,141 @@
+"""Model families: which can be analysed, and what their weights-only quantities approximate.
+
+:func:`refuse_unsupported` reads a checkpoint's ``config.json`` before anything heavy is loaded and
+stops, with one message naming the family and the reason, for the kinds of model whose heads this
+analysis cannot describe: encoder-only and encoder-decoder models (no causal next-token head over a
+shared vocabulary), state-space and recurrent models (no attention heads), multimodal wrappers.
+
+:func:`family_facts` reads the loaded model's TransformerLens config and says, as plain sentences for
+the artifacts and the report, where a number is exact and where it is an approximation: rotary and
+ALiBi positions (the weights-based QK circuit is the circuit at relative offset 0, where both are
+the identity), QK-norm (applied to the token-level factor rows, so those circuits stay exact, but
+not to the weights-only W_QK), attention-logit soft-capping and query scaling (monotone: ranks do
+not depend on them), final-logit soft-capping (monotone per row), parallel blocks, sandwich norms,
+embedding scaling and MoE (W_EE is the model's own forward pass, so it honours them exactly).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelUnavailableError
+
+#: model_type values of state-space / recurrent models (no attention heads to analyse)
+STATE_SPACE = {"mamba", "mamba2", "falcon_mamba", "rwkv", "rwkv5", "rwkv6", "recurrent_gemma", "xlstm",
+               "hyena", "hyenadna"}
+#: model_type values of encoder-only models
+ENCODER_ONLY = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+                "camembert", "modernbert", "mpnet", "ernie", "megatron-bert", "nomic_bert", "hubert", "wav2vec2",
+                "vit", "deit", "clip_vision_model", "convbert", "funnel", "squeezebert", "layoutlm", "roformer"}
+#: families TransformerLens loads but whose forward pass it cannot run (W_EE needs the forward pass)
+BROKEN_FORWARD = {
+    "codegen": "TransformerLens 4.3's CodeGen forward pass fails (its attention bridge expects an "
+               "embed_positions module that CodeGenAttention does not have), so W_EE cannot be computed "
+               "through the model's own forward pass",
+}
+#: architecture name endings of a causal language model
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class UnsupportedFamilyError(ModelUnavailableError):
+    """The checkpoint is of a family whose heads cannot be analysed here."""
+
+
+def read_checkpoint_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder, as a dict; a clear error when it is unreadable."""
+    path = folder / "config.json"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModelUnavailableError(f"model.name: cannot read {str(path)!r} ({exc.strerror or exc})") from None
+    if len(raw) > 16 << 20:
+        raise ModelUnavailableError(f"model.name: {str(path)!r} is {len(raw):,} bytes; not a model config")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelUnavailableError(f"model.name: {str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ModelUnavailableError(f"model.name: {str(path)!r} is not a JSON object")
+    return doc
+
+
+def describe_family(config: dict[str, Any]) -> str:
+    archs = config.get("architectures") or []
+    name = config.get("model_type") or "unknown"
+    return f"{name} ({', '.join(map(str, archs))})" if archs else str(name)
+
+
+def refuse_unsupported(config: dict[str, Any], where: str) -> None:
+    """Raise :class:`UnsupportedFamilyError` (exit 2) for a family this analysis cannot describe."""
+    model_type = str(config.get("model_type") or "").lower()
+    archs = [str(a) for a in (config.get("architectures") or [])]
+    family = describe_family(config)
+
+    def refuse(reason: str) -> None:
+        raise UnsupportedFamilyError(
+            f"model.name: {where} is a {family} model: {reason}. headreport analyses attention heads of "
+            "decoder-only causal language models (GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, Bloom, Llama, Mistral, "
+            "Mixtral, Qwen, Phi, Gemma, OLMo...); see README.md, \"Supported model families\""
+        )
+
+    if model_type in STATE_SPACE or any("Mamba" in a or "Rwkv" in a for a in archs):
+        refuse("a state-space / recurrent model has no attention heads")
+    if config.get("is_encoder_decoder"):
+        refuse("an encoder-decoder model's heads read an encoder's states, not a causal context over one "
+               "vocabulary, so its QK/OV token circuits are not defined")
+    if model_type in ENCODER_ONLY or any(a.endswith("ForMaskedLM") for a in archs):
+        refuse("an encoder-only model has no next-token unembedding for the OV circuit to write to")
+    if "vision_config" in config or "audio_config" in config or any("ForConditionalGeneration" in a for a in archs):
+        refuse("a multimodal wrapper: point model.name at its text-only causal language model instead")
+    if model_type in BROKEN_FORWARD:
+        refuse(BROKEN_FORWARD[model_type])
+    if archs and not any(a.endswith(CAUSAL_SUFFIXES) for a in archs):
+        refuse(f"its architecture {', '.join(archs)} is not a causal language model")
+
+
+def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> dict[str, Any]:
+    """What the analysis needs to know of the loaded model's family, and the notes it reports."""
+    cfg = bridge.cfg
+    positional = str(cfg.positional_embedding_type)
+    notes: list[str] = []
+    if positional == "rotary":
+        notes.append(
+            "Rotary position embeddings: the weights-based QK circuits leave the rotation out, i.e. they "
+            "are the circuits for a query and a key at the same position (relative offset 0, where the "
+            "rotation is the identity).")
+    if positional == "alibi":
+        notes.append(
+            "ALiBi positions: the weights-based QK circuits leave the linear distance bias out, i.e. they "
+            "are the circuits at relative offset 0, where the bias is 0.")
+    if n_kv_heads != n_heads:
+        notes.append(
+            f"Grouped-query attention: {n_heads} query heads share {n_kv_heads} key/value heads; query head "
+            f"H reads key/value head H // {n_heads // n_kv_heads}.")
+    qk_norm = bool(getattr(cfg, "use_qk_norm", False)) or _has_qk_norm(bridge)
+    if qk_norm:
+        notes.append(
+            "QK-norm: the per-head query and key norms are applied to the rows of the token-level QK "
+            "circuits (full, effective, and the self-attention ranks), which stay exact; the weights-only "
+            "W_QK = W_Q·W_Kᵀ leaves the norms out.")
+    from transformer_lens.utilities import softcap_enabled
+
+    if softcap_enabled(getattr(cfg, "attn_scores_soft_cap", None)):
+        notes.append("Attention-logit soft-capping (tanh) is monotone: the QK ranks do not depend on it; the "
+                     "QK spectra describe the scores before it.")
+    if softcap_enabled(getattr(cfg, "output_logits_soft_cap", None)):
+        notes.append("Final-logit soft-capping (tanh) is monotone: the OV ranks do not depend on it; "
+                     "TransformerLens does not centre W_U for such a model.")
+    if getattr(cfg, "parallel_attn_mlp", False):
+        notes.append("Parallel attention and MLP: W_EE is block 0's own MLP output, which reads the "
+                     "embedding, not the embedding plus the attention output.")
+    if getattr(cfg, "num_experts", None):
+        notes.append(f"Mixture of experts ({cfg.num_experts} experts): W_EE routes every token through the "
+                     "experts the model's own router picks for it.")
+    return {"qk_norm": qk_norm, "positional": positional, "notes": notes}
+
+
+def _has_qk_norm(bridge: Any) -> bool:
+    attn = getattr(bridge.blocks[0], "attn", None)
+    return attn is not None and any(hasattr(attn, n) for n in ("q_norm", "k_norm"))

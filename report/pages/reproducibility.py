@@ -1,0 +1,70 @@
+"""The reproducibility page: the command that rebuilds the report, the configuration, provenance,
+software versions and timings."""
+
+from __future__ import annotations
+
+import shlex
+
+from analysis.config import config_to_toml
+
+from .. import formatting as fmt
+from .. import tables as tb
+from ..context import Page, ReportContext
+
+
+def provenance_table(ctx: ReportContext) -> tb.Table:
+    prov = ctx.model["provenance"]
+    rows = [
+        [tb.text("requested model"), tb.code(prov["requested_name"])],
+        [tb.text("source"), tb.text(prov.get("source", "n/a"))],
+    ]
+    for key in ("repo_id", "revision", "path", "architecture"):
+        if prov.get(key):
+            rows.append([tb.text(key.replace("_", " ")), tb.code(str(prov[key]))])
+    for name, digest in sorted(prov.get("weights_sha256", {}).items()):
+        rows.append([tb.text(f"sha256 of {name}"), tb.code(digest)])
+    if prov.get("checkpoint_sha256"):
+        rows.append([tb.text("sha256 of every checkpoint file"), tb.code(prov["checkpoint_sha256"])])
+    rows += [
+        [tb.text("analysis code sha256"), tb.code(prov["analysis_code_sha256"])],
+        [tb.text("weight processing applied"),
+         tb.code(", ".join(f"{k}={str(v).lower()}" for k, v in sorted(prov["processing"].items())))],
+    ]
+    for note in prov.get("processing_notes", []):
+        rows.append([tb.text("processing note"), tb.text(note)])
+    rows += [
+        [tb.text("device / dtype"), tb.text(f"{prov['device']} / {prov['dtype']}")],
+        [tb.text("seed"), tb.number(str(prov["seed"]))],
+    ]
+    return ctx.number_table(tb.Table("Provenance of the artifacts.", ["item", "value"], rows))
+
+
+def reproducibility_page(ctx: ReportContext) -> list[Page]:
+    model = ctx.model
+    prov = model["provenance"]
+    provenance = provenance_table(ctx)  # numbered in the order the page shows them
+    versions = {**{f"{k} (analysis)": v for k, v in sorted(prov.get("libraries", {}).items())},
+                **{f"{k} (report)": v for k, v in sorted(ctx.tool_versions.items())}}
+    versions_table = ctx.number_table(tb.Table(
+        "Software versions: the analysis (recorded in the artifacts) and this rendering.",
+        ["package", "version"], [[tb.text(k), tb.code(v)] for k, v in versions.items()]))
+    timings = (ctx.artifacts.get("timings") or {}).get("seconds", {})
+    timings_table = None
+    if timings:
+        timings_table = ctx.number_table(tb.Table(
+            f"Wall-clock time of each analysis step ({fmt.num(sum(timings.values()))} s in all; "
+            f"device {(ctx.artifacts.get('timings') or {}).get('device') or 'n/a'}).",
+            ["step", "seconds"], [[tb.code(k), tb.number(fmt.num(v))] for k, v in timings.items()]))
+    out_dir = shlex.quote(str(model["config"].get("output_dir", "build")))
+    commands = {
+        "build": f"headreport build --config report.toml --out {out_dir}",
+        "make": f"make report CONFIG=report.toml OUT={out_dir}",
+        "render": f"headreport render --artifacts {out_dir}/artifacts --out {out_dir}",
+    }
+    markdown = ctx.render(
+        "reproducibility.qmd.j2", config_toml=config_to_toml(model["config"]),
+        provenance_table=provenance, versions_table=versions_table, timings_table=timings_table,
+        commands=commands, engine=ctx.engine, schema_version=model["schema_version"],
+        heads=model["results"]["heads"],
+    )
+    return [Page("reproducibility", "Reproducibility", "Reproducibility", markdown)]
