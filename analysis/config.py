@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
+from .inputs import decode_utf8, read_limited
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["float32", "float64"]
@@ -352,20 +353,9 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--config: {str(path)!r} is a folder, not a TOML file")
-    if not path.is_file():
-        raise ConfigError(f"--config: file {str(path)!r} does not exist")
+    text = decode_utf8(read_limited(path, 1 << 20, ConfigError, "--config", "TOML file"), ConfigError, "--config", path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"--config: cannot read {str(path)!r} ({exc.strerror or exc})") from None
-    if len(data) > 1 << 20:
-        raise ConfigError(f"--config: {str(path)!r} is {len(data):,} bytes; a config is at most 1 MiB")
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"--config: {str(path)!r} is not UTF-8 text") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {str(path)!r} is not valid TOML ({exc})") from None
     return config_from_dict(raw, base_dir=path.parent)

@@ -39,11 +39,12 @@ CPU_BATCH_ROWS = 64
 #: the paper's cut-offs: rank 1, top 10, top 5% of the row
 TOP_K = 10
 TOP_SHARE = 0.05
-#: an effect is claimed only when the top-10 fraction exceeds chance by at least this share of the
-#: tokens (chance-normalised excess (f − c) / (1 − c), its lower 95% bound in sampled mode) ...
-MIN_EXCESS = 0.10
-#: ... and the median rank lies within this share of the row (the best 5%; chance: the middle)
+#: an effect is claimed only when the median rank lies within this share of the row (the typical
+#: token's own entry is in the best 5%; chance: the middle) ...
 MAX_MEDIAN_SHARE = 0.05
+#: ... and the top-10 fraction is at least this many times its chance value (the lower end of its
+#: 95% interval, in sampled mode): the effect reaches the very top of the row
+MIN_LIFT = 10.0
 #: a row whose spread is below this fraction of the largest row spread counts as flat (no spread)
 FLAT_ROW_TOLERANCE = 1e-6
 #: a circuit with more than this share of flat rows is degenerate: no score
@@ -208,30 +209,31 @@ def excess_over_chance(fraction: float, chance: float) -> float:
 def rank_evidence(summary: dict[str, Any]) -> dict[str, Any]:
     """Whether a rank summary shows the effect, by effect size and not by a p-value alone.
 
-    Supported when the top-10 fraction exceeds chance by at least :data:`MIN_EXCESS` of the tokens
-    (in sampled mode: the lower end of its 95% interval does) *and* the median rank lies in the
-    best :data:`MAX_MEDIAN_SHARE` of the row. ``excess`` is the chance-normalised top-10 excess
-    (the survey's score ingredient)."""
+    Supported when the median rank lies in the best :data:`MAX_MEDIAN_SHARE` of the row (chance:
+    the middle) *and* the top-10 fraction is at least :data:`MIN_LIFT` times its chance value (in
+    sampled mode, the lower end of its 95% interval is). ``excess`` is the chance-normalised top-10
+    excess (f − c) / (1 − c), the survey score's ingredient; ``excess_low`` the same of the lower
+    bound."""
     if not summary.get("defined", True):
         return {"supported": False, "excess": None, "excess_low": None,
                 "reason": f"undefined: {summary.get('reason', 'degenerate circuit')}"}
     n = summary["n_tokens"]
     chance = chance_levels(n)["fraction_top10"]
-    excess = excess_over_chance(summary["fraction_top10"], chance)
     ci = summary.get("fraction_top10_ci95")
-    excess_low = excess_over_chance(ci[0], chance) if ci else excess
-    median_share = summary["median_rank"] / n
-    if excess_low < MIN_EXCESS:
-        reason = (f"the top-10 fraction is within {MIN_EXCESS:.0%} of the tokens of chance "
-                  f"({TOP_K}/{n}){' at the lower end of its 95% interval' if ci else ''}")
-        supported = False
-    elif median_share > MAX_MEDIAN_SHARE:
+    low = ci[0] if ci else summary["fraction_top10"]
+    excess, excess_low = excess_over_chance(summary["fraction_top10"], chance), excess_over_chance(low, chance)
+    needed = min(MIN_LIFT * chance, 0.5)
+    if summary["median_rank"] > MAX_MEDIAN_SHARE * n:
         reason = (f"the median rank ({summary['median_rank']:g} of {n}) is not within the best "
                   f"{MAX_MEDIAN_SHARE:.0%} of the row")
         supported = False
+    elif low < needed:
+        reason = (f"the top-10 fraction{' (the lower end of its 95% interval)' if ci else ''} is below "
+                  f"{min(MIN_LIFT, 0.5 / chance):g} times chance ({TOP_K}/{n})")
+        supported = False
     else:
-        reason = (f"the top-10 fraction exceeds chance by at least {MIN_EXCESS:.0%} of the tokens and the "
-                  f"median rank is within the best {MAX_MEDIAN_SHARE:.0%} of the row")
+        reason = (f"the median rank is within the best {MAX_MEDIAN_SHARE:.0%} of the row and the top-10 "
+                  f"fraction is at least {min(MIN_LIFT, 0.5 / chance):g} times chance")
         supported = True
     return {"supported": supported, "excess": excess, "excess_low": excess_low, "reason": reason}
 

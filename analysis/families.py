@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelUnavailableError
+from .inputs import decode_utf8, read_limited
 
 #: model_type values of state-space / recurrent models (no attention heads to analyse)
 STATE_SPACE = {"mamba", "mamba2", "falcon_mamba", "rwkv", "rwkv5", "rwkv6", "recurrent_gemma", "xlstm",
@@ -46,15 +47,10 @@ class UnsupportedFamilyError(ModelUnavailableError):
 def read_checkpoint_config(folder: Path) -> dict[str, Any]:
     """``config.json`` of a checkpoint folder, as a dict; a clear error when it is unreadable."""
     path = folder / "config.json"
+    raw = read_limited(path, 16 << 20, ModelUnavailableError, "model.name", "model config")
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ModelUnavailableError(f"model.name: cannot read {str(path)!r} ({exc.strerror or exc})") from None
-    if len(raw) > 16 << 20:
-        raise ModelUnavailableError(f"model.name: {str(path)!r} is {len(raw):,} bytes; not a model config")
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = json.loads(decode_utf8(raw, ModelUnavailableError, "model.name", path))
+    except (ValueError, RecursionError) as exc:
         raise ModelUnavailableError(f"model.name: {str(path)!r} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise ModelUnavailableError(f"model.name: {str(path)!r} is not a JSON object")

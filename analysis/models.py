@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from .bundled import SMOLLM2_ID, sha256_file, smollm2_135m_instruct, smollm2_weights_sha256
+from .bundled import BUNDLED_FILES, SMOLLM2_ID, smollm2_135m_instruct
+from .checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
 from .config import ModelConfig, ProcessingConfig
 from .errors import ConfigError, ModelUnavailableError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
 
 
@@ -53,6 +53,7 @@ class LoadedModel:
     positional: str  # "standard", "rotary", "alibi", ...
     provenance: dict[str, Any] = field(default_factory=dict)
     family: dict[str, Any] = field(default_factory=dict)  # what the analysis must know of the family
+    checkpoint_hashes: dict[str, dict[str, Any]] = field(default_factory=dict)  # staleness.file_hashes
     _weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def weight(self, name: str) -> torch.Tensor:
@@ -89,10 +90,6 @@ class LoadedModel:
 BUNDLED_MODELS: dict[str, Callable[[ModelConfig], tuple[Any, Any, dict[str, Any]]]] = {
     SMOLLM2_ID: smollm2_135m_instruct,
 }
-# Bundled models: id -> callable giving the sha256 of the file the weights ship in (None: not installed).
-BUNDLED_WEIGHTS_SHA256: dict[str, Callable[[], dict[str, str] | None]] = {
-    SMOLLM2_ID: smollm2_weights_sha256,
-}
 
 
 # refactor_factored_attn_matrices rewrites W_Q/W_K by an invertible d_head × d_head change of basis,
@@ -125,24 +122,6 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelUnavailableError("model.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
     return device
-
-
-def _hash_weights(folder: Path) -> dict[str, str]:
-    """sha256 of every weight file in ``folder`` (name -> hex digest)."""
-    return {
-        path.name: sha256_file(path)
-        for path in sorted(folder.iterdir())
-        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES)
-    }
-
-
-def weights_sha256(model_cfg: ModelConfig) -> dict[str, str] | None:
-    """sha256 of each weight file of the configured model, without loading it: what a load would
-    record as ``provenance.weights_sha256`` (None for a bundled model that is not installed)."""
-    if model_cfg.name in BUNDLED_WEIGHTS_SHA256:
-        return BUNDLED_WEIGHTS_SHA256[model_cfg.name]()
-    folder, _ = resolve_local_folder(model_cfg.name, model_cfg.revision)
-    return _hash_weights(folder)
 
 
 def _network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
@@ -279,19 +258,28 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
     }
 
 
-def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any]]:
-    """Where the weights are (a local folder, or None for a bundled model) and the provenance of
-    that source, without heavy imports; an unsupported family is refused here, from config.json."""
+def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any], dict[str, Any]]:
+    """Where the weights are (a local folder, or None for a bundled model), the provenance of that
+    source and the file hashes of the staleness key — before anything heavy: an unsupported family
+    is refused from config.json, a damaged or mismatched checkpoint by :mod:`analysis.checkpoint`."""
     from .families import read_checkpoint_config, refuse_unsupported
+    from .staleness import checkpoint_digest, file_hashes
 
     provenance: dict[str, Any] = {"requested_name": model_cfg.name}
     if model_cfg.name in BUNDLED_MODELS:
-        return None, provenance
+        path = BUNDLED_FILES[model_cfg.name]()
+        hashes = file_hashes([path]) if path is not None else {}
+        return None, provenance, hashes
     folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
     provenance.update(source)
-    refuse_unsupported(read_checkpoint_config(folder), repr(str(folder)))
-    provenance["weights_sha256"] = _hash_weights(folder)
-    return folder, provenance
+    config = read_checkpoint_config(folder)
+    refuse_unsupported(config, repr(str(folder)))
+    check_checkpoint(folder, config)
+    hashes = file_hashes(checkpoint_files(folder))
+    provenance["weights_sha256"] = {Path(p).name: h["sha256"] for p, h in hashes.items()
+                                    if p.endswith(WEIGHT_SUFFIXES)}
+    provenance["checkpoint_sha256"] = checkpoint_digest(hashes)
+    return folder, provenance, hashes
 
 
 def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: dict[str, Any]) -> Any:
@@ -374,7 +362,7 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
 
     resolve (no heavy imports; unsupported families refused) → boot → process → dimensions."""
     device = resolve_device(model_cfg.device)
-    folder, provenance = resolve_source(model_cfg)
+    folder, provenance, hashes = resolve_source(model_cfg)
     bridge = boot(folder, model_cfg, device, provenance)
     applied, notes = process(bridge, processing, model_cfg.name)
     provenance.update({
@@ -391,4 +379,6 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
         "dtype": model_cfg.dtype,
         "libraries": library_versions(),
     })
-    return dimensions(bridge, provenance)
+    model = dimensions(bridge, provenance)
+    model.checkpoint_hashes = hashes
+    return model

@@ -8,11 +8,9 @@ reuses them) → validate → write all artifacts atomically (nothing is written
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from .artifacts import SCHEMA_VERSION, head_filename, merged_timings, write_arti
 from .config import AnalysisConfig, Config, HeadRef, check_against_model
 from .embeddings import Layer0, effective_embedding
 from .models import LoadedModel, load_model
+from .staleness import analysis_code_digest, input_key
 from .words import SkippedWord, WordToken, load_word_list, tokenize_words
 
 
@@ -43,20 +42,10 @@ class Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def analysis_code_digest() -> str:
-    """sha256 over the analysis package's source and data: part of the incremental-build key."""
-    h = hashlib.sha256()
-    root = resources.files("analysis")
-    for path in sorted(Path(str(root)).rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".txt", ".json") and "__pycache__" not in path.parts:
-            h.update(path.relative_to(Path(str(root))).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def load_words(config: Config) -> dict[str, list[str]]:
     """The ``names`` and ``generic`` word lists of ``config`` (read before any model is loaded)."""
-    return {"names": load_word_list(config.words.names), "generic": load_word_list(config.words.generic)}
+    return {"names": load_word_list(config.words.names, "words.names"),
+            "generic": load_word_list(config.words.generic, "words.generic")}
 
 
 WordLists = dict[str, tuple[list[WordToken], list[SkippedWord]]]
@@ -275,4 +264,4 @@ def run_analysis(
             "config": config.to_dict(), "provenance": provenance, "results": results,
         }
     docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
-    return write_artifacts(out_dir, docs)
+    return write_artifacts(out_dir, docs, inputs=input_key(config, model.checkpoint_hashes))

@@ -54,6 +54,7 @@ from .pipeline import (
     run_analysis,
     subspace_scores_of_words,
 )
+from .staleness import input_key
 
 RANKING_FORMULA = (
     "copy_suppression_score = sqrt(max(0, e_OV) * max(0, e_QK)), e = (f_top10 - c) / (1 - c), c = 10 / d_vocab "
@@ -256,7 +257,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
                 "subspace_rank": a.subspace_rank or model.d_head,
                 "effective_embedding_variant": config.effective_embedding.variant,
                 "qk_normalization": a.qk_normalization,
-                "evidence_rule": {"min_excess": diagonal.MIN_EXCESS, "max_median_share": diagonal.MAX_MEDIAN_SHARE},
+                "evidence_rule": {"min_lift": diagonal.MIN_LIFT, "max_median_share": diagonal.MAX_MEDIAN_SHARE},
             },
             "statistics": STATISTICS,
             "ranking": {"formula": RANKING_FORMULA, "order": order, "beats_chance": beating},
@@ -283,7 +284,7 @@ def run_survey(config: Config, out_dir: Path, progress: bool = True, log=print) 
     written = write_artifacts(out_dir, {
         "survey.json": doc,
         "timings.json": merged_timings(out_dir, timer.seconds, model.provenance.get("device")),
-    })
+    }, inputs=input_key(config, model.checkpoint_hashes))
     n = config.survey.analyze_top
     if n > 0:
         top = tuple(HeadRef.parse(label) for label in ranking["beats_chance"][:n])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import BUILTIN_WORD_LISTS, WordForm
 from .errors import ConfigError
+from .inputs import decode_utf8, read_limited
 
 #: a word list file is at most this large (a list of words, not a corpus)
 MAX_WORD_LIST_BYTES = 4 << 20
@@ -34,7 +35,7 @@ class SkippedWord:
     reason: str
 
 
-def parse_word_lines(text: str, source: str) -> list[str]:
+def parse_word_lines(text: str, source: str, key: str = "words") -> list[str]:
     """One word per line; blank lines and ``#`` comments skipped; duplicates dropped (first kept)."""
     words: list[str] = []
     seen: set[str] = set()
@@ -43,42 +44,33 @@ def parse_word_lines(text: str, source: str) -> list[str]:
         if not w or w.startswith("#") or w in seen:
             continue
         if "\x00" in w or any(ord(ch) < 32 for ch in w):
-            raise ConfigError(f"words: {source} line {number} holds a control character (e.g. NUL); "
+            raise ConfigError(f"{key}: {source} line {number} holds a control character (e.g. NUL); "
                               "a word list is plain text, one word per line")
         if len(w) > MAX_WORD_CHARS:
-            raise ConfigError(f"words: {source} line {number} is {len(w)} characters long; a word is at "
+            raise ConfigError(f"{key}: {source} line {number} is {len(w)} characters long; a word is at "
                               f"most {MAX_WORD_CHARS}")
         seen.add(w)
         words.append(w)
     return words
 
 
-def read_word_source(source: str) -> bytes:
+def read_word_source(source: str, key: str = "words") -> bytes:
     """The raw bytes of ``builtin:NAME`` or a word-list file (what the staleness key hashes)."""
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
         if name not in BUILTIN_WORD_LISTS:
-            raise ConfigError(f"words: unknown built-in list {name!r}")
+            raise ConfigError(f"{key}: unknown built-in list {name!r}")
         return resources.files("analysis.data").joinpath(BUILTIN_WORD_LISTS[name]).read_bytes()
-    path = Path(source)
-    try:
-        if path.stat().st_size > MAX_WORD_LIST_BYTES:
-            raise ConfigError(f"words: word list {source!r} is larger than {MAX_WORD_LIST_BYTES >> 20} MiB")
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"words: cannot read word list {source!r} ({exc.strerror or exc})") from None
+    return read_limited(Path(source), MAX_WORD_LIST_BYTES, ConfigError, key, "word list")
 
 
-def load_word_list(source: str) -> list[str]:
-    """Words from ``builtin:NAME`` or a UTF-8 text file (one word per line, ``#`` comments)."""
-    data = read_word_source(source)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"words: word list {source!r} is not UTF-8 text") from None
-    words = parse_word_lines(text, repr(source))
+def load_word_list(source: str, key: str = "words") -> list[str]:
+    """Words from ``builtin:NAME`` or a UTF-8 text file (one word per line, ``#`` comments);
+    errors name ``key`` (``words.names``)."""
+    text = decode_utf8(read_word_source(source, key), ConfigError, key, source)
+    words = parse_word_lines(text, repr(source), key)
     if not words:
-        raise ConfigError(f"words: word list {source!r} is empty")
+        raise ConfigError(f"{key}: word list {source!r} is empty")
     return words
 
 

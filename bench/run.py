@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/checkpoints.py builds the rando
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the headreport CLI does (analysis/cli.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the headreport CLI does (headreport/cli.py)
 
 import torch
 
@@ -161,9 +161,8 @@ def memory_bandwidth(n_bytes: int = 1 << 30, reps: int = 3) -> dict[str, Any]:
 
 
 def bench_w_ee(model, bound: float, reps: int) -> dict[str, Any]:
-    from tests.notebook import notebook_effective_embedding, notebook_flops, project_flops
-
     from analysis.embeddings import effective_embedding
+    from tests.notebook import notebook_effective_embedding, notebook_flops, project_flops
 
     cfg = model.bridge.cfg
     dims = dict(d_vocab=model.d_vocab, d_model=model.d_model, n_heads=model.n_heads, d_head=model.d_head, d_mlp=cfg.d_mlp)

@@ -1,16 +1,12 @@
-"""``headreport build``: analyse (only when needed), then render.
+"""``headreport build``: analyse only when an input changed, then render only what changed.
 
-The artifacts in ``<out>/artifacts`` are reused when ``model.json`` exists, every head artifact
-loads, and all three inputs recorded in its provenance match the current ones:
-
-* the config (everything except ``output_dir``, which does not change a result);
-* the sha256 of each weight file of the model (local folders, hub snapshots, and the file a
-  bundled model ships in);
-* ``analysis_code_sha256``, the digest of the analysis package's source and data.
-
-Hashing the weights reads the files but loads no model, so an unchanged build costs seconds. If the
-model cannot be found (offline, no cached GPT-2 weights), the analysis engine's own message stops
-the build, exactly as ``headreport analyze`` would.
+The artifacts in ``<out>/artifacts`` are reused when their set is complete — the manifest
+(``manifest.json``, written last) lists ``model.json`` and every configured head's file, each with
+the sha256 it was written with — and the staleness key recorded there equals the current one
+(:mod:`analysis.staleness`: the config, the analysis code, both word lists' contents, every file of
+the checkpoint). Computing the key loads no model and re-hashes only files whose size or time
+changed. If the model cannot be found (offline, no cached weights), the analysis engine's own
+message stops the build, exactly as ``headreport analyze`` would.
 """
 
 from __future__ import annotations
@@ -19,40 +15,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import ArtifactError, canonical, load_artifacts
+from analysis.artifacts import head_filename, read_manifest, sha256_text_file
 from analysis.config import Config
-from report.outputs import foreign_files
-
-
-def _comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in canonical(config).items() if k != "output_dir"}
-
-
-def current_weights_sha256(config: Config) -> dict[str, str] | None:
-    """sha256 of the configured model's weight files (see :func:`analysis.models.weights_sha256`)."""
-    from analysis.models import weights_sha256
-
-    return weights_sha256(config.model)
+from report.outputs import check_output_dir, foreign_files
 
 
 def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
     """Why the artifacts must be recomputed, or None when they are up to date."""
-    from analysis.pipeline import analysis_code_digest
+    from analysis.staleness import changed_inputs, input_key
 
     if not (artifacts_dir / "model.json").exists():
         return "no artifacts yet"
-    try:
-        arts = load_artifacts(artifacts_dir)
-    except ArtifactError as exc:
-        return f"existing artifacts unusable ({exc})"
-    model = arts["model"]
-    if _comparable_config(model["config"]) != _comparable_config(config.to_dict()):
-        return "the config changed"
-    if model["provenance"]["analysis_code_sha256"] != analysis_code_digest():
-        return "the analysis code changed"
-    if model["provenance"].get("weights_sha256") != current_weights_sha256(config):
-        return "the model weights changed"
-    return None
+    manifest = read_manifest(artifacts_dir)
+    if manifest is None:
+        return "the artifact set has no manifest (an interrupted write, or artifacts from elsewhere)"
+    needed = ["model.json", *(head_filename(h.label) for h in config.heads)]
+    for name in needed:
+        recorded = manifest["files"].get(name)
+        path = artifacts_dir / name
+        if recorded is None or not path.is_file() or sha256_text_file(path) != recorded:
+            return f"the artifact set is incomplete or changed ({name})"
+    old = manifest["inputs"]
+    reasons = changed_inputs(old, input_key(config, cache=old.get("checkpoint_files")))
+    return "; ".join(reasons) if reasons else None
 
 
 def build(config: Config, engine: str = "auto", progress: bool = True,
@@ -64,13 +49,14 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
 
     out = Path(config.output_dir)
     artifacts_dir = out / "artifacts"
+    check_output_dir(out)
     foreign_files(out, force)  # an output folder that is not ours is refused before the analysis
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
         log(f"analysing: {reason}")
         run_analysis(config, artifacts_dir, progress=progress, log=log)
     else:
-        log("artifacts are up to date (same config, weights and analysis code): skipping the analysis")
+        log("artifacts are up to date (same config, code, word lists and model files): skipping the analysis")
     manifest = render(artifacts_dir, out, engine=engine, log=log, force=force)
     manifest["analysed"] = reason is not None
     manifest["analysis_reason"] = reason

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 from analysis.config import Config, apply_overrides, load_config, parse_heads
 from analysis.errors import UserError
+from analysis.inputs import check_output_target
 
 DEFAULT_CONFIG = "report.toml"
 
@@ -59,7 +62,10 @@ def _print_paths(paths: list[Path]) -> None:
 
 
 def artifacts_dir(config: Config) -> Path:
-    return Path(config.output_dir) / "artifacts"
+    """``output_dir/artifacts``, checked writable before any heavy work (nothing is created yet)."""
+    out = Path(config.output_dir) / "artifacts"
+    check_output_target(out, UserError, "--out" if config.output_dir else "output_dir")
+    return out
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -117,6 +123,7 @@ def _print_report(manifest: dict) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    check_output_target(Path(args.out), UserError)
     from report.render import render
 
     _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force))
@@ -125,6 +132,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     config = resolve_config(args)
+    artifacts_dir(config)  # the output folder is checked before anything heavy
     from .build import build
 
     _print_report(build(config, engine=args.engine, progress=not args.no_progress,
@@ -154,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `timeout`, a cancelled CI job), raised where the process is, so that the same
+    clean-up as for Ctrl-C runs: temp files and staging folders are removed, nothing half-written."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     # Idle OpenMP threads sleep instead of spinning (read when torch loads, so before any import of
     # it): on a busy 2-core machine spinning threads steal the core their partner needs and a run
@@ -161,11 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
     except UserError as exc:
         print(f"headreport: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("headreport: terminated (SIGTERM); nothing half-written was left behind", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("headreport: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
@@ -173,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print("headreport: internal error (a bug): please report it with the traceback above", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

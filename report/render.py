@@ -50,7 +50,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import load_artifacts
+from analysis.artifacts import load_artifacts, remove_stale_temps
 from analysis.errors import UserError
 
 from . import outputs
@@ -137,7 +137,10 @@ def vegalite_version() -> str:
 
 def site_title(ctx: ReportContext) -> str:
     heads = ctx.model["results"]["heads"]
-    return f"{ctx.model['results']['model']['name']}: head{'s' if len(heads) != 1 else ''} {', '.join(heads)}"
+    name = ctx.model["results"]["model"]["name"]
+    if not heads:
+        return f"{name}: survey of all heads"
+    return f"{name}: head{'s' if len(heads) != 1 else ''} {', '.join(heads)}"
 
 
 # --- pandoc + typst engine -----------------------------------------------------------------------------
@@ -185,7 +188,7 @@ def typst_document(ctx: ReportContext, body: str) -> str:
     prov = m["provenance"]
     meta = [
         ("Model", f"{model['name']} ({model['n_layers']} layers × {model['n_heads']} heads, d_model {model['d_model']})"),
-        ("Heads", ", ".join(m["results"]["heads"])),
+        ("Heads", ", ".join(m["results"]["heads"]) or "none analysed in full (survey only)"),
         ("Effective embedding", m["results"]["effective_embedding"]["variant"]),
         ("Analysis code", prov["analysis_code_sha256"][:16]),
         ("Rendered with", ", ".join(f"{k} {v}" for k, v in engine_versions(ctx.engine).items())
@@ -279,7 +282,8 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
                         typst_figures_path="../figures" if engine_name == "pandoc" else "figures")
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    stage = Path(tempfile.mkdtemp(prefix=".render-", dir=out_dir))
+    remove_stale_temps(out_dir)  # what a killed render left behind
+    stage = Path(tempfile.mkdtemp(prefix=f".render-{os.getpid()}-", dir=out_dir))
     try:
         for name in OUTPUT_DIRS:
             (stage / name).mkdir()

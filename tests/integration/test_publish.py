@@ -47,3 +47,53 @@ def test_publish_refuses_a_missing_site(tmp_path, bare_remote):
 
     with pytest.raises(PublishError, match="no index.html"):
         publish(tmp_path / "nothing", str(bare_remote))
+
+
+def make_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!DOCTYPE html><title>report</title>", encoding="utf-8")
+    return site
+
+
+@pytest.fixture()
+def identity(monkeypatch):
+    for k, v in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                 "GIT_COMMITTER_EMAIL": "t@t"}.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_publish_refuses_a_branch_it_did_not_make(tmp_path, bare_remote, identity):
+    """`--branch main` on a repository whose main holds the project: refused, main untouched."""
+    from report.publish import PublishError, publish
+
+    work = tmp_path / "work"
+    _git("init", "-q", "-b", "main", str(work))
+    (work / "README").write_text("project", encoding="utf-8")
+    _git("add", "README", cwd=work)
+    _git("commit", "-q", "-m", "project", cwd=work)
+    _git("push", "-q", str(bare_remote), "main", cwd=work)
+    tip = _git("rev-parse", "main", cwd=bare_remote)
+    site = make_site(tmp_path)
+    with pytest.raises(PublishError, match="was not made by `make publish`"):
+        publish(site, str(bare_remote), "main")
+    assert _git("rev-parse", "main", cwd=bare_remote) == tip
+    publish(site, str(bare_remote), "gh-pages")  # a pages branch is fine, and so is republishing it
+    publish(site, str(bare_remote), "gh-pages")
+    assert _git("rev-list", "--count", "gh-pages", cwd=bare_remote) == "2"
+    assert "Published-by: headreport" in _git("log", "-1", "--format=%B", "gh-pages", cwd=bare_remote)
+    publish(site, str(bare_remote), "main", force=True)  # --force overrides
+    assert _git("rev-parse", "main~1", cwd=bare_remote) == tip
+
+
+@pytest.mark.parametrize("remote, branch", [("--upload-pack=touch PWNED;", "gh-pages"), ("REMOTE", "-x"),
+                                            ("REMOTE", "a..b"), ("", "gh-pages")])
+def test_publish_never_lets_a_name_become_an_option(remote, branch, tmp_path, bare_remote, identity, monkeypatch):
+    from report.publish import PublishError, publish
+
+    monkeypatch.chdir(tmp_path)
+    site = make_site(tmp_path)
+    with pytest.raises(PublishError):
+        publish(site, str(bare_remote) if remote == "REMOTE" else remote, branch)
+    assert not (tmp_path / "PWNED").exists() and not (site / "PWNED").exists()
+    assert _git("branch", "--list", cwd=bare_remote) == ""

@@ -1,0 +1,228 @@
+"""A table of hostile and careless inputs, through the command line: each ends in exit 2 with one
+message that names the input (no traceback, no "internal error"), and nothing is left in ``--out``.
+
+Checkpoint damage: truncated, empty and huge-header safetensors, weights that do not match
+config.json, NaN weights, a 1 GB sparse file, a symlink loop, an encoder-only model. Output: ``--out``
+an existing file, a read-only folder, under /proc. Artifacts: a hostile head label, NaN in a spectrum,
+strings for timings, an empty spectrum. Config: not UTF-8, a folder, a word list with NUL bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from headreport.cli import main
+
+
+def checkpoint_copy(tiny_gpt2: Path, tmp: Path) -> Path:
+    folder = tmp / "ckpt"
+    shutil.copytree(tiny_gpt2, folder)
+    return folder
+
+
+def truncate(folder: Path) -> str:
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return "model.safetensors"
+
+
+def empty(folder: Path) -> str:
+    (folder / "model.safetensors").write_bytes(b"")
+    return "model.safetensors"
+
+
+def huge_header(folder: Path) -> str:
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(struct.pack("<Q", 1 << 60) + data[8:])
+    return "model.safetensors"
+
+
+def sparse_1gb(folder: Path) -> str:
+    path = folder / "model.safetensors"
+    path.unlink()
+    with path.open("wb") as fh:
+        fh.truncate(1 << 30)  # a 1 GB file of zeros, sparse on disk
+    return "model.safetensors"
+
+
+def mismatched_config(folder: Path) -> str:
+    path = folder / "config.json"
+    doc = json.loads(path.read_text())
+    doc["n_embd"] = 96
+    path.write_text(json.dumps(doc))
+    return "config"
+
+
+def nan_weights(folder: Path) -> str:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    name = next(n for n in tensors if n.endswith("attn.c_attn.weight"))
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    assert not torch.isfinite(load_file(str(path))[name]).all()
+    return "NaN"
+
+
+def symlink_loop(folder: Path) -> str:
+    os.symlink(folder / "loop.safetensors", folder / "loop.safetensors")
+    return "loop.safetensors"
+
+
+def encoder_only(folder: Path) -> str:
+    import transformers
+
+    transformers.BertConfig().to_json_file(str(folder / "config.json"))
+    return "encoder-only"
+
+
+CHECKPOINT_CASES: dict[str, Callable[[Path], str]] = {
+    "truncated safetensors": truncate,
+    "zero-byte safetensors": empty,
+    "header too large": huge_header,
+    "1 GB sparse safetensors": sparse_1gb,
+    "config.json shapes differ from the weights": mismatched_config,
+    "NaN in the weights": nan_weights,
+    "symlink loop in the checkpoint folder": symlink_loop,
+    "encoder-only model": encoder_only,
+}
+
+
+def assert_clean_refusal(code: int, err: str, names: str, out: Path) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("headreport: error:")]
+    assert len(lines) == 1, err
+    assert names in lines[0], err
+    assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_a_damaged_checkpoint_is_refused_before_loading(case, tiny_gpt2, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = checkpoint_copy(tiny_gpt2, tmp_path)
+    names = CHECKPOINT_CASES[case](folder)
+    out = tmp_path / "out"
+    code = main(["analyze", "--model", str(folder), "--head", "1.1", "--out", str(out), "--no-progress"])
+    assert_clean_refusal(code, capsys.readouterr().err, names, out)
+
+
+def test_out_that_is_a_file_is_refused_before_the_analysis(tiny_gpt2, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "file"
+    target.write_text("x")
+    code = main(["analyze", "--model", str(tiny_gpt2), "--head", "1.1", "--out", str(target), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a folder" in err and str(target) in err
+    assert target.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder_is_refused(tiny_gpt2, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code = main(["analyze", "--model", str(tiny_gpt2), "--head", "1.1", "--out", str(ro / "x"), "--no-progress"])
+        assert code == 2 and "cannot write" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", ["analyze", "render"])
+def test_out_under_proc_is_refused(command, tiny_gpt2, tiny_artifacts, capsys):
+    args = (["--model", str(tiny_gpt2), "--head", "1.1", "--no-progress"] if command == "analyze"
+            else ["--artifacts", str(tiny_artifacts)])
+    code = main([command, *args, "--out", "/proc/headreport-out"])
+    err = capsys.readouterr().err
+    assert code == 2 and "/proc" in err and "Traceback" not in err
+
+
+def tamper(doc: dict, case: str) -> None:
+    r = doc["results"]
+    if case == "label":
+        r["head"]["label"] = "</script><script>alert(1)</script>"
+    elif case == "path label":
+        r["head"]["label"] = "../../../../tmp/x"
+    elif case == "empty spectrum":
+        r["spectra"]["w_qk"] = []
+
+
+ARTIFACT_CASES = {
+    "label": "/results/head/label",
+    "path label": "/results/head/label",
+    "empty spectrum": "/results/spectra/w_qk",
+}
+
+
+@pytest.mark.parametrize("case", ARTIFACT_CASES)
+def test_a_tampered_artifact_names_the_file_the_path_and_the_rule(case, tiny_artifacts, tmp_path, capsys):
+    arts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, arts)
+    path = next(arts.glob("head_*.json"))
+    doc = json.loads(path.read_text())
+    tamper(doc, case)
+    path.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    code = main(["render", "--artifacts", str(arts), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert_clean_refusal(code, err, path.name, out)
+    assert ARTIFACT_CASES[case] in err and "(rule: " in err
+
+
+def test_nan_in_an_artifact_is_refused(tiny_artifacts, tmp_path, capsys):
+    arts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, arts)
+    path = next(arts.glob("head_*.json"))
+    text = path.read_text()
+    doc = json.loads(text)
+    first = doc["results"]["spectra"]["w_qk"][0]
+    path.write_text(text.replace(json.dumps(first), "NaN", 1))
+    out = tmp_path / "out"
+    code = main(["render", "--artifacts", str(arts), "--out", str(out)])
+    assert_clean_refusal(code, capsys.readouterr().err, path.name, out)
+
+
+@pytest.mark.parametrize("seconds", [{"x": "fast"}, ["1", 2], {"x": -1.0}])
+def test_bad_timings_are_refused(seconds, tiny_artifacts, tmp_path, capsys):
+    arts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, arts)
+    doc = json.loads((arts / "timings.json").read_text())
+    doc["seconds"] = seconds
+    (arts / "timings.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    code = main(["render", "--artifacts", str(arts), "--out", str(out)])
+    assert_clean_refusal(code, capsys.readouterr().err, "timings.json", out)
+
+
+def test_a_non_utf8_config_and_a_config_folder(tmp_path, capsys):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'output_dir = "caf\xe9"\n')
+    out = tmp_path / "out"
+    assert main(["analyze", "--config", str(bad), "--out", str(out)]) == 2
+    assert_clean_refusal(2, capsys.readouterr().err, "latin1.toml", out)
+    assert main(["analyze", "--config", str(tmp_path), "--out", str(out)]) == 2
+    assert_clean_refusal(2, capsys.readouterr().err, "is a folder", out)
+
+
+def test_a_word_list_with_nul_bytes(tiny_gpt2, tmp_path, capsys):
+    words = tmp_path / "names.txt"
+    words.write_bytes(b"Mary\nJo\x00hn\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\nname = "{tiny_gpt2}"\n[words]\nnames = "{words}"\n')
+    out = tmp_path / "out"
+    code = main(["analyze", "--config", str(config), "--head", "1.1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert_clean_refusal(code, err, "words.names", out)
+    assert "NUL" in err
