@@ -15,7 +15,7 @@ PUBLISH_REMOTE ?= origin
 PUBLISH_BRANCH ?= gh-pages
 PUBLISH_FORCE ?=
 
-.PHONY: setup demo test report publish bench clean lint
+.PHONY: setup demo test report publish bench clean lint wheel-check
 
 setup: $(STAMP) $(SMOLLM2_STAMP)
 
@@ -38,6 +38,21 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The wheel renders: build it, install it into a fresh virtual environment with only what rendering
+# needs (no torch), and render a tiny artifact set from a folder outside the checkout.
+WHEEL_DIR ?= build/wheel-check
+wheel-check: setup
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt --no-deps $(WHEEL_DIR)/headreport-*.whl
+	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt jinja2 'altair>=6' vl-convert-python pypandoc-binary typst jsonschema
+	HF_HUB_OFFLINE=1 $(PY) -m tests.make_artifacts $(WHEEL_DIR)/artifacts
+	cd "$$(mktemp -d)" && HF_HUB_OFFLINE=1 $(abspath $(WHEEL_DIR))/venv/bin/headreport render \
+		--artifacts $(abspath $(WHEEL_DIR))/artifacts --out $(abspath $(WHEEL_DIR))/out --engine pandoc
+	test -s $(WHEEL_DIR)/out/site/index.html && test -s $(WHEEL_DIR)/out/pdf/report.pdf
+	@echo "wheel-check: the installed wheel rendered the report"
 
 report: setup
 	$(VENV)/bin/headreport build --config $(CONFIG) --out $(OUT)

@@ -73,7 +73,7 @@ def model_files(model_name: str) -> list[Path] | None:
     """The files of the configured model that feed the analysis, without loading it (None: a
     bundled model that is not installed)."""
     from .bundled import BUNDLED_FILES
-    from .models import resolve_local_folder
+    from .sources import resolve_local_folder
 
     if model_name in BUNDLED_FILES:
         path = BUNDLED_FILES[model_name]()

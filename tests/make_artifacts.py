@@ -1,0 +1,28 @@
+"""``python -m tests.make_artifacts DIR``: artifacts of the tiny GPT-2 checkpoint in ``DIR`` (fast
+settings), for checks that need a real artifact set without running the test suite (the wheel
+check renders them with an installed wheel, from outside the checkout)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from analysis.config import config_from_dict
+from analysis.pipeline import run_analysis
+from tests.checkpoints import make_gpt2_checkpoint
+
+
+def main(out: str) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_gpt2_checkpoint(Path(tmp) / "tiny")
+        config = config_from_dict({
+            "heads": ["1.3"], "model": {"name": str(folder), "device": "cpu"},
+            "analysis": {"top_k": 5, "bootstrap_resamples": 200, "ov_mode": "sampled", "ov_sample_size": 200},
+        })
+        run_analysis(config, Path(out), progress=False, log=lambda m: None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
