@@ -152,3 +152,53 @@ def effective_ov_circuit(
 ) -> FactoredMatrix:
     """W_EE W_OV W_U: ``[d_vocab, d_vocab]``; row = source token attended to, column = logit."""
     return FactoredMatrix(W_EE @ w.W_V, w.W_O @ W_U)
+
+
+class RankCircuits:
+    """The two circuits the rank metrics read, for every head of one layer:
+
+    * OV self-suppression: W_EE · W_OV · W_U (row = source token, column = logit);
+    * QK self-attention: q(norm(W_Uᵀ)) · k(norm(W_EE))ᵀ (row = a query predicting the token, column
+      = key), ``norm`` the layer's own input norm (``qk_normalization = "layer_norm"``) or none.
+
+    The vocabulary-wide column factors of all the layer's heads come from one wide GEMM each
+    (W_O of every head times W_U; the keys of every key/value head), computed once; each head's row
+    factor is computed only for the rows a metric ranks (:class:`analysis.diagonal.TokenCircuit`).
+    The per-head analysis and the survey read the same objects, so their numbers agree exactly."""
+
+    def __init__(self, model: LoadedModel, layer: int, W_EE: Tensor, qk_normalization: str):
+        self.model, self.layer, self.W_EE = model, layer, W_EE
+        heads = [head_weights(model, HeadRef(layer, h)) for h in range(model.n_heads)]
+        self.heads = heads
+        W_U = model.weight("W_U")
+        norm = heads[0].input_norm if qk_normalization == "layer_norm" else (lambda rows: rows)
+        with torch.no_grad():
+            self.query_inputs = norm(W_U.T)  # [d_vocab, d_model], normed once for the layer
+            key_inputs = norm(W_EE)
+            W_O_all = model.weight("W_O")[layer]  # [n_heads, d_head, d_model]
+            # (W_Uᵀ · W_O_allᵀ): vocab-tall, so the GEMM streams W_U once; each head's [d_head, d_vocab]
+            # column factor is a transposed slice of it
+            self._ov = W_U.T @ W_O_all.reshape(-1, W_O_all.shape[-1]).T  # [d_vocab, n_heads·d_head]
+            # the keys of every key/value head: one wide GEMM, or the model's own k norms per head
+            if model.family.get("qk_norm"):
+                kv_keys = {w.kv_head: w.keys(key_inputs).T.contiguous() for w in heads}
+            else:
+                W_K_all = model.weight("W_K")[layer]  # [n_kv, d_model, d_head]
+                keys = key_inputs @ W_K_all.permute(1, 0, 2).reshape(W_K_all.shape[1], -1)
+                d = model.d_head
+                kv_keys = {kv: keys[:, kv * d:(kv + 1) * d].T for kv in range(W_K_all.shape[0])}
+            self.qk_columns = kv_keys  # kv head → [d_head, d_vocab]
+
+    def ov(self, head: int):
+        from .diagonal import TokenCircuit
+
+        w, W_EE, d = self.heads[head], self.W_EE, self.model.d_head
+        return TokenCircuit(lambda rows: W_EE[rows.to(W_EE.device)] @ w.W_V, self._ov[:, head * d:(head + 1) * d].T,
+                            W_EE.shape[0])
+
+    def qk(self, head: int):
+        from .diagonal import TokenCircuit
+
+        w, inputs = self.heads[head], self.query_inputs
+        return TokenCircuit(lambda rows: w.queries(inputs[rows.to(inputs.device)]), self.qk_columns[w.kv_head],
+                            inputs.shape[0])

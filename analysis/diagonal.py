@@ -22,8 +22,8 @@ sample of rows and gives Wilson 95% CIs for the fractions.
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import FactoredMatrix
 
-# CPU: rows per batch of each worker (a batch × d_vocab float32 block is ~13 MB for GPT-2: it stays
-# in the last-level cache between the GEMM that writes it and the comparison that reads it).
-CPU_BATCH_ROWS = 64
+from . import rowscan
+
 #: the paper's cut-offs: rank 1, top 10, top 5% of the row
 TOP_K = 10
 TOP_SHARE = 0.05
@@ -45,15 +44,34 @@ MAX_MEDIAN_SHARE = 0.05
 #: ... and the top-10 fraction is at least this many times its chance value (the lower end of its
 #: 95% interval, in sampled mode): the effect reaches the very top of the row
 MIN_LIFT = 10.0
-#: a row whose spread is below this fraction of the largest row spread counts as flat (no spread)
-FLAT_ROW_TOLERANCE = 1e-6
+#: a row whose standard deviation is below this fraction of its root-mean-square entry counts as
+#: flat (no spread): float32 rounding leaves ~1e-7, a real row has spread of its own size
+FLAT_ROW_TOLERANCE = 1e-4
 #: a circuit with more than this share of flat rows is degenerate: no score
 MAX_FLAT_SHARE = 0.5
 
 
+@dataclass(frozen=True)
+class TokenCircuit:
+    """A vocab × vocab circuit ``A @ B`` given as its column factor ``B`` (``[k, n_cols]``) and a
+    function that returns the row factor of any rows (``[len(rows), k]``): sampled mode computes
+    the row factor of the sampled rows only."""
+
+    rows_of: Callable[[Tensor], Tensor]
+    B: Tensor
+    n_rows: int
+
+    @classmethod
+    def of(cls, circuit: FactoredMatrix | TokenCircuit) -> TokenCircuit:
+        if isinstance(circuit, TokenCircuit):
+            return circuit
+        A = circuit.A
+        return cls(lambda rows: A[rows.to(A.device)], circuit.B, A.shape[0])
+
+
 @torch.no_grad()
 def diagonal_ranks(
-    circuit: FactoredMatrix,
+    circuit: FactoredMatrix | TokenCircuit,
     rows: Int[Tensor, "n"] | None = None,
     descending: bool = False,
     batch_size: int = 1024,
@@ -64,22 +82,23 @@ def diagonal_ranks(
     ``descending=False``: rank 1 = smallest (most negative) entry; ``True``: rank 1 = largest.
     Ties count against the token: rank = #{j : x_j ≤ x_r} (``≥`` when descending), itself included,
     so a constant row ranks every token last. A NaN own entry ranks last (n_cols); NaN elsewhere
-    in the row never beats it. ``batch_size`` bounds the rows computed at once (on CPU, each worker
-    thread takes at most ``min(batch_size, CPU_BATCH_ROWS)`` rows).
+    in the row never beats it. On CPU the pass is :func:`analysis.rowscan.ranks_cpu` (cache-sized
+    blocks, shapes tuned at run time); on GPU ``batch_size`` rows are computed at once.
     """
-    A, B = circuit.A, circuit.B
-    n_rows = A.shape[0]
+    circuit = TokenCircuit.of(circuit)
+    B = circuit.B
     if rows is None:
-        rows = torch.arange(n_rows, device=A.device)
-    rows = rows.to(A.device)
-    if A.device.type == "cpu":
-        return _diagonal_ranks_cpu(A, B, rows, descending, min(batch_size, CPU_BATCH_ROWS), progress)
+        rows = torch.arange(circuit.n_rows)
+    if B.device.type == "cpu":
+        rows = rows if rows.device.type == "cpu" else rows.cpu()
+        return torch.from_numpy(rowscan.ranks_cpu(circuit.rows_of(rows), B, rows, descending, progress=progress))
+    rows = rows.to(B.device)
     n_cols = B.shape[1]
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
     for start in tqdm(starts, desc="diagonal ranks", unit="batch", disable=not progress, leave=False):
         r = rows[start : start + batch_size]
-        block = A[r] @ B
+        block = circuit.rows_of(r) @ B
         own = block.gather(1, r[:, None])
         counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
         counts = torch.where(own[:, 0].isnan(), n_cols, counts).cpu()
@@ -87,73 +106,35 @@ def diagonal_ranks(
     return out
 
 
-def _diagonal_ranks_cpu(
-    A: Tensor, B: Tensor, rows: Tensor, descending: bool, batch_size: int, progress: bool = False,
-    workers: int | None = None, count: bool = True,
-) -> Tensor:
-    """CPU path of :func:`diagonal_ranks`: ``workers`` threads (default: torch's thread count), each
-    running single-threaded GEMMs on its own row batches and counting in numpy right after — the
-    block is still in cache, and the threads never wait on each other (no OpenMP barriers).
-    ``count=False`` only runs the GEMMs (the benchmark's GEMM-alone time)."""
-    n_cols = B.shape[1]
-    workers = max(1, workers or torch.get_num_threads())
-    B = B.contiguous()
-    rows_np = rows.numpy()
-    out = np.empty(rows.shape[0], dtype=np.int64)
-    # per-row counts ≤ n_cols: uint16 sums are exact (and ~5x faster than int64 ones) below 2**16
-    count_dtype = np.uint16 if n_cols < 2**16 else np.uint32
-    compare = np.greater_equal if descending else np.less_equal
-    local = threading.local()
-
-    def rank_batch(start: int) -> int:
-        n = min(batch_size, rows.shape[0] - start)
-        if not hasattr(local, "block"):
-            local.block = torch.empty(batch_size, n_cols, dtype=A.dtype)
-            local.mask = np.empty((batch_size, n_cols), dtype=np.bool_)
-        block = torch.mm(A[rows[start : start + n]], B, out=local.block[:n]).numpy()
-        if count:
-            r = rows_np[start : start + n]
-            own = block[np.arange(n), r][:, None]
-            mask = compare(block, own, out=local.mask[:n])
-            counts = mask.view(np.uint8).sum(axis=1, dtype=count_dtype).astype(np.int64)
-            out[start : start + n] = np.where(np.isnan(own[:, 0]), n_cols, counts)
-        return n
-
-    starts = range(0, rows.shape[0], batch_size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one BLAS thread per worker: `workers` GEMMs run side by side
-    try:
-        with ThreadPoolExecutor(workers) as pool, tqdm(
-            total=rows.shape[0], desc="diagonal ranks", unit="row", disable=not progress, leave=False
-        ) as bar:
-            for n in pool.map(rank_batch, starts):
-                bar.update(n)
-    finally:
-        torch.set_num_threads(threads)
-    return torch.from_numpy(out)
-
-
 @torch.no_grad()
-def circuit_degeneracy(circuit: FactoredMatrix, rows: Tensor | None = None) -> str | None:
+def circuit_degeneracy(circuit: FactoredMatrix | TokenCircuit, rows: Tensor | None = None,
+                       A_rows: Tensor | None = None) -> str | None:
     """Why ranks on ``circuit`` would mean nothing, or None when they are meaningful.
 
     Degenerate: non-finite entries; σ₁ = 0 (a dead head: W_O = 0 or W_Q = 0); or more than
     :data:`MAX_FLAT_SHARE` of the (given) rows with no spread. A row's spread is its standard
-    deviation across columns, ‖A[r] B_c‖ / √n with B_c = B minus its column mean, computed from the
-    d_head × d_head Gram matrix B_c B_cᵀ (no vocab × vocab product)."""
-    A, B = circuit.A.double(), circuit.B.double()
-    if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+    deviation across columns relative to its root-mean-square entry, from the d_head × d_head Gram
+    matrices B_c B_cᵀ (B_c: B minus its column mean) and B Bᵀ — no vocab × vocab product. ``A_rows``: the rows' factor,
+    when the caller computed it already."""
+    circuit = TokenCircuit.of(circuit)
+    if rows is None:
+        rows = torch.arange(circuit.n_rows)
+    A = circuit.rows_of(rows) if A_rows is None else A_rows
+    B = circuit.B
+    mean = B.mean(dim=1, keepdim=True)  # NaN or ±inf anywhere in B reaches the mean
+    B_c = B - mean
+    spread_gram = (B_c @ B_c.T).double()
+    mean = mean.double()
+    size_gram = spread_gram + B.shape[1] * (mean @ mean.T)  # B Bᵀ, without its cancellation
+    if not (torch.isfinite(A).all() and torch.isfinite(size_gram).all()):
         return "the circuit has non-finite (NaN or infinite) entries"
-    scale = A.norm() * B.norm()
-    if scale == 0:
+    if A.norm() == 0 or size_gram.abs().max() == 0:
         return "the circuit is zero (σ₁ = 0): the head writes or reads nothing"
-    if rows is not None:
-        A = A[rows.to(A.device)]
-    B_c = B - B.mean(dim=1, keepdim=True)
-    gram = B_c @ B_c.T
-    spread = ((A @ gram) * A).sum(dim=1).clamp_min(0).sqrt()
-    top = spread.max()
-    flat = (spread <= FLAT_ROW_TOLERANCE * top).double().mean().item() if top > 0 else 1.0
+    A = A.double()
+    spread = ((A @ spread_gram) * A).sum(dim=1).clamp_min(0)  # n · variance of each row
+    size = ((A @ size_gram) * A).sum(dim=1).clamp_min(0)  # n · mean square of each row
+    # flat: the spread is float rounding of the row's own size (or the row is all zeros)
+    flat = (spread <= FLAT_ROW_TOLERANCE**2 * size).double().mean().item()
     if flat > MAX_FLAT_SHARE:
         return (f"{flat:.0%} of the circuit's rows are constant (no spread across tokens): every token "
                 "would tie with every other")
@@ -288,7 +269,7 @@ def sample_rows(d_vocab: int, sample_size: int, seed: int) -> np.ndarray:
 
 
 def diagonal_rank_score(
-    circuit: FactoredMatrix,
+    circuit: FactoredMatrix | TokenCircuit,
     mode: str,
     descending: bool,
     sample_size: int = 2000,
@@ -297,7 +278,8 @@ def diagonal_rank_score(
 ) -> dict[str, Any]:
     """Rank every row (``mode="exact"``) or a seeded sample of rows (``"sampled"``) and summarise;
     a degenerate circuit (:func:`circuit_degeneracy`) gets an undefined summary instead."""
-    d_vocab = circuit.A.shape[0]
+    circuit = TokenCircuit.of(circuit)
+    d_vocab = circuit.n_rows
     if mode == "exact":
         rows, size, seed_used = None, None, None
     elif mode == "sampled":
@@ -305,20 +287,23 @@ def diagonal_rank_score(
         size, seed_used = int(rows.shape[0]), seed
     else:
         raise ValueError(f"mode must be 'exact' or 'sampled', got {mode!r}")
-    reason = circuit_degeneracy(circuit, rows)
+    all_rows = rows if rows is not None else torch.arange(d_vocab)
+    A_rows = circuit.rows_of(all_rows.to(circuit.B.device))  # once: the check and the ranks share it
+    reason = circuit_degeneracy(circuit, all_rows, A_rows)
     if reason is not None:
         return undefined_summary(reason, d_vocab, mode, size, seed_used)
-    ranks = diagonal_ranks(circuit, rows, descending=descending, progress=progress).numpy()
+    known = TokenCircuit(lambda r: A_rows if r is all_rows else circuit.rows_of(r), circuit.B, d_vocab)
+    ranks = diagonal_ranks(known, all_rows, descending=descending, progress=progress).numpy()
     return rank_summary(ranks, d_vocab, mode, size, seed_used)
 
 
-def ov_self_suppression(circuit: FactoredMatrix, mode: str = "exact", sample_size: int = 2000,
+def ov_self_suppression(circuit: FactoredMatrix | TokenCircuit, mode: str = "exact", sample_size: int = 2000,
                         seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Copy suppression on the effective OV circuit W_EE·W_OV·W_U: rank 1 = own logit most negative."""
     return diagonal_rank_score(circuit, mode, descending=False, sample_size=sample_size, seed=seed, progress=progress)
 
 
-def qk_self_attention(circuit: FactoredMatrix, mode: str = "sampled", sample_size: int = 2000,
+def qk_self_attention(circuit: FactoredMatrix | TokenCircuit, mode: str = "sampled", sample_size: int = 2000,
                       seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Effective QK circuit: rank 1 = a token's own key scores highest for its query."""
     return diagonal_rank_score(circuit, mode, descending=True, sample_size=sample_size, seed=seed, progress=progress)

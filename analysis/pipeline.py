@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformer_lens import FactoredMatrix
 
 from . import alignment, circuits, diagonal, spectra
 from .artifacts import SCHEMA_VERSION, head_filename, merged_timings, write_artifacts
@@ -155,30 +154,35 @@ def head_subspace_alignment(U: torch.Tensor, W_U: torch.Tensor, d_model: int, wo
     }
 
 
-def self_attention_circuit(w: circuits.HeadWeights, layer0: Layer0, W_U: torch.Tensor,
-                           qk_normalization: str) -> FactoredMatrix:
-    """The QK circuit the self-attention ranks read: query W_U, key W_EE, each side through the
-    layer's own input norm (``layer_norm``, the paper's metric) or as they are (``none``)."""
-    sides = "layer_norm" if qk_normalization == "layer_norm" else "raw"
-    return circuits.effective_qk_circuit(w, W_U, layer0.W_EE, sides)
-
-
-def head_rank_metrics(w: circuits.HeadWeights, layer0: Layer0, W_U: torch.Tensor, *, mode: str,
-                      sample_size: int, seed: int, qk_normalization: str, timer: Timer, tag: str,
+def head_rank_metrics(circuits_of_layer: circuits.RankCircuits, head: int, *, mode: str, sample_size: int,
+                      seed: int, qk_normalization: str, timer: Timer, tag: str,
                       progress: bool = False) -> dict[str, Any]:
     """OV self-suppression and QK self-attention ranks, with the paper's fractions and evidence."""
     with timer(f"{tag}/ov_self_suppression"):
-        ov = diagonal.ov_self_suppression(circuits.effective_ov_circuit(w, layer0.W_EE, W_U), mode,
-                                          sample_size, seed, progress)
+        ov = diagonal.ov_self_suppression(circuits_of_layer.ov(head), mode, sample_size, seed, progress)
     with timer(f"{tag}/qk_self_attention"):
-        qk = diagonal.qk_self_attention(self_attention_circuit(w, layer0, W_U, qk_normalization), mode,
-                                        sample_size, seed, progress)
+        qk = diagonal.qk_self_attention(circuits_of_layer.qk(head), mode, sample_size, seed, progress)
     qk["normalization"] = qk_normalization
     return {"ov_self_suppression": ov, "qk_self_attention": qk}
 
 
+class LayerCache:
+    """The :class:`analysis.circuits.RankCircuits` of the layers in use, built once per layer."""
+
+    def __init__(self, model: LoadedModel, layer0: Layer0, qk_normalization: str, timer: Timer, tag: str):
+        self.model, self.layer0, self.qk_normalization, self.timer, self.tag = model, layer0, qk_normalization, timer, tag
+        self.layers: dict[int, circuits.RankCircuits] = {}
+
+    def __getitem__(self, layer: int) -> circuits.RankCircuits:
+        if layer not in self.layers:
+            self.layers.clear()  # one layer at a time: its factors are vocabulary-sized
+            with self.timer(f"{self.tag}/layer_factors"):
+                self.layers[layer] = circuits.RankCircuits(self.model, layer, self.layer0.W_EE, self.qk_normalization)
+        return self.layers[layer]
+
+
 def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Config, word_lists: WordLists,
-                 timer: Timer, progress: bool = True) -> dict[str, Any]:
+                 timer: Timer, progress: bool = True, layers: LayerCache | None = None) -> dict[str, Any]:
     """All per-head results as plain data (the ``results`` block of a head artifact)."""
     a = config.analysis
     tok = model.tokenizer
@@ -197,8 +201,10 @@ def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Conf
             subspace = head_subspace_alignment(qk_svd[0], W_U, model.d_model, word_lists,
                                                a.subspace_rank or model.d_head, a.bootstrap_resamples,
                                                a.seed, config.words.form)
-        ranks = head_rank_metrics(w, layer0, W_U, mode=a.ov_mode, sample_size=a.ov_sample_size, seed=a.seed,
-                                  qk_normalization=a.qk_normalization, timer=timer, tag=tag, progress=progress)
+        layers = layers or LayerCache(model, layer0, a.qk_normalization, timer, tag)
+        ranks = head_rank_metrics(layers[head.layer], head.head, mode=a.ov_mode, sample_size=a.ov_sample_size,
+                                  seed=a.seed, qk_normalization=a.qk_normalization, timer=timer, tag=tag,
+                                  progress=progress)
     return {
         "head": {"label": head.label, "layer": head.layer, "head": head.head, "kv_head": w.kv_head},
         "spectra": spectra_out,
@@ -254,9 +260,10 @@ def run_analysis(
         "config": config.to_dict(), "provenance": provenance,
         "results": {"model": summary, "heads": [h.label for h in config.heads], "effective_embedding": embedding},
     }}
-    for head in config.heads:
+    layers = LayerCache(model, layer0, config.analysis.qk_normalization, timer, "analysis")
+    for head in sorted(config.heads):  # layer by layer: each layer's factors are built once
         log(f"analysing head {head.label}")
-        results = analyze_head(model, head, layer0, config, word_lists, timer, progress)
+        results = analyze_head(model, head, layer0, config, word_lists, timer, progress, layers)
         results["model"] = summary
         results["effective_embedding"] = embedding
         docs[head_filename(head.label)] = {

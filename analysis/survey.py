@@ -45,6 +45,7 @@ from .config import Config, HeadRef
 from .embeddings import Layer0
 from .models import LoadedModel, single_threaded
 from .pipeline import (
+    LayerCache,
     Timer,
     WordLists,
     artifact_provenance,
@@ -95,17 +96,22 @@ RANK_KEYS = ("defined", "reason", "fraction_rank1", "fraction_rank1_ci95", "frac
 def effective_qk_triangular_factors(
     W_U: torch.Tensor, W_EE: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(R_U, R_EE)``: the d_model × d_model triangular factors of the QR decompositions
-    W_Uᵀ = Q_U·R_U and W_EE = Q_EE·R_EE (float64), computed once for all heads.
+    """``(R_U, R_EE)``: d_model × d_model square roots of the Gram matrices, R_Uᵀ R_U = W_U W_Uᵀ and
+    R_EEᵀ R_EE = W_EEᵀ W_EE (float64, from their eigendecompositions: exact for rank-deficient
+    matrices, such as a W_EE centred by the weight processing), computed once for all heads.
 
-    Then W_Uᵀ·W_QK·W_EEᵀ = Q_U·(R_U·W_Q·W_Kᵀ·R_EEᵀ)·Q_EEᵀ, and as Q_U and Q_EE have orthonormal
-    columns, the effective QK circuit has exactly the singular values of the d_model × d_model
-    matrix (R_U·W_Q)(W_Kᵀ·R_EEᵀ): its spectrum costs O(d_model·d_head²) per head instead of two
-    thin SVDs of d_vocab × d_head factors.
+    Then W_Uᵀ = Q_U·R_U and W_EE = Q_EE·R_EE for some Q_U, Q_EE with orthonormal columns, so the
+    effective QK circuit W_Uᵀ·W_QK·W_EEᵀ = Q_U·(R_U·W_Q·W_Kᵀ·R_EEᵀ)·Q_EEᵀ has exactly the singular values
+    of the d_model × d_model matrix (R_U·W_Q)(W_Kᵀ·R_EEᵀ): its spectrum costs O(d_model·d_head²) per
+    head instead of two thin SVDs of d_vocab × d_head factors. The Gram matrices cost one vocab-tall
+    GEMM each.
     """
-    R_U = torch.linalg.qr(W_U.T.double(), mode="r").R
-    R_EE = torch.linalg.qr(W_EE.double(), mode="r").R
-    return R_U, R_EE
+    def root(X: torch.Tensor) -> torch.Tensor:  # rows of X are the vectors: R with RᵀR = XᵀX
+        gram = X.T.double() @ X.double()
+        values, vectors = torch.linalg.eigh(gram)
+        return values.clamp_min(0).sqrt()[:, None] * vectors.T
+
+    return root(W_U.T), root(W_EE)
 
 
 @dataclass(frozen=True)
@@ -154,13 +160,15 @@ def names_vs_generic(basis: torch.Tensor, W_U: torch.Tensor, word_lists: WordLis
 def survey_head(
     model: LoadedModel, head: HeadRef, layer0: Layer0, word_lists: WordLists, *, mode: str, sample_size: int,
     seed: int, subspace_rank: int | None, qk_normalization: str, timer: Timer | None = None,
-    layer: LayerSpectra | None = None,
+    layer: LayerSpectra | None = None, layers: LayerCache | None = None,
 ) -> dict[str, Any]:
     """The survey statistics of one head (see the module docstring). ``layer``: the head's layer's
-    :func:`layer_spectra`, when the caller computed it for all its heads at once."""
+    :func:`layer_spectra`, when the caller computed it for all its heads at once; ``layers``: the
+    rank circuits of the layers (shared by the heads of a layer)."""
     timer = timer if timer is not None else Timer()
     W_U = model.weight("W_U")
     w = circuits.head_weights(model, head)
+    layers = layers or LayerCache(model, layer0, qk_normalization, timer, "survey")
     if layer is None:
         with timer("survey/spectra"):
             triangular = None if model.family.get("qk_norm") else effective_qk_triangular_factors(W_U, layer0.W_EE)
@@ -170,7 +178,7 @@ def survey_head(
         rank = min(subspace_rank or model.d_head, layer.left.shape[-1])
         subspace = names_vs_generic(layer.left[h, :, :rank], W_U, word_lists)
         subspace["rank"] = rank
-    ranks = head_rank_metrics(w, layer0, W_U, mode=mode, sample_size=sample_size, seed=seed,
+    ranks = head_rank_metrics(layers[head.layer], head.head, mode=mode, sample_size=sample_size, seed=seed,
                               qk_normalization=qk_normalization, timer=timer, tag="survey")
     return {
         "label": head.label,
@@ -230,6 +238,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
             triangular = effective_qk_triangular_factors(model.weight("W_U"), layer0.W_EE)
     records = []
     layer: LayerSpectra | None = None
+    layers = LayerCache(model, layer0, a.qk_normalization, timer, "survey")
     bar = tqdm(heads, desc="survey", unit="head", disable=not progress, file=sys.stderr)
     for head in bar:
         bar.set_postfix_str(head.label, refresh=False)
@@ -239,6 +248,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
         records.append(survey_head(
             model, head, layer0, word_lists, mode=s.mode, sample_size=s.sample_size, seed=a.seed,
             subspace_rank=a.subspace_rank, qk_normalization=a.qk_normalization, timer=timer, layer=layer,
+            layers=layers,
         ))
     order = rank_heads(records)
     beating = [label for label in order if next(r for r in records if r["label"] == label)["beats_chance"]]
