@@ -41,10 +41,9 @@ def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
 
 
 def build(config: Config, engine: str = "auto", progress: bool = True,
-          log: Callable[[str], None] = print, force: bool = False) -> dict[str, Any]:
+          log: Callable[[str], None] = print, force: bool = False, standalone: bool = False) -> dict[str, Any]:
     """Analyse if :func:`stale_reason` says so, then :func:`report.render.render`. Returns the
     render manifest plus ``analysed`` (bool) and ``analysis_reason``."""
-    from analysis.pipeline import run_analysis
     from report.render import render
 
     out = Path(config.output_dir)
@@ -53,11 +52,13 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
     foreign_files(out, force)  # an output folder that is not ours is refused before the analysis
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
+        from analysis.pipeline import run_analysis  # torch and the model only when analysing
+
         log(f"analysing: {reason}")
         run_analysis(config, artifacts_dir, progress=progress, log=log)
     else:
         log("artifacts are up to date (same config, code, word lists and model files): skipping the analysis")
-    manifest = render(artifacts_dir, out, engine=engine, log=log, force=force)
+    manifest = render(artifacts_dir, out, engine=engine, log=log, force=force, standalone=standalone)
     manifest["analysed"] = reason is not None
     manifest["analysis_reason"] = reason
     return manifest

@@ -106,6 +106,8 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 def _add_engine_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto",
                    help="auto (default): quarto when on PATH, else pandoc (HTML) + typst (PDF)")
+    p.add_argument("--standalone", action="store_true",
+                   help="also write site/report.html: the whole report in one self-contained HTML file")
     p.add_argument("--force", action="store_true",
                    help="write into output folders that hold files headreport did not write (same-named "
                         "files are overwritten; nothing the tool did not write is ever deleted)")
@@ -119,14 +121,18 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
 def _print_report(manifest: dict) -> None:
     print(manifest["site"])
     print(manifest["pdf"])
-    print(f"engine: {manifest['engine']}; {manifest['seconds']['total']:.1f} s", file=sys.stderr)
+    if manifest.get("up_to_date"):
+        print(f"engine: {manifest['engine']}; up to date, nothing rendered", file=sys.stderr)
+    else:
+        print(f"engine: {manifest['engine']}; {manifest['seconds']['total']:.1f} s", file=sys.stderr)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     check_output_target(Path(args.out), UserError)
     from report.render import render
 
-    _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force))
+    _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force,
+                         standalone=args.standalone))
     return 0
 
 
@@ -136,7 +142,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .build import build
 
     _print_report(build(config, engine=args.engine, progress=not args.no_progress,
-                        log=_log, force=args.force))
+                        log=_log, force=args.force, standalone=args.standalone))
     return 0
 
 

@@ -21,7 +21,9 @@ from .charts import themed
 from .escaping import csv_cell, html_text, json_for_script, typst_markup, typst_string
 
 FORMATS = ("svg", "png", "pdf", "csv")
-PNG_SCALE = 2
+#: PNG exports at the chart's own size (a 2× PNG of a token chart was 0.7–1.2 MB; the SVG and PDF
+#: exports are vector for print)
+PNG_SCALE = 1
 #: columns of a figure's rows that hold visible token text (formula-guarded in CSV)
 TEXT_COLUMNS = frozenset({"token", "label", "word"})
 
@@ -64,19 +66,70 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def export_figure(figure: Figure, out_dir: Path) -> dict[str, Path]:
-    """Write the SVG, PNG (2×), PDF and CSV of ``figure`` into ``out_dir``; return format → path."""
+def _export(job: tuple[dict[str, Any], str, str]) -> str:
+    """In a worker process: write the SVG, PNG and PDF of one spec into ``folder`` (the figure's cache
+    entry) via a temp folder renamed into place, so a cache entry is whole or absent."""
+    import os
+    import tempfile
+
     import vl_convert as vlc
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = figure.spec()
-    paths = {fmt: out_dir / f"{figure.slug}.{fmt}" for fmt in FORMATS}
+    spec, csv, folder = job
+    target = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     svg = vlc.vegalite_to_svg(spec)  # one Vega run; PNG and PDF are drawn from this SVG (resvg/svg2pdf)
-    paths["svg"].write_text(svg, encoding="utf-8")
-    paths["png"].write_bytes(vlc.svg_to_png(svg, scale=PNG_SCALE))
-    paths["pdf"].write_bytes(vlc.svg_to_pdf(svg))
-    paths["csv"].write_text(csv_text(figure.rows), encoding="utf-8")
+    (tmp / "figure.svg").write_text(svg, encoding="utf-8")
+    (tmp / "figure.png").write_bytes(vlc.svg_to_png(svg, scale=PNG_SCALE))
+    (tmp / "figure.pdf").write_bytes(vlc.svg_to_pdf(svg))
+    (tmp / "figure.csv").write_text(csv, encoding="utf-8")
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another render filled this entry meanwhile: same content
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def export_figures(figures: list[Figure], out_dir: Path, cache: Path, workers: int = 2) -> list[dict[str, Path]]:
+    """Write every figure's SVG, PNG, PDF and CSV into ``out_dir`` (``<slug>.<format>``): from the
+    content-keyed ``cache`` when it has them, else exported by ``workers`` processes (vl-convert's
+    JavaScript engine serialises threads; separate processes run side by side) and cached."""
+    import multiprocessing
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .incremental import figure_key
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for fig in figures:
+        csv = csv_text(fig.rows)
+        entries.append((fig, csv, cache / figure_key(fig.spec(), csv, PNG_SCALE)))
+    missing = [(fig.spec(), csv, str(entry)) for fig, csv, entry in entries if not (entry / "figure.pdf").is_file()]
+    if len(missing) == 1 or workers <= 1:
+        for job in missing:
+            _export(job)
+    elif missing:
+        context = multiprocessing.get_context("spawn")  # vl-convert's runtime does not survive fork
+        with ProcessPoolExecutor(min(workers, len(missing)), mp_context=context) as pool:
+            list(pool.map(_export, missing))
+    paths = []
+    for fig, _, entry in entries:
+        out = {fmt: out_dir / f"{fig.slug}.{fmt}" for fmt in FORMATS}
+        for fmt, path in out.items():
+            shutil.copyfile(entry / f"figure.{fmt}", path)  # a copy: editing an output never touches the cache
+        paths.append(out)
     return paths
+
+
+def export_figure(figure: Figure, out_dir: Path) -> dict[str, Path]:
+    """One figure's exports into ``out_dir`` (no cache): :func:`export_figures` for one."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        return export_figures([figure], out_dir, Path(cache), workers=1)[0]
 
 
 def html_figure(figure: Figure, figures_href: str) -> str:

@@ -40,12 +40,12 @@ import functools
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,10 @@ from typing import Any
 from analysis.artifacts import load_artifacts, remove_stale_temps
 from analysis.errors import UserError
 
-from . import outputs
+from . import incremental, outputs
 from .context import Page, ReportContext, environment, tool_versions
 from .escaping import markdown_text, typst_markup, typst_string
-from .figures import export_figure
+from .figures import export_figures
 from .outputs import anchor
 from .pages import build_pages
 
@@ -145,30 +145,62 @@ def site_title(ctx: ReportContext) -> str:
 
 # --- pandoc + typst engine -----------------------------------------------------------------------------
 
-def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, src_dir: Path) -> list[Path]:
-    """Each page: pandoc → HTML fragment (MathML) → ``page.html.j2`` (CSS and scripts inlined)."""
+#: the shared files every page loads (from file:// and from a web server alike: classic scripts)
+ASSETS = {"assets/vega.js": lambda: vega_bundle(), "assets/charts.js": lambda: asset("charts.js"),
+          "assets/style.css": lambda: asset("style.css")}
+
+
+def write_assets(site_dir: Path) -> None:
+    """One copy of the Vega, Vega-Lite and vega-embed scripts, the chart loader and the CSS per site."""
+    for rel, content in ASSETS.items():
+        path = site_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content(), encoding="utf-8")
+
+
+def _html_page(ctx: ReportContext, page: Page, pages: list[Page], body: str, toc: str, inline: bool) -> str:
+    versions = engine_versions("pandoc")
+    return environment().get_template("page.html.j2").render(
+        page=page, pages=pages, site_title=site_title(ctx), body=body, toc=toc,
+        inline=inline, css=asset("style.css") if inline else "", charts_js=asset("charts.js") if inline else "",
+        vega_bundle=vega_bundle() if inline and page.figures else "", has_charts=bool(page.figures),
+        engine="pandoc", engine_detail=f"pandoc {versions['pandoc']} → HTML, Typst {versions['typst']} → PDF",
+        version=ctx.tool_versions.get("headreport", "?"), schema_version=ctx.model["schema_version"],
+        vegalite_version=vegalite_version(),
+    )
+
+
+def _pandoc_html(markdown: str, title: str, template: Path) -> tuple[str, str]:
+    out = run_pandoc(markdown, "html5", [
+        "--standalone", f"--template={template}", "--mathml", "--toc", "--toc-depth=2",
+        "--metadata", f"title={title}", "--section-divs",
+    ])
+    toc, _, body = out.partition(_BODY_MARK)
+    return body, toc.strip()
+
+
+def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, src_dir: Path,
+                       standalone: bool = False) -> list[Path]:
+    """Each page: pandoc → HTML fragment (MathML) → ``page.html.j2``, loading the site's shared
+    assets (``site/assets/``). ``standalone``: also ``site/report.html``, every page in one file with
+    the CSS, the scripts and the charts inlined (for attaching to a paper)."""
     template = src_dir / "fragment.html"
     template.write_text(_FRAGMENT_TEMPLATE, encoding="utf-8")
-    wrapper = environment().get_template("page.html.j2")
-    css, charts_js = asset("style.css"), asset("charts.js")
-    versions = engine_versions("pandoc")
+    write_assets(site_dir)
     written = []
     for page in pages:
-        out = run_pandoc(page.markdown, "html5", [
-            "--standalone", f"--template={template}", "--mathml", "--toc", "--toc-depth=2",
-            "--metadata", f"title={page.title}", "--section-divs",
-        ])
-        toc, _, body = out.partition(_BODY_MARK)
-        html = wrapper.render(
-            page=page, pages=pages, site_title=site_title(ctx), body=body, toc=toc.strip(),
-            css=css, charts_js=charts_js, vega_bundle=vega_bundle() if page.figures else "",
-            has_charts=bool(page.figures), engine="pandoc",
-            engine_detail=f"pandoc {versions['pandoc']} → HTML, Typst {versions['typst']} → PDF",
-            version=ctx.tool_versions.get("headreport", "?"), schema_version=ctx.model["schema_version"],
-            vegalite_version=vegalite_version(),
-        )
+        body, toc = _pandoc_html(page.markdown, page.title, template)
         path = site_dir / f"{page.slug}.html"
-        path.write_text(html, encoding="utf-8")
+        path.write_text(_html_page(ctx, page, pages, body, toc, inline=False), encoding="utf-8")
+        written.append(path)
+    if standalone:
+        whole = Page("report", site_title(ctx), "Report", combined_markdown(pages),
+                     [f for p in pages for f in p.figures])
+        body, toc = _pandoc_html(whole.markdown, whole.title, template)
+        # links between pages become links within the one document
+        body = re.sub(r'href="([A-Za-z0-9._-]+)\.html"', lambda m: f'href="#{anchor(m.group(1))}"', body)
+        path = site_dir / "report.html"
+        path.write_text(_html_page(ctx, whole, [], body, toc, inline=True), encoding="utf-8")
         written.append(path)
     return written
 
@@ -264,17 +296,30 @@ def render_quarto(ctx: ReportContext, pages: list[Page], stage: Path) -> tuple[l
 # --- the entry point ---------------------------------------------------------------------------------
 
 def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
-           log: Callable[[str], None] | None = None, force: bool = False) -> dict[str, Any]:
+           log: Callable[[str], None] | None = None, force: bool = False, standalone: bool = False) -> dict[str, Any]:
     """Render the report of ``artifacts_dir`` into ``out_dir`` and return the manifest.
 
+    Nothing changed (same artifacts, report code, engine, options: :mod:`report.incremental`) →
+    nothing done: the previous manifest is returned. Otherwise: the pages, the figure exports
+    (cached by content), the engine, then the files moved into place (:mod:`report.outputs`).
     The manifest (also written to ``out_dir/report.json``) holds ``engine``, ``tools`` (versions),
     ``site`` (index.html path), ``pdf``, ``pages``, ``figures`` (slug → format → path), ``written``
-    (every file, as paths) and ``seconds`` (figures, html, pdf, total)."""
+    (every file, as paths), ``seconds`` and ``render_key``; ``up_to_date`` says whether it was
+    reused."""
     log = log or (lambda message: None)
     t_start = time.perf_counter()
     artifacts_dir, out_dir = Path(artifacts_dir), Path(out_dir)
-    arts = load_artifacts(artifacts_dir)
+    outputs.check_output_dir(out_dir)
     engine_name = select_engine(engine)
+    if not artifacts_dir.is_dir():
+        load_artifacts(artifacts_dir)  # its own clear error
+    key = incremental.render_key(artifacts_dir, engine_name, {"standalone": standalone})
+    previous = incremental.current_manifest(out_dir, key)
+    if previous is not None:
+        log("report is up to date (same artifacts, report code and engine): nothing to render")
+        return {**previous, "written": [str(out_dir / f) for f in previous["files"]] + [str(out_dir / MANIFEST)],
+                "up_to_date": True}
+    arts = load_artifacts(artifacts_dir)
     outputs.foreign_files(out_dir, force)  # refuse an output folder that is not ours, before any work
     ctx = ReportContext(artifacts=arts, engine=engine_name,
                         tool_versions=tool_versions(engine_versions(engine_name)),
@@ -290,47 +335,66 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
         t = time.perf_counter()
         pages = build_pages(ctx)
         seconds["pages"] = time.perf_counter() - t
-        t = time.perf_counter()
-        figures: dict[str, dict[str, str]] = {}
-        all_figures = [fig for page in pages for fig in page.figures]
-        # vl-convert's conversions run in Rust/Deno outside the GIL: export on every core
-        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-            exported = list(pool.map(lambda fig: export_figure(fig, stage / "figures"), all_figures))
-        for fig, paths in zip(all_figures, exported):
-            figures[fig.slug] = {fmt: str(out_dir / "figures" / p.name) for fmt, p in paths.items()}
-        seconds["figures"] = time.perf_counter() - t
-        log(f"exported {len(figures)} figures (SVG, PNG, PDF, CSV) in {seconds['figures']:.1f} s")
-        for page in pages:
-            (stage / "source" / f"{page.slug}.qmd").write_text(page.markdown, encoding="utf-8")
-        if engine_name == "pandoc":
-            t = time.perf_counter()
-            render_html_pandoc(ctx, pages, stage / "site", stage / "source")
-            seconds["html"] = time.perf_counter() - t
-            t = time.perf_counter()
-            render_pdf_typst(ctx, pages, stage)
-            seconds["pdf"] = time.perf_counter() - t
-        else:
-            t = time.perf_counter()
-            render_quarto(ctx, pages, stage)
-            seconds["quarto"] = time.perf_counter() - t
-        shutil.copytree(stage / "figures", stage / "site" / "figures", dirs_exist_ok=True)
-        shutil.copy2(stage / "pdf" / "report.pdf", stage / "site" / "report.pdf")
-        (stage / "site" / ".nojekyll").write_text("", encoding="utf-8")
-        new_files = outputs.relative_files(stage)
-        seconds["total"] = time.perf_counter() - t_start
-        manifest = {
-            "engine": engine_name,
-            "tools": ctx.tool_versions,
-            "artifacts": str(artifacts_dir),
-            "site": str(out_dir / "site" / "index.html"),
-            "pdf": str(out_dir / "pdf" / "report.pdf"),
-            "pages": [str(out_dir / "site" / f"{p.slug}.html") for p in pages],
-            "figures": figures,
-            "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        }
-        manifest = outputs.install(stage, out_dir, new_files, force=force, manifest=manifest)
+        figures = stage_figures(pages, stage, out_dir, seconds, log)
+        run_engine(ctx, pages, stage, seconds, standalone)
+        manifest = install_outputs(ctx, pages, figures, stage, artifacts_dir, out_dir, seconds, t_start, key, force)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     manifest["written"] = [str(out_dir / f) for f in manifest["files"]] + [str(out_dir / MANIFEST)]
+    manifest["up_to_date"] = False
     log(f"rendered {len(pages)} pages and the PDF with {engine_name} in {seconds['total']:.1f} s")
     return manifest
+
+
+def stage_figures(pages: list[Page], stage: Path, out_dir: Path, seconds: dict[str, float],
+                  log: Callable[[str], None]) -> dict[str, dict[str, str]]:
+    """Every figure's exports into ``stage/figures`` (cached by content: :func:`export_figures`)."""
+    t = time.perf_counter()
+    all_figures = [fig for page in pages for fig in page.figures]
+    exported = export_figures(all_figures, stage / "figures", incremental.cache_dir(out_dir))
+    figures = {fig.slug: {fmt: str(out_dir / "figures" / p.name) for fmt, p in paths.items()}
+               for fig, paths in zip(all_figures, exported)}
+    seconds["figures"] = time.perf_counter() - t
+    log(f"exported {len(figures)} figures (SVG, PNG, PDF, CSV) in {seconds['figures']:.1f} s")
+    return figures
+
+
+def run_engine(ctx: ReportContext, pages: list[Page], stage: Path, seconds: dict[str, float],
+               standalone: bool) -> None:
+    """The Markdown sources, then the site and the PDF by the context's engine."""
+    for page in pages:
+        (stage / "source" / f"{page.slug}.qmd").write_text(page.markdown, encoding="utf-8")
+    if ctx.engine == "pandoc":
+        t = time.perf_counter()
+        render_html_pandoc(ctx, pages, stage / "site", stage / "source", standalone)
+        seconds["html"] = time.perf_counter() - t
+        t = time.perf_counter()
+        render_pdf_typst(ctx, pages, stage)
+        seconds["pdf"] = time.perf_counter() - t
+    else:
+        t = time.perf_counter()
+        render_quarto(ctx, pages, stage)
+        seconds["quarto"] = time.perf_counter() - t
+    shutil.copytree(stage / "figures", stage / "site" / "figures", dirs_exist_ok=True)
+    shutil.copy2(stage / "pdf" / "report.pdf", stage / "site" / "report.pdf")
+    (stage / "site" / ".nojekyll").write_text("", encoding="utf-8")
+
+
+def install_outputs(ctx: ReportContext, pages: list[Page], figures: dict[str, dict[str, str]], stage: Path,
+                    artifacts_dir: Path, out_dir: Path, seconds: dict[str, float], t_start: float, key: str,
+                    force: bool) -> dict[str, Any]:
+    """Move the staged files into place (only over files the tool wrote) and write the manifest."""
+    new_files = outputs.relative_files(stage)
+    seconds["total"] = time.perf_counter() - t_start
+    manifest = {
+        "engine": ctx.engine,
+        "tools": ctx.tool_versions,
+        "artifacts": str(artifacts_dir),
+        "site": str(out_dir / "site" / "index.html"),
+        "pdf": str(out_dir / "pdf" / "report.pdf"),
+        "pages": [str(out_dir / "site" / f"{p.slug}.html") for p in pages],
+        "figures": figures,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "render_key": key,
+    }
+    return outputs.install(stage, out_dir, new_files, force=force, manifest=manifest)

@@ -15,8 +15,8 @@ CHART_MARKS_JS = """() => [...document.querySelectorAll('div.vega-chart')].map(e
 }))"""
 
 
-def open_page(browser, path):
-    """Open ``path``; return (page, console errors, non-file requests, dialogs)."""
+def open_page(browser, path, allowed: tuple[str, ...] = ("file://", "data:", "blob:", "about:")):
+    """Open ``path`` (a file or a URL); return (page, console errors, other requests, dialogs)."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors, foreign, dialogs = [], [], []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -24,14 +24,14 @@ def open_page(browser, path):
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
     def route(r):
-        if r.request.url.startswith(("file://", "data:", "blob:", "about:")):
+        if r.request.url.startswith(allowed):
             r.continue_()
         else:
             foreign.append(r.request.url)
             r.abort()
 
     page.route("**/*", route)
-    page.goto(path.as_uri())
+    page.goto(path if isinstance(path, str) else path.as_uri())
     n = page.evaluate("document.querySelectorAll('div.vega-chart').length")
     if n:
         page.wait_for_function(
@@ -78,4 +78,50 @@ def test_hostile_tokens_are_visible_and_inert_in_the_browser(browser, hostile_bu
     tip_text = page.inner_text("#vg-tooltip-element")
     assert "<script>" not in tip_html
     assert visible(HOSTILE_TOKENS[0]) in tip_text
+    page.close()
+
+
+def assert_charts_drawn(page, errors, foreign, dialogs, name):
+    charts = page.evaluate(CHART_MARKS_JS)
+    assert charts and all(c["rendered"] == "true" and c["marks"] > 0 for c in charts), name
+    assert errors == [] and foreign == [] and dialogs == [], (name, errors, foreign)
+    return len(charts)
+
+
+def test_the_site_works_from_a_web_server(browser, report_build):
+    """The same pages served over HTTP (GitHub Pages): the shared assets load, every chart draws."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(report_build / "site"))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        for name in ("index.html", "head-1.3.html"):
+            page, errors, foreign, dialogs = open_page(browser, base + name, allowed=(base, "data:", "blob:", "about:"))
+            if name != "index.html":
+                assert_charts_drawn(page, errors, foreign, dialogs, name)
+            else:
+                assert errors == [] and foreign == []
+            page.close()
+    finally:
+        server.shutdown()
+
+
+def test_the_standalone_report_is_one_file_that_draws_every_chart(browser, tiny_artifacts, tmp_path):
+    from report.render import render
+
+    out = tmp_path / "out"
+    render(tiny_artifacts, out, engine="pandoc", standalone=True)
+    single = out / "site" / "report.html"
+    lone = tmp_path / "attached" / "report.html"  # away from the site: nothing else beside it
+    lone.parent.mkdir()
+    lone.write_bytes(single.read_bytes())
+    page, errors, foreign, dialogs = open_page(browser, lone)
+    assert assert_charts_drawn(page, errors, foreign, dialogs, "report.html") == 16
+    assert page.evaluate("document.querySelectorAll('link[href], script[src]').length") == 0
     page.close()

@@ -47,9 +47,20 @@ def rendered(tiny_artifacts, tmp_path_factory) -> Path:
     return out
 
 
+def changed_artifacts(tiny_artifacts: Path, tmp_path: Path) -> Path:
+    """A copy of the artifacts with one more timing: a new render key, so the next render runs."""
+    arts = tmp_path / "changed-artifacts"
+    shutil.copytree(tiny_artifacts, arts)
+    doc = json.loads((arts / "timings.json").read_text(encoding="utf-8"))
+    doc["seconds"]["extra/step"] = 1.0
+    (arts / "timings.json").write_text(json.dumps(doc), encoding="utf-8")
+    return arts
+
+
 def test_a_rebuild_replaces_only_its_own_files(tiny_artifacts, rendered, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(rendered, out)  # the manifest holds relative paths: a copy is still owned
+    tiny_artifacts = changed_artifacts(tiny_artifacts, tmp_path)
     notes = out / "site" / "my-notes.html"  # added by the user after the first render
     notes.write_text("mine", encoding="utf-8")
     # a file the previous render wrote and the next one does not: its manifest entry makes it ours
@@ -70,6 +81,7 @@ def test_a_rebuild_replaces_only_its_own_files(tiny_artifacts, rendered, tmp_pat
 def test_a_file_the_report_would_overwrite_is_refused(tiny_artifacts, rendered, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(rendered, out)
+    tiny_artifacts = changed_artifacts(tiny_artifacts, tmp_path)
     manifest = json.loads((out / "report.json").read_text(encoding="utf-8"))
     manifest["files"].remove("site/index.html")  # as if the user had written their own index.html
     (out / "report.json").write_text(json.dumps(manifest), encoding="utf-8")
@@ -136,3 +148,19 @@ def test_an_unknown_variant_is_rejected_by_the_schema(tiny_artifacts, tmp_path, 
     assert render(arts, tmp_path / "out") == 2
     assert "variant" in capsys.readouterr().err
     assert not (tmp_path / "out" / "site").exists()
+
+
+def test_nothing_changed_renders_nothing(tiny_artifacts, rendered, tmp_path):
+    """Same artifacts, code and engine: the second render touches no file (mtimes unchanged)."""
+    out = tmp_path / "out"
+    shutil.copytree(rendered, out, copy_function=shutil.copy2)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert render(tiny_artifacts, out) == 0
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    # one changed artifact: a new render, whose figures come from the cache (their bytes unchanged)
+    figure = out / "figures" / "head-1-3-spectra.svg"
+    content = figure.read_bytes()
+    assert render(changed_artifacts(tiny_artifacts, tmp_path), out) == 0
+    assert figure.read_bytes() == content
+    assert json.loads((out / "report.json").read_text())["seconds"]["figures"] < 3.0

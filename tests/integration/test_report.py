@@ -38,13 +38,18 @@ def test_build_writes_site_pdf_figures_and_manifest(report_build):
         assert Path(files["svg"]).read_text(encoding="utf-8").lstrip().startswith("<svg")
 
 
-def test_html_is_self_contained_and_inlines_vega_once_per_page(report_build):
-    for page in (report_build / "site").glob("*.html"):
+def test_pages_load_one_shared_copy_of_the_scripts_and_nothing_from_elsewhere(report_build):
+    site = report_build / "site"
+    bundle = (site / "assets" / "vega.js").read_text(encoding="utf-8")
+    assert "vegaEmbed" in bundle and "</script" not in bundle
+    for page in site.glob("*.html"):
         html = page.read_text(encoding="utf-8")
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", html), page.name
-        assert "<link " not in html
+        links = re.findall(r'<(?:script|link)[^>]*(?:src|href)="([^"]+)"', html)
+        assert set(links) <= {"assets/vega.js", "assets/charts.js", "assets/style.css"}, page.name
         charts = html.count('<div class="vega-chart"')
-        assert html.count("window.vegaEmbed=") == (1 if charts else 0), page.name
+        assert ("assets/vega.js" in links) == bool(charts), page.name
+        assert "window.vegaEmbed=" not in html  # never inlined again
         assert "<math" in html or page.stem in ("index", "reproducibility")
     head = (report_build / "site" / "head-1.3.html").read_text(encoding="utf-8")
     assert head.count('<div class="vega-chart"') == 8
