@@ -50,6 +50,7 @@ class Page:
     nav_title: str
     markdown: str = ""
     figures: list[Figure] = field(default_factory=list)
+    tables: list[tb.Table] = field(default_factory=list)  # each exported as tables/<slug>.tex
 
 
 def template_source(name: str) -> str:
@@ -116,7 +117,7 @@ class ReportContext:
     figures_href: str = "figures"  # figure files, relative to the HTML pages
     typst_figures_path: str = "figures"  # figure files, relative to the Typst document
     figure_count: int = 0
-    table_count: int = 0
+    tables: list[tb.Table] = field(default_factory=list)  # every table numbered so far, in order
 
     def number_figure(self, figure: Figure) -> Figure:
         self.figure_count += 1
@@ -124,8 +125,8 @@ class ReportContext:
         return figure
 
     def number_table(self, table: tb.Table) -> tb.Table:
-        self.table_count += 1
-        table.number = self.table_count
+        self.tables.append(table)
+        table.number = len(self.tables)
         return table
 
     def figure_block(self, figure: Figure) -> Safe:

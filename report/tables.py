@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import outputs
 from .escaping import Safe, html_text, raw_block, typst_markup, typst_raw, visible_token
 
 
@@ -43,13 +44,19 @@ def code(value: str) -> Cell:
 
 @dataclass
 class Table:
-    """A captioned table; ``columns`` are plain-text headers."""
+    """A captioned table; ``columns`` are plain-text headers. ``slug`` (a keyword, always given) names
+    the table's LaTeX export ``tables/<slug>.tex`` and its label ``tab:<slug>``: unique in the report,
+    and always a safe file name (passed through :func:`report.outputs.slug`)."""
 
     caption: str
     columns: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
     css_class: str = ""
     number: int = 0  # global table number (set in reading order); Typst numbers its own copy
+    slug: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        self.slug = outputs.slug(self.slug)
 
 
 def html_table(table: Table) -> str:

@@ -88,6 +88,11 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
     return figs
 
 
+def table_slug(r: Mapping[str, Any], name: str) -> str:
+    """The slug of one of a head's tables: ``head-L-H-<name>``, like its figures'."""
+    return f"head-{r['head']['label'].replace('.', '-')}-{name}"
+
+
 def spectrum_table(r: Mapping[str, Any]) -> tb.Table:
     rows = []
     for key, label in (("w_qk", "W_QK"), ("full_qk", "full W_E W_QK W_Eᵀ"),
@@ -98,7 +103,8 @@ def spectrum_table(r: Mapping[str, Any]) -> tb.Table:
                      tb.number(f"{fmt.num(s['effective_rank'])} / {s['n']}")])
     return tb.Table(f"Head {r['head']['label']}: shape of each circuit's spectrum (effective rank: "
                     f"exp of the entropy of σᵢ/Σσⱼ, Roy & Vetterli 2007).",
-                    ["circuit", "σ₁", "σ₁/σ₂", "σ₁²/Σσᵢ²", "σ₁/Σσᵢ", "effective rank"], rows)
+                    ["circuit", "σ₁", "σ₁/σ₂", "σ₁²/Σσᵢ²", "σ₁/Σσᵢ", "effective rank"], rows,
+                    slug=table_slug(r, "spectrum"))
 
 
 def direction_table(r: Mapping[str, Any], circuit: str, name: str) -> tb.Table:
@@ -110,7 +116,8 @@ def direction_table(r: Mapping[str, Any], circuit: str, name: str) -> tb.Table:
     return tb.Table(
         f"Head {r['head']['label']}: top tokens of the first singular direction of the {name} "
         f"(σ₁ = {fmt.num(d['sigma'], 4)}).",
-        ["#", "query token", "id", "u₁", "key token", "id", "v₁"], rows, css_class="tokens")
+        ["#", "query token", "id", "u₁", "key token", "id", "v₁"], rows, css_class="tokens",
+        slug=table_slug(r, f"directions-{circuit.replace('_', '-')}"))
 
 
 def cosine_table(r: Mapping[str, Any]) -> tb.Table:
@@ -121,7 +128,8 @@ def cosine_table(r: Mapping[str, Any]) -> tb.Table:
                      tb.token(ee), tb.number(fmt.num(ee["value"])), tb.token(e), tb.number(fmt.num(e["value"]))])
     return tb.Table(f"Head {r['head']['label']}: tokens ranked by squared cosine with W_QK's first "
                     f"singular vectors (σ₁ = {fmt.num(sc['sigma'], 4)}).",
-                    ["#", "W_U token", "cos²", "W_EE token", "cos²", "W_E token", "cos²"], rows, css_class="tokens")
+                    ["#", "W_U token", "cos²", "W_EE token", "cos²", "W_E token", "cos²"], rows, css_class="tokens",
+                    slug=table_slug(r, "squared-cosine"))
 
 
 def subspace_table(r: Mapping[str, Any]) -> tb.Table:
@@ -135,7 +143,7 @@ def subspace_table(r: Mapping[str, Any]) -> tb.Table:
     form = "bare words" if sa["word_form"] == "bare" else "words with a leading space"
     return tb.Table(f"Head {r['head']['label']}: subspace scores by word list, scored as {form} (random "
                     f"baseline {fmt.num(sa['random_baseline'])}).",
-                    ["words", "n", "median", "IQR", "mean", "skipped"], rows)
+                    ["words", "n", "median", "IQR", "mean", "skipped"], rows, slug=table_slug(r, "subspace"))
 
 
 def comparison_table(r: Mapping[str, Any]) -> tb.Table | None:
@@ -155,7 +163,7 @@ def comparison_table(r: Mapping[str, Any]) -> tb.Table | None:
     boot = (f"{fmt.integer(b['n_resamples'])} {b.get('method', '')} bootstrap resamples, seed {b.get('seed')}"
             if b.get("n_resamples") else "bootstrap")
     return tb.Table(f"Head {r['head']['label']}: names vs generic words (95% intervals: {boot}).",
-                    ["statistic", "value", "95% CI / p"], rows)
+                    ["statistic", "value", "95% CI / p"], rows, slug=table_slug(r, "subspace-comparison"))
 
 
 def rank_table(r: Mapping[str, Any], metric: str, paper: Mapping[tuple[str, str], float]) -> tb.Table:
@@ -166,9 +174,11 @@ def rank_table(r: Mapping[str, Any], metric: str, paper: Mapping[tuple[str, str]
     label = r["head"]["label"]
     show_paper = any(m == metric for m, _ in paper)
     columns = ["statistic", "this report", "chance"] + ([f"paper ({references.PAPER})"] if show_paper else [])
+    name = table_slug(r, metric.replace("_", "-"))
     if not s.get("defined", True):
         row = [tb.text("undefined"), tb.text(s.get("reason", "degenerate circuit")), tb.text("")]
-        return tb.Table(f"Head {label}: {title} — undefined.", columns, [row + ([tb.text("")] if show_paper else [])])
+        return tb.Table(f"Head {label}: {title} — undefined.", columns, [row + ([tb.text("")] if show_paper else [])],
+                        slug=name)
     rows = [[tb.text("tokens ranked"), tb.number(f"{fmt.integer(s['n_ranked'])} of {fmt.integer(s['n_tokens'])} "
                                                  f"({s['mode']})"), tb.number("")]]
     names = {"fraction_rank1": "own entry ranked 1", "fraction_top10": "own entry in the top 10",
@@ -190,7 +200,7 @@ def rank_table(r: Mapping[str, Any], metric: str, paper: Mapping[tuple[str, str]
     if metric == "qk_self_attention":
         extra = (" Both sides pass through the layer's own input norm (the paper's normalisation)."
                  if s.get("normalization") == "layer_norm" else " Both sides unnormalised.")
-    return tb.Table(f"Head {label}: {title}; 95% Wilson intervals in sampled mode.{extra}", columns, rows)
+    return tb.Table(f"Head {label}: {title}; 95% Wilson intervals in sampled mode.{extra}", columns, rows, slug=name)
 
 
 def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
@@ -207,9 +217,9 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         "self_suppression": rank_table(r, "ov_self_suppression", paper),
         "self_attention": rank_table(r, "qk_self_attention", paper),
     }
-    for t in tables.values():
-        if t is not None:
-            ctx.number_table(t)
+    shown = [t for t in tables.values() if t is not None]
+    for t in shown:
+        ctx.number_table(t)
     m = r["model"]
     sentences = findings.head_findings(r)
     sentences["cosine"] = findings.cosine_sentence(r["squared_cosine"], m["d_model"], m["d_vocab"])
@@ -219,7 +229,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         embedding=r["effective_embedding"], paper=references.PAPER if paper else None,
         processing=", ".join(f"{k} = {str(v).lower()}" for k, v in sorted(head["provenance"]["processing"].items())),
     )
-    return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown, list(figs.values()))
+    return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown, list(figs.values()), shown)
 
 
 def head_pages(ctx: ReportContext) -> list[Page]:

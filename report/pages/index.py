@@ -20,10 +20,11 @@ def model_table(ctx: ReportContext) -> tb.Table:
         ("normalisation / positions", tb.text(f"{m['normalization']} / {m['positional']}"
                                               + (" / QK-norm" if m.get("qk_norm") else ""))),
     )]
-    return ctx.number_table(tb.Table("The model analysed.", ["property", "value"], rows))
+    return ctx.number_table(tb.Table("The model analysed.", ["property", "value"], rows, slug="model"))
 
 
 def index_page(ctx: ReportContext) -> list[Page]:
+    table = model_table(ctx)
     heads = []
     for h in ctx.heads:
         r = h["results"]
@@ -31,7 +32,7 @@ def index_page(ctx: ReportContext) -> list[Page]:
                       "slug": head_slug(r["head"]["label"])})
     markdown = ctx.render(
         "index.qmd.j2", model=ctx.model["results"]["model"], heads=heads,
-        model_table=model_table(ctx), provenance=ctx.model["provenance"], config=ctx.model["config"],
+        model_table=table, provenance=ctx.model["provenance"], config=ctx.model["config"],
         has_survey=ctx.survey is not None,
     )
-    return [Page("index", "Overview", "Overview", markdown)]
+    return [Page("index", "Overview", "Overview", markdown, tables=[table])]

@@ -36,7 +36,7 @@ def provenance_table(ctx: ReportContext) -> tb.Table:
         [tb.text("device / dtype"), tb.text(f"{prov['device']} / {prov['dtype']}")],
         [tb.text("seed"), tb.number(str(prov["seed"]))],
     ]
-    return ctx.number_table(tb.Table("Provenance of the artifacts.", ["item", "value"], rows))
+    return ctx.number_table(tb.Table("Provenance of the artifacts.", ["item", "value"], rows, slug="provenance"))
 
 
 def reproducibility_page(ctx: ReportContext) -> list[Page]:
@@ -47,14 +47,15 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
                 **{f"{k} (report)": v for k, v in sorted(ctx.tool_versions.items())}}
     versions_table = ctx.number_table(tb.Table(
         "Software versions: the analysis (recorded in the artifacts) and this rendering.",
-        ["package", "version"], [[tb.text(k), tb.code(v)] for k, v in versions.items()]))
+        ["package", "version"], [[tb.text(k), tb.code(v)] for k, v in versions.items()], slug="versions"))
     timings = (ctx.artifacts.get("timings") or {}).get("seconds", {})
     timings_table = None
     if timings:
         timings_table = ctx.number_table(tb.Table(
             f"Wall-clock time of each analysis step ({fmt.num(sum(timings.values()))} s in all; "
             f"device {(ctx.artifacts.get('timings') or {}).get('device') or 'n/a'}).",
-            ["step", "seconds"], [[tb.code(k), tb.number(fmt.num(v))] for k, v in timings.items()]))
+            ["step", "seconds"], [[tb.code(k), tb.number(fmt.num(v))] for k, v in timings.items()],
+            slug="timings"))
     out_dir = shlex.quote(str(model["config"].get("output_dir", "build")))
     commands = {
         "build": f"headreport build --config report.toml --out {out_dir}",
@@ -67,4 +68,5 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
         commands=commands, engine=ctx.engine, schema_version=model["schema_version"],
         heads=model["results"]["heads"],
     )
-    return [Page("reproducibility", "Reproducibility", "Reproducibility", markdown)]
+    tables = [t for t in (provenance, versions_table, timings_table) if t is not None]
+    return [Page("reproducibility", "Reproducibility", "Reproducibility", markdown, tables=tables)]

@@ -47,7 +47,7 @@ def ranked_table(survey: Mapping[str, Any], with_pages: set[str], n: int = TABLE
         f"The {len(rows)} highest-scoring heads (score = √(e_OV · e_QK), the chance-normalised top-10 excesses; "
         f"chance top-10 share {fmt.percent(chance, 2)}).",
         ["rank", "head", "score", "beats chance", "OV top 10", "QK top 10", "OV median rank", "QK median rank",
-         "names/generic", "own page"], rows)
+         "names/generic", "own page"], rows, slug="survey-ranking")
 
 
 def survey_figures(ctx: ReportContext, survey: Mapping[str, Any]) -> list[Figure]:
@@ -84,4 +84,4 @@ def survey_pages(ctx: ReportContext) -> list[Page]:
         ranking_table=table, figures=figs, linked=linked, beating=beating, undefined=undefined,
         rows={r["label"]: r for r in survey["heads"]}, provenance=artifact["provenance"],
     )
-    return [Page("survey", "Survey of all heads", "Survey", markdown, figs)]
+    return [Page("survey", "Survey of all heads", "Survey", markdown, figs, [table])]
