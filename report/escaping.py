@@ -28,6 +28,8 @@ this order:
                              ``</script>`` or ``<!--`` can end the element.
    ========================  =====================================================================
 
+The LaTeX exports of the tables have their own two escapers (text mode, monospace) in :mod:`report.latex`.
+
 Tokens inside Markdown pages are never left to the Markdown parser: :func:`markdown_token` emits
 a pair of raw inlines, one already escaped for HTML and one for Typst, so pandoc and Quarto copy
 them verbatim into the matching output and drop the other.

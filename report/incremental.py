@@ -34,7 +34,7 @@ def report_code_digest() -> str:
     for package in ("report", "report.pages", "report.templates"):
         root = Path(str(resources.files(package)))
         for path in sorted(root.iterdir()):
-            if path.is_file() and path.suffix in (".py", ".j2", ".css", ".js", ".typ"):
+            if path.is_file() and path.suffix in (".py", ".j2", ".css", ".js", ".typ", ".sty"):
                 h.update(f"{package}/{path.name}".encode())
                 h.update(path.read_bytes())
     return h.hexdigest()

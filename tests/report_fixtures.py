@@ -85,6 +85,30 @@ def pdf_text(pdf: Path) -> str:
     return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
 
 
+def compile_latex(folder: Path, inputs: list[str]) -> Path:
+    """One pdflatex run over ``folder/doc.tex``: an article loading booktabs and headreport (its
+    ``headreport.sty`` must be in ``folder``) that ``\\input``s each of ``inputs``, a page each (so
+    floats never pile up). No shell escape; the first error stops it and fails the test. The PDF."""
+    exe = shutil.which("pdflatex")
+    if not exe:
+        skip_unless_ci("pdflatex (texlive-latex-base) is not installed")
+    body = "".join(f"\\input{{{name}}}\n\\clearpage\n" for name in inputs)
+    (folder / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{headreport}\n"
+                                    f"\\begin{{document}}\n{body}\\end{{document}}\n", encoding="ascii")
+    proc = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "doc.tex"],
+                          cwd=folder, capture_output=True, text=True, errors="replace", timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return folder / "doc.pdf"
+
+
+def pdflatex_view(text: str) -> str:
+    """What pdftotext reads back of monospace ``text`` typeset by pdflatex with the default fonts:
+    ``headreport.sty``'s ``<U+XXXX>`` for a character outside ASCII but ``␣`` (a glyph of the font),
+    and curly quotes for the typewriter font's quote and backquote."""
+    shown = {"'": "\u2019", "`": "\u2018", "\u2423": "\u2423"}
+    return "".join(shown.get(ch, ch if ch.isascii() else f"<U+{ord(ch):04X}>") for ch in text)
+
+
 def pdf_pages(pdf: Path) -> int:
     if not shutil.which("pdfinfo"):
         skip_unless_ci("pdfinfo (poppler-utils) is not installed")
