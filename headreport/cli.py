@@ -99,7 +99,7 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", metavar="DIR", default="build/artifacts",
                    help="artifacts folder to read (default: build/artifacts)")
     p.add_argument("--out", metavar="DIR", default="build",
-                   help="output folder: site/, pdf/, figures/ are written here (default: build)")
+                   help="output folder: site/, pdf/, figures/, tables/ are written here (default: build)")
     _add_engine_option(p)
 
 

@@ -1,8 +1,8 @@
 """The report's output folders are owned through a manifest: never delete or overwrite what the tool
 did not write.
 
-``render`` writes ``site/``, ``pdf/``, ``figures/`` and ``source/`` under ``--out`` and lists every
-file it wrote, as a path relative to ``--out``, in the manifest ``report.json``. The rules:
+``render`` writes ``site/``, ``pdf/``, ``figures/``, ``tables/`` and ``source/`` under ``--out`` and
+lists every file it wrote, as a path relative to ``--out``, in the manifest ``report.json``. The rules:
 
 * a rebuild replaces or removes only files listed in the previous manifest; any other file in those
   folders (a user's ``source/thesis.tex``) is left alone;
@@ -27,7 +27,7 @@ from typing import Any
 from analysis.artifacts import atomic_write_text
 from analysis.errors import UserError
 
-OUTPUT_DIRS = ("site", "pdf", "figures", "source")
+OUTPUT_DIRS = ("site", "pdf", "figures", "tables", "source")
 MANIFEST = "report.json"
 GENERATOR = "headreport"
 

@@ -9,6 +9,8 @@ artifacts (:func:`analysis.artifacts.load_artifacts`) and writes, under ``out_di
     pdf/report.pdf                                                   the PDF (title page, contents,
                                                                      numbered figures and tables)
     figures/<slug>.{svg,png,pdf,csv}                                 every chart, for papers
+    tables/<slug>.tex, tables/headreport.sty                         every table as LaTeX, for papers
+                                                                     (also under site/tables/)
     source/*.qmd, source/report.typ, source/style.typ                the generated sources
     report.json                                                      manifest: engine, versions,
                                                                      files, timings
@@ -57,6 +59,7 @@ from . import incremental, outputs
 from .context import Page, ReportContext, environment, tool_versions
 from .escaping import markdown_text, typst_markup, typst_string
 from .figures import export_figures
+from .latex import TABLES_DIR, write_tables
 from .outputs import anchor
 from .pages import build_pages
 
@@ -301,11 +304,11 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
 
     Nothing changed (same artifacts, report code, engine, options: :mod:`report.incremental`) →
     nothing done: the previous manifest is returned. Otherwise: the pages, the figure exports
-    (cached by content), the engine, then the files moved into place (:mod:`report.outputs`).
-    The manifest (also written to ``out_dir/report.json``) holds ``engine``, ``tools`` (versions),
-    ``site`` (index.html path), ``pdf``, ``pages``, ``figures`` (slug → format → path), ``written``
-    (every file, as paths), ``seconds`` and ``render_key``; ``up_to_date`` says whether it was
-    reused."""
+    (cached by content), the LaTeX tables, the engine, then the files moved into place
+    (:mod:`report.outputs`). The manifest (also written to ``out_dir/report.json``) holds ``engine``,
+    ``tools`` (versions), ``site`` (index.html path), ``pdf``, ``pages``, ``figures`` (slug → format →
+    path), ``tables`` (slug → path), ``written`` (every file, as paths), ``seconds`` and
+    ``render_key``; ``up_to_date`` says whether it was reused."""
     log = log or (lambda message: None)
     t_start = time.perf_counter()
     artifacts_dir, out_dir = Path(artifacts_dir), Path(out_dir)
@@ -336,8 +339,10 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
         pages = build_pages(ctx)
         seconds["pages"] = time.perf_counter() - t
         figures = stage_figures(pages, stage, out_dir, seconds, log)
+        tables = stage_tables(pages, stage, out_dir, seconds)
         run_engine(ctx, pages, stage, seconds, standalone)
-        manifest = install_outputs(ctx, pages, figures, stage, artifacts_dir, out_dir, seconds, t_start, key, force)
+        manifest = install_outputs(ctx, pages, figures, tables, stage, artifacts_dir, out_dir, seconds, t_start,
+                                   key, force)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     manifest["written"] = [str(out_dir / f) for f in manifest["files"]] + [str(out_dir / MANIFEST)]
@@ -359,6 +364,14 @@ def stage_figures(pages: list[Page], stage: Path, out_dir: Path, seconds: dict[s
     return figures
 
 
+def stage_tables(pages: list[Page], stage: Path, out_dir: Path, seconds: dict[str, float]) -> dict[str, str]:
+    """Every table of every page as LaTeX into ``stage/tables``, with the style file they use."""
+    t = time.perf_counter()
+    written = write_tables([table for page in pages for table in page.tables], stage / TABLES_DIR)
+    seconds["tables"] = time.perf_counter() - t
+    return {name: str(out_dir / TABLES_DIR / path.name) for name, path in written.items()}
+
+
 def run_engine(ctx: ReportContext, pages: list[Page], stage: Path, seconds: dict[str, float],
                standalone: bool) -> None:
     """The Markdown sources, then the site and the PDF by the context's engine."""
@@ -376,13 +389,14 @@ def run_engine(ctx: ReportContext, pages: list[Page], stage: Path, seconds: dict
         render_quarto(ctx, pages, stage)
         seconds["quarto"] = time.perf_counter() - t
     shutil.copytree(stage / "figures", stage / "site" / "figures", dirs_exist_ok=True)
+    shutil.copytree(stage / TABLES_DIR, stage / "site" / TABLES_DIR, dirs_exist_ok=True)
     shutil.copy2(stage / "pdf" / "report.pdf", stage / "site" / "report.pdf")
     (stage / "site" / ".nojekyll").write_text("", encoding="utf-8")
 
 
-def install_outputs(ctx: ReportContext, pages: list[Page], figures: dict[str, dict[str, str]], stage: Path,
-                    artifacts_dir: Path, out_dir: Path, seconds: dict[str, float], t_start: float, key: str,
-                    force: bool) -> dict[str, Any]:
+def install_outputs(ctx: ReportContext, pages: list[Page], figures: dict[str, dict[str, str]],
+                    tables: dict[str, str], stage: Path, artifacts_dir: Path, out_dir: Path,
+                    seconds: dict[str, float], t_start: float, key: str, force: bool) -> dict[str, Any]:
     """Move the staged files into place (only over files the tool wrote) and write the manifest."""
     new_files = outputs.relative_files(stage)
     seconds["total"] = time.perf_counter() - t_start
@@ -394,6 +408,7 @@ def install_outputs(ctx: ReportContext, pages: list[Page], figures: dict[str, di
         "pdf": str(out_dir / "pdf" / "report.pdf"),
         "pages": [str(out_dir / "site" / f"{p.slug}.html") for p in pages],
         "figures": figures,
+        "tables": tables,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "render_key": key,
     }

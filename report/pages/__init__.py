@@ -8,7 +8,8 @@ page title is level 1 (the HTML wrapper prints it, the PDF makes it a numbered c
 ``<page-SLUG>``). To add a page: a template, a module here with its builder (returning ``[]`` when
 its artifact is absent), and one entry in :data:`PAGE_BUILDERS`; navigation, PDF chapters, figure
 exports and the manifest follow the page list. Figures and tables are numbered with
-``ctx.number_figure`` / ``ctx.number_table`` in the order the template shows them.
+``ctx.number_figure`` / ``ctx.number_table`` in the order the template shows them, and listed in the
+page's ``figures`` / ``tables`` (their exports: ``figures/``, ``tables/<slug>.tex``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The reproducibility page: the command that rebuilds the report, the configuration, provenance,
-software versions and timings."""
+software versions, timings, and the list of every table's LaTeX export. It is the last page built,
+so the tables of every page are numbered (``ctx.tables``) by the time it lists them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from analysis.config import config_to_toml
 from .. import formatting as fmt
 from .. import tables as tb
 from ..context import Page, ReportContext
+from ..escaping import Safe, html_text, markdown_raw_inline, typst_raw
+from ..latex import STYLE_FILE, TABLES_DIR
 
 
 def provenance_table(ctx: ReportContext) -> tb.Table:
@@ -39,6 +42,13 @@ def provenance_table(ctx: ReportContext) -> tb.Table:
     return ctx.number_table(tb.Table("Provenance of the artifacts.", ["item", "value"], rows, slug="provenance"))
 
 
+def export_link(name: str) -> Safe:
+    """A file of the LaTeX export, ``tables/<name>``: a download link on the site, the path in the PDF."""
+    path = f"{TABLES_DIR}/{name}"
+    return markdown_raw_inline(f'<a href="{html_text(path)}" download><code class="tok">{html_text(path)}</code></a>',
+                               typst_raw(path))
+
+
 def reproducibility_page(ctx: ReportContext) -> list[Page]:
     model = ctx.model
     prov = model["provenance"]
@@ -66,7 +76,9 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
         "reproducibility.qmd.j2", config_toml=config_to_toml(model["config"]),
         provenance_table=provenance, versions_table=versions_table, timings_table=timings_table,
         commands=commands, engine=ctx.engine, schema_version=model["schema_version"],
-        heads=model["results"]["heads"],
+        heads=model["results"]["heads"], style_file=export_link(STYLE_FILE),
+        exported_tables=[{"file": export_link(f"{t.slug}.tex"), "number": t.number, "caption": t.caption}
+                         for t in ctx.tables],
     )
     tables = [t for t in (provenance, versions_table, timings_table) if t is not None]
     return [Page("reproducibility", "Reproducibility", "Reproducibility", markdown, tables=tables)]

@@ -148,6 +148,29 @@ def test_survey_page(survey_run, tiny_artifacts, tmp_path):
     assert survey_pages(ReportContext(artifacts={**arts, "survey": None}, engine="pandoc", tool_versions={})) == []
 
 
+def test_every_table_of_a_report_with_a_survey_has_its_own_slug_and_compiles(survey_run, tiny_artifacts, tmp_path):
+    """All pages (overview, heads, survey, reproducibility): every numbered table is on its page, in
+    reading order, with a slug (file name and label) no other table has; all compile in one pdflatex run."""
+    from report.context import ReportContext
+    from report.latex import latex_label, write_tables
+    from report.outputs import slug
+    from report.pages import build_pages
+    from tests.report_fixtures import compile_latex, pdf_text
+
+    _, out = survey_run
+    shutil.copytree(tiny_artifacts, tmp_path / "a")
+    shutil.copy(out / "survey.json", tmp_path / "a" / "survey.json")
+    ctx = ReportContext(artifacts=load_artifacts(tmp_path / "a"), engine="pandoc", tool_versions={})
+    tables = [t for page in build_pages(ctx) for t in page.tables]
+    assert tables == ctx.tables and [t.number for t in tables] == list(range(1, len(tables) + 1))
+    names = [t.slug for t in tables]
+    assert "survey-ranking" in names and all(name == slug(name) for name in names)
+    assert len(set(names)) == len(names) == len({latex_label(name) for name in names})
+    written = write_tables(tables, tmp_path / "tables")
+    text = pdf_text(compile_latex(tmp_path / "tables", [p.stem for p in written.values()]))
+    assert "The 8 highest-scoring heads" in text
+
+
 @pytest.fixture(scope="module")
 def everywhere(tmp_path_factory):
     """A small-vocabulary model whose head 1.2 is copy suppression for every token."""
