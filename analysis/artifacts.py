@@ -91,6 +91,10 @@ def head_filename(label: str) -> str:
     return f"head_{label}.json"
 
 
+def explorer_filename(label: str) -> str:
+    return f"explorer_{label}.json"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -302,4 +306,52 @@ def load_artifacts(folder: str | Path) -> dict[str, Any]:
                              "effective_embedding": {"variant": settings["effective_embedding_variant"]}}}
     heads = [read_artifact(folder / head_filename(label), kind="head") for label in model["results"]["heads"]]
     timings = read_artifact(folder / "timings.json") if (folder / "timings.json").exists() else None
-    return {"model": model, "heads": heads, "survey": survey, "timings": timings}
+    explorers = {label: read_artifact(folder / explorer_filename(label), kind="explorer")
+                 for label in model["results"]["heads"] if (folder / explorer_filename(label)).exists()}
+    vocabulary = (read_artifact(folder / "vocabulary.json", kind="vocabulary")
+                  if explorers and (folder / "vocabulary.json").exists() else None)
+    check_explorers(folder, model, explorers, vocabulary)
+    prompts = read_artifact(folder / "prompts.json", kind="prompts") if (folder / "prompts.json").exists() else None
+    if prompts is not None:
+        check_prompts(folder / "prompts.json", prompts, model["results"]["heads"])
+    return {"model": model, "heads": heads, "survey": survey, "timings": timings, "explorers": explorers,
+            "vocabulary": vocabulary, "prompts": prompts}
+
+
+def check_explorers(folder: Path, model: dict[str, Any], explorers: dict[str, Any], vocabulary: Any) -> None:
+    """What the schema cannot say: the explorer payloads and the vocabulary fit the model (the
+    vocabulary size, the list length, the byte count the shapes imply)."""
+    if not explorers:
+        return
+    d_vocab = model["results"]["model"]["d_vocab"]
+    if vocabulary is None:
+        raise ArtifactError(f"{folder / 'vocabulary.json'}: missing, but explorer artifacts need it")
+    if vocabulary["d_vocab"] != d_vocab or len(vocabulary["tokens"]) != d_vocab:
+        raise ArtifactError(f"{folder / 'vocabulary.json'}: {len(vocabulary['tokens'])} tokens, the model has {d_vocab}")
+    for label, doc in explorers.items():
+        where = folder / explorer_filename(label)
+        k = doc["k"]
+        want = {f: [d_vocab] if f.endswith("_rank") else [d_vocab, k] for f in doc["fields"]}
+        itemsize = 2 if doc["dtype"] == "uint16" else 4
+        if doc["head"] != label or doc["d_vocab"] != d_vocab or doc["shapes"] != want or \
+                doc["raw_bytes"] != itemsize * sum(math.prod(s) for s in want.values()):
+            raise ArtifactError(f"{where}: the explorer lists do not fit head {label} of a {d_vocab}-token model "
+                                f"(shapes {doc['shapes']}, {doc['raw_bytes']} bytes)")
+
+
+def check_prompts(path: Path, doc: dict[str, Any], heads: list[str]) -> None:
+    """What the schema cannot say: the prompt records fit the analysed heads and the prompts."""
+    r = doc["results"]
+    if not r["heads"] and not r["prompts"]:  # not computed on this model: the note says why
+        return
+    if set(r["heads"]) != set(heads):
+        raise ArtifactError(f"{path}: holds heads {sorted(r['heads'])}, the analysis has {heads}")
+    lengths = [len(p["tokens"]) for p in r["prompts"]]
+    for label, h in r["heads"].items():
+        ok = len(h["records"]) == len(lengths) and h["summary"]["n_prompts"] == len(lengths) and all(
+            len(rec["pattern"]) == n and len(rec["sources"]) == n
+            and all(len(row) == i + 1 for i, row in enumerate(rec["pattern"]))
+            and [s["pos"] for s in rec["sources"]] == list(range(n))
+            for rec, n in zip(h["records"], lengths))
+        if not ok:
+            raise ArtifactError(f"{path}: head {label}'s records do not fit the {len(lengths)} prompts' tokens")

@@ -40,6 +40,8 @@ BUILTIN_WORD_LISTS = {
     "census_names": "census_names.txt",
     "common_words": "common_words.txt",
 }
+#: built-in prompt sets (files in analysis/data): ``builtin:NAME``
+BUILTIN_PROMPTS = {"ioi": "ioi_prompts.txt"}
 #: heads are ASCII digits only: "１.３" (full-width) or "1.3\n" are not heads
 HEAD_RE = re.compile(r"\A([0-9]+)\.([0-9]+)\Z")
 MAX_HEAD_INDEX = 100_000
@@ -124,6 +126,7 @@ class AnalysisConfig:
     ov_mode: RankMode = "exact"
     ov_sample_size: int = bounded(2000, 1, 10_000_000)
     qk_normalization: QKNormalization = "layer_norm"
+    explorer: bool = True
 
 
 @dataclass(frozen=True)
@@ -151,11 +154,21 @@ class Config:
     words: WordsConfig = field(default_factory=WordsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     survey: SurveyConfig = field(default_factory=SurveyConfig)
+    #: the prompts the heads are run on: "builtin:ioi", a UTF-8 file (one prompt per line), or "off"
+    prompts: str = "builtin:ioi"
+    #: pairs of heads shown side by side on a comparison page (both are analysed)
+    compare: tuple[tuple[HeadRef, HeadRef], ...] = ()
+
+    @property
+    def analysed_heads(self) -> tuple[HeadRef, ...]:
+        """``heads``, then the heads of ``compare`` not among them, each once, in the order given."""
+        return tuple(dict.fromkeys([*self.heads, *(h for pair in self.compare for h in pair)]))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that round-trips through :func:`config_from_dict`."""
         d = dataclasses.asdict(self)
         d["heads"] = [h.label for h in self.heads]
+        d["compare"] = [[a.label, b.label] for a, b in self.compare]
         if d["model"]["revision"] is None:
             del d["model"]["revision"]
         if d["analysis"]["subspace_rank"] is None:
@@ -176,7 +189,7 @@ SECTIONS: dict[str, type] = {
     "analysis": AnalysisConfig,
     "survey": SurveyConfig,
 }
-_TOP_LEVEL = ("heads", "output_dir", *SECTIONS)
+_TOP_LEVEL = ("heads", "output_dir", "prompts", "compare", *SECTIONS)
 #: keys whose value "all" means None
 _ALL_MEANS_NONE = {"analysis.subspace_rank"}
 
@@ -269,6 +282,10 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
         kwargs["output_dir"] = check_value("output_dir", raw["output_dir"], str, {})
         if not kwargs["output_dir"].strip():
             raise ConfigError("output_dir: must not be empty")
+    if "prompts" in raw:
+        kwargs["prompts"] = resolve_prompt_source(check_value("prompts", raw["prompts"], str, {}), base_dir)
+    if "compare" in raw:
+        kwargs["compare"] = parse_compare(raw["compare"])
     sections = {name: _section(name, raw.get(name, {})) for name in SECTIONS}
     if not sections["model"].get("name", "x").strip():
         raise ConfigError("model.name: must not be empty; give a TransformerLens/HF model name or a checkpoint folder")
@@ -278,6 +295,43 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
     for name, cls in SECTIONS.items():
         kwargs[name] = cls(**sections[name])
     return Config(**kwargs)
+
+
+def parse_compare(values: Any) -> tuple[tuple[HeadRef, HeadRef], ...]:
+    """``compare = [["10.7", "11.10"], ...]``: pairs of two different heads, each pair once."""
+    if not isinstance(values, list) or len(values) > 20:
+        raise ConfigError(f"compare: expected a list of at most 20 pairs of heads, e.g. [[\"10.7\", \"11.10\"]], "
+                          f"got {values!r}")
+    pairs = []
+    for pair in values:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ConfigError(f"compare: each entry is a pair of heads, e.g. [\"10.7\", \"11.10\"]; got {pair!r}")
+        a, b = (HeadRef.parse(h, key="compare") for h in pair)
+        if a == b:
+            raise ConfigError(f"compare: {pair!r} compares head {a.label} with itself")
+        pairs.append((a, b))
+    if len({frozenset(p) for p in pairs}) != len(pairs):
+        raise ConfigError(f"compare: a pair of heads is listed twice in {values!r}")
+    return tuple(pairs)
+
+
+def resolve_prompt_source(value: str, base_dir: Path | None) -> str:
+    """``prompts``: "off", ``builtin:NAME`` or a prompt file (made absolute; it must exist)."""
+    if value == "off":
+        return value
+    if value.startswith("builtin:"):
+        if value.removeprefix("builtin:") not in BUILTIN_PROMPTS:
+            raise ConfigError(f"prompts: unknown built-in prompt set {value!r}; choose "
+                              + ", ".join(f"\"builtin:{n}\"" for n in BUILTIN_PROMPTS)
+                              + ", a path to a UTF-8 file with one prompt per line, or \"off\"")
+        return value
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        raise ConfigError(f"prompts: {str(path)!r} is not a file; give a UTF-8 file with one prompt per line, "
+                          "\"builtin:ioi\" or \"off\"")
+    return str(path.resolve())
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, Any], base_dir: Path | None = None) -> Config:
@@ -363,12 +417,13 @@ def load_config(path: str | Path | None) -> Config:
 
 def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int) -> None:
     """Raise a :class:`ConfigError` naming the key when a setting lies outside the loaded model."""
-    for h in config.heads:
-        if not (0 <= h.layer < n_layers and 0 <= h.head < n_heads):
-            raise ConfigError(
-                f"heads: head {h.label} is outside the model, which has layers 0..{n_layers - 1} "
-                f"and heads 0..{n_heads - 1} per layer"
-            )
+    for key, heads in (("heads", config.heads), ("compare", [h for pair in config.compare for h in pair])):
+        for h in heads:
+            if not (0 <= h.layer < n_layers and 0 <= h.head < n_heads):
+                raise ConfigError(
+                    f"{key}: head {h.label} is outside the model, which has layers 0..{n_layers - 1} "
+                    f"and heads 0..{n_heads - 1} per layer"
+                )
     a = config.analysis
     if a.n_directions > d_head:
         raise ConfigError(f"analysis.n_directions: {a.n_directions} is more than d_head = {d_head}, the "

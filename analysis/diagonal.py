@@ -22,7 +22,7 @@ sample of rows and gives Wilson 95% CIs for the fractions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,7 @@ def diagonal_ranks(
     descending: bool = False,
     batch_size: int = 1024,
     progress: bool = False,
+    visitors: Sequence[Callable] = (),
 ) -> Int[Tensor, "n"]:
     """1-based rank of entry (r, r) within row r, for each r in ``rows`` (all rows if None).
 
@@ -84,6 +85,8 @@ def diagonal_ranks(
     so a constant row ranks every token last. A NaN own entry ranks last (n_cols); NaN elsewhere
     in the row never beats it. On CPU the pass is :func:`analysis.rowscan.ranks_cpu` (cache-sized
     blocks, shapes tuned at run time); on GPU ``batch_size`` rows are computed at once.
+    ``visitors``: further readers of every block in the same pass (:mod:`analysis.explorer`; numpy
+    blocks on CPU, device tensors on GPU).
     """
     circuit = TokenCircuit.of(circuit)
     B = circuit.B
@@ -91,7 +94,8 @@ def diagonal_ranks(
         rows = torch.arange(circuit.n_rows)
     if B.device.type == "cpu":
         rows = rows if rows.device.type == "cpu" else rows.cpu()
-        return torch.from_numpy(rowscan.ranks_cpu(circuit.rows_of(rows), B, rows, descending, progress=progress))
+        return torch.from_numpy(rowscan.ranks_cpu(circuit.rows_of(rows), B, rows, descending, progress=progress,
+                                                  visitors=visitors))
     rows = rows.to(B.device)
     n_cols = B.shape[1]
     out = torch.empty(rows.shape[0], dtype=torch.int64)
@@ -103,6 +107,8 @@ def diagonal_ranks(
         counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
         counts = torch.where(own[:, 0].isnan(), n_cols, counts).cpu()
         out[start : start + r.shape[0]] = counts
+        for visit in visitors:
+            visit(block, slice(start, start + r.shape[0]), 0)
     return out
 
 
@@ -268,16 +274,18 @@ def sample_rows(d_vocab: int, sample_size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(d_vocab, size=min(sample_size, d_vocab), replace=False))
 
 
-def diagonal_rank_score(
+def rank_pass(
     circuit: FactoredMatrix | TokenCircuit,
     mode: str,
     descending: bool,
     sample_size: int = 2000,
     seed: int = 0,
     progress: bool = False,
-) -> dict[str, Any]:
-    """Rank every row (``mode="exact"``) or a seeded sample of rows (``"sampled"``) and summarise;
-    a degenerate circuit (:func:`circuit_degeneracy`) gets an undefined summary instead."""
+    visitors: Sequence[Callable] = (),
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Rank every row (``mode="exact"``) or a seeded sample of rows (``"sampled"``): the summary and
+    the ranks (None for a degenerate circuit, whose summary is undefined: :func:`circuit_degeneracy`).
+    ``visitors`` ride along the same pass (the explorer's lists)."""
     circuit = TokenCircuit.of(circuit)
     d_vocab = circuit.n_rows
     if mode == "exact":
@@ -291,10 +299,22 @@ def diagonal_rank_score(
     A_rows = circuit.rows_of(all_rows.to(circuit.B.device))  # once: the check and the ranks share it
     reason = circuit_degeneracy(circuit, all_rows, A_rows)
     if reason is not None:
-        return undefined_summary(reason, d_vocab, mode, size, seed_used)
+        return undefined_summary(reason, d_vocab, mode, size, seed_used), None
     known = TokenCircuit(lambda r: A_rows if r is all_rows else circuit.rows_of(r), circuit.B, d_vocab)
-    ranks = diagonal_ranks(known, all_rows, descending=descending, progress=progress).numpy()
-    return rank_summary(ranks, d_vocab, mode, size, seed_used)
+    ranks = diagonal_ranks(known, all_rows, descending=descending, progress=progress, visitors=visitors).numpy()
+    return rank_summary(ranks, d_vocab, mode, size, seed_used), ranks
+
+
+def diagonal_rank_score(
+    circuit: FactoredMatrix | TokenCircuit,
+    mode: str,
+    descending: bool,
+    sample_size: int = 2000,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The summary of :func:`rank_pass`."""
+    return rank_pass(circuit, mode, descending, sample_size, seed, progress)[0]
 
 
 def ov_self_suppression(circuit: FactoredMatrix | TokenCircuit, mode: str = "exact", sample_size: int = 2000,
@@ -307,3 +327,35 @@ def qk_self_attention(circuit: FactoredMatrix | TokenCircuit, mode: str = "sampl
                       seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Effective QK circuit: rank 1 = a token's own key scores highest for its query."""
     return diagonal_rank_score(circuit, mode, descending=True, sample_size=sample_size, seed=seed, progress=progress)
+
+
+@torch.no_grad()
+def own_entry_zscores(circuit: FactoredMatrix | TokenCircuit, batch_size: int = 8192) -> np.ndarray:
+    """For every row r, ``(C[r, r] − mean of row r) / std of row r``: how far a token's own entry
+    stands from the rest of its row, in the row's standard deviations (NaN for a constant row).
+    From the factors alone (``C = A B``): the diagonal is Σ_k A[r,k] B[k,r], the row mean
+    A (B 1 / n) and the row's mean square A (B Bᵀ / n) Aᵀ on the diagonal; O(n k²), no n × n matrix."""
+    circuit = TokenCircuit.of(circuit)
+    B = circuit.B.double()
+    n = B.shape[1]
+    mean_col, gram = B.mean(dim=1), (B @ B.T) / n
+    out = np.empty(circuit.n_rows)
+    for start in range(0, circuit.n_rows, batch_size):
+        rows = torch.arange(start, min(start + batch_size, circuit.n_rows))
+        A = circuit.rows_of(rows.to(B.device)).double()
+        own = (A * B[:, rows.to(B.device)].T).sum(dim=1)
+        mean = A @ mean_col
+        var = ((A @ gram) * A).sum(dim=1) - mean**2
+        std = var.clamp_min(0).sqrt()
+        z = torch.where(std > 1e-12 * (mean.abs() + 1), (own - mean) / std, torch.full_like(std, float("nan")))
+        out[start : start + len(rows)] = z.cpu().numpy()
+    return out
+
+
+def most_suppressed(zscores: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` tokens whose own OV entry is lowest relative to their row (most negative z; ties
+    by smaller id; NaN never listed)."""
+    ids = np.arange(zscores.size)
+    ok = ~np.isnan(zscores)
+    order = np.lexsort((ids[ok], zscores[ok]))
+    return ids[ok][order[:k]]

@@ -17,12 +17,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import alignment, circuits, diagonal, spectra
-from .artifacts import SCHEMA_VERSION, head_filename, merged_timings, write_artifacts
+from . import alignment, circuits, diagonal, explorer, spectra
+from .artifacts import (
+    SCHEMA_VERSION,
+    explorer_filename,
+    head_filename,
+    merged_timings,
+    write_artifacts,
+)
 from .config import AnalysisConfig, Config, HeadRef, check_against_model
 from .embeddings import Layer0, effective_embedding
 from .models import LoadedModel, load_model
+from .prompts import analyze_prompts, load_prompts
 from .staleness import analysis_code_digest, input_key
+from .tokens import token_records
 from .words import SkippedWord, WordToken, load_word_list, tokenize_words
 
 
@@ -156,14 +164,26 @@ def head_subspace_alignment(U: torch.Tensor, W_U: torch.Tensor, d_model: int, wo
 
 def head_rank_metrics(circuits_of_layer: circuits.RankCircuits, head: int, *, mode: str, sample_size: int,
                       seed: int, qk_normalization: str, timer: Timer, tag: str,
-                      progress: bool = False) -> dict[str, Any]:
-    """OV self-suppression and QK self-attention ranks, with the paper's fractions and evidence."""
+                      progress: bool = False, explore: bool = False) -> dict[str, Any]:
+    """OV self-suppression and QK self-attention ranks, with the paper's fractions and evidence;
+    with ``explore`` (exact mode), the token explorer's lists collected in the same two passes
+    (``"explorer"``: the :func:`analysis.explorer.encode` payload, None when a circuit is degenerate)."""
+    ov_circuit, qk_circuit = circuits_of_layer.ov(head), circuits_of_layer.qk(head)
+    lists = explorer.collectors(ov_circuit, qk_circuit) if explore and mode == "exact" else None
     with timer(f"{tag}/ov_self_suppression"):
-        ov = diagonal.ov_self_suppression(circuits_of_layer.ov(head), mode, sample_size, seed, progress)
+        ov, ov_ranks = diagonal.rank_pass(ov_circuit, mode, False, sample_size, seed, progress,
+                                          visitors=[lists["ov_low"], lists["ov_high"]] if lists else ())
     with timer(f"{tag}/qk_self_attention"):
-        qk = diagonal.qk_self_attention(circuits_of_layer.qk(head), mode, sample_size, seed, progress)
+        qk, qk_ranks = diagonal.rank_pass(qk_circuit, mode, True, sample_size, seed, progress,
+                                          visitors=[lists["qk_keys"], lists["qk_queries"]] if lists else ())
     qk["normalization"] = qk_normalization
-    return {"ov_self_suppression": ov, "qk_self_attention": qk}
+    out: dict[str, Any] = {"ov_self_suppression": ov, "qk_self_attention": qk}
+    if lists is not None:
+        with timer(f"{tag}/explorer"):
+            ok = ov_ranks is not None and qk_ranks is not None
+            out["explorer"] = (explorer.encode(explorer.arrays_of(lists, ov_ranks, qk_ranks), ov_circuit.n_rows)
+                               if ok else None)
+    return out
 
 
 class LayerCache:
@@ -204,7 +224,9 @@ def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Conf
         layers = layers or LayerCache(model, layer0, a.qk_normalization, timer, tag)
         ranks = head_rank_metrics(layers[head.layer], head.head, mode=a.ov_mode, sample_size=a.ov_sample_size,
                                   seed=a.seed, qk_normalization=a.qk_normalization, timer=timer, tag=tag,
-                                  progress=progress)
+                                  progress=progress, explore=a.explorer)
+        with timer(f"{tag}/top_suppressed"):
+            suppressed = top_suppressed(layers[head.layer].ov(head.head), tok, ranks["ov_self_suppression"])
     return {
         "head": {"label": head.label, "layer": head.layer, "head": head.head, "kv_head": w.kv_head},
         "spectra": spectra_out,
@@ -212,7 +234,42 @@ def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Conf
         "squared_cosine": cosine,
         "subspace_alignment": subspace,
         **ranks,
+        "top_suppressed": suppressed,
     }
+
+
+#: how many tokens a head's most-suppressed list holds (the comparison page's overlap)
+TOP_SUPPRESSED = 50
+
+
+def top_suppressed(ov_circuit, tok, ov_summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The tokens whose own logit the head lowers most, relative to the rest of the row, when it
+    attends to them (z-score of the OV circuit's diagonal entry in its row); None when the OV
+    circuit is degenerate."""
+    if not ov_summary.get("defined", True):
+        return None
+    z = diagonal.own_entry_zscores(ov_circuit)
+    ids = diagonal.most_suppressed(z, TOP_SUPPRESSED)
+    return {"k": TOP_SUPPRESSED, "measure": "z-score of the token's own entry in its row of the OV circuit",
+            "tokens": token_records(tok, ids, value=[round(float(z[i]), 4) for i in ids])}
+
+
+def vocabulary_document(model: LoadedModel) -> dict[str, Any]:
+    """Every token of the vocabulary as the tokenizer decodes it (the explorer's search and lists),
+    with the raw bytes of those that decode to U+FFFD (half a UTF-8 character)."""
+    from .tokens import token_bytes
+
+    tok = model.tokenizer
+    texts = tok.batch_decode([[i] for i in range(model.d_vocab)], skip_special_tokens=False,
+                             clean_up_tokenization_spaces=False)
+    raw = {}
+    for i, text in enumerate(texts):
+        if "\ufffd" in text:
+            b = token_bytes(tok, i)
+            if b is not None:
+                raw[str(i)] = b.hex()
+    return {"schema_version": SCHEMA_VERSION, "kind": "vocabulary", "d_vocab": model.d_vocab, "tokens": texts,
+            "bytes_hex": raw}
 
 
 def prepare(config: Config, timer: Timer, progress: bool, log, model: LoadedModel | None = None,
@@ -251,6 +308,7 @@ def run_analysis(
     when it analyses its top-ranked heads in the same process."""
     timer = timer if timer is not None else Timer()
     torch.manual_seed(config.analysis.seed)
+    prompt_set = load_prompts(config.prompts) if config.prompts != "off" else None  # a bad file fails fast
     model, layer0, word_lists = prepare(config, timer, progress, log, model, layer0)
     provenance = artifact_provenance(model, config.analysis.seed)
     summary = model_summary(model)
@@ -258,17 +316,31 @@ def run_analysis(
     docs: dict[str, dict[str, Any]] = {"model.json": {
         "schema_version": SCHEMA_VERSION, "kind": "model",
         "config": config.to_dict(), "provenance": provenance,
-        "results": {"model": summary, "heads": [h.label for h in config.heads], "effective_embedding": embedding},
+        "results": {"model": summary, "heads": [h.label for h in config.analysed_heads],
+                    "effective_embedding": embedding},
     }}
     layers = LayerCache(model, layer0, config.analysis.qk_normalization, timer, "analysis")
-    for head in sorted(config.heads):  # layer by layer: each layer's factors are built once
+    for head in sorted(config.analysed_heads):  # layer by layer: each layer's factors are built once
         log(f"analysing head {head.label}")
         results = analyze_head(model, head, layer0, config, word_lists, timer, progress, layers)
+        payload = results.pop("explorer", None)
         results["model"] = summary
         results["effective_embedding"] = embedding
         docs[head_filename(head.label)] = {
             "schema_version": SCHEMA_VERSION, "kind": "head",
             "config": config.to_dict(), "provenance": provenance, "results": results,
         }
+        if payload is not None:
+            docs[explorer_filename(head.label)] = {"schema_version": SCHEMA_VERSION, "kind": "explorer",
+                                                   "head": head.label, **payload}
+    if prompt_set is not None:
+        log(f"running the heads on {len(prompt_set.texts)} prompts ({config.prompts})")
+        with timer("prompts"):
+            docs["prompts.json"] = {"schema_version": SCHEMA_VERSION, "kind": "prompts", "config": config.to_dict(),
+                                    "provenance": provenance,
+                                    "results": analyze_prompts(model, config.analysed_heads, prompt_set)}
+    if any(name.startswith("explorer_") for name in docs):
+        with timer("vocabulary"):
+            docs["vocabulary.json"] = vocabulary_document(model)
     docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
     return write_artifacts(out_dir, docs, inputs=input_key(config, model.checkpoint_hashes))

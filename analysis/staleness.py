@@ -86,6 +86,7 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
     """The staleness key of ``config`` (see the module docstring). ``checkpoint``: the model's file
     hashes when the caller has them (a load records them); else they are computed, reusing
     ``cache`` (the previous key's ``checkpoint_files``)."""
+    from .prompts import prompt_source_bytes
     from .words import read_word_source
 
     if checkpoint is None:
@@ -96,6 +97,7 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
         "analysis_code": analysis_code_digest(),
         "words.names": digest(read_word_source(config.words.names, "words.names")),
         "words.generic": digest(read_word_source(config.words.generic, "words.generic")),
+        "prompts": digest(prompt_source_bytes(config.prompts) if config.prompts != "off" else b"off"),
         "checkpoint": checkpoint_digest(checkpoint),
         "checkpoint_files": checkpoint,
     }
@@ -107,6 +109,7 @@ KEY_NAMES = {
     "analysis_code": "the analysis code changed",
     "words.names": "the word list words.names changed",
     "words.generic": "the word list words.generic changed",
+    "prompts": "the prompts changed",
     "checkpoint": "the model's files changed (weights, config.json or tokenizer)",
 }
 

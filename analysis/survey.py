@@ -296,13 +296,17 @@ def run_survey(config: Config, out_dir: Path, progress: bool = True, log=print) 
         "timings.json": merged_timings(out_dir, timer.seconds, model.provenance.get("device")),
     }, inputs=input_key(config, model.checkpoint_hashes))
     n = config.survey.analyze_top
-    if n > 0:
-        top = tuple(HeadRef.parse(label) for label in ranking["beats_chance"][:n])
-        if not top:
+    if n > 0 or config.compare:
+        top = tuple(HeadRef.parse(label) for label in ranking["beats_chance"][:n]) if n > 0 else ()
+        if not top and not config.compare:
             log(f"survey.analyze_top = {n}: no head beats chance (both its OV self-suppression and its QK "
                 "self-attention supported by the evidence rule), so no head is analysed")
             return written
-        log(f"analysing the {len(top)} top-ranked heads that beat chance: {', '.join(h.label for h in top)}")
+        if top:
+            log(f"analysing the {len(top)} top-ranked heads that beat chance: {', '.join(h.label for h in top)}")
+        if config.compare:
+            log("analysing the heads to compare: "
+                + ", ".join(f"{a.label} with {b.label}" for a, b in config.compare))
         written_heads = run_analysis(
             config.replace(heads=top), out_dir, progress=progress, log=log, model=model, layer0=layer0, timer=timer,
         )

@@ -4,7 +4,8 @@ long the exact modes take there. Not a test (CI has no GPU); run by hand:
     python bench/gpu_check.py --out DIR
 
 It builds a GPT-2-small-shaped random checkpoint (real GPT-2 tokenizer), loads it on the CPU and on
-CUDA, and compares: W_EE, head 10.7's spectra, exact OV self-suppression and QK self-attention ranks,
+CUDA, and compares: W_EE, head 10.7's spectra, exact OV self-suppression and QK self-attention ranks and the
+token explorer's lists collected in the same passes,
 then times an exact-mode survey of all 144 heads on the GPU and a full ``run_analysis`` on the GPU.
 Writes ``DIR/gpu_check.json``.
 """
@@ -25,7 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from checkpoints import make_gpt2_checkpoint
 
-from analysis import circuits, diagonal, spectra
+from analysis import circuits, diagonal, explorer, spectra
 from analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
 from analysis.embeddings import effective_embedding
 from analysis.models import load_model
@@ -69,9 +70,10 @@ def main() -> int:
     cpu = load_model(ModelConfig(name=str(ck), device="cpu"), proc)
     gpu = load_model(ModelConfig(name=str(ck), device=dev), proc)
 
-    W_cpu, t_cpu = timed(lambda: effective_embedding(cpu, progress=False))
+    L_cpu, t_cpu = timed(lambda: effective_embedding(cpu, progress=False))
     effective_embedding(gpu, progress=False)  # warm-up
-    W_gpu, t_gpu = timed(lambda: effective_embedding(gpu, progress=False))
+    L_gpu, t_gpu = timed(lambda: effective_embedding(gpu, progress=False))
+    W_cpu, W_gpu = L_cpu.W_EE, L_gpu.W_EE
     report["w_ee"] = {"cpu_s": t_cpu, "gpu_s": t_gpu, "max_rel_err": rel_err(W_gpu, W_cpu)}
 
     head = HeadRef(1, 3) if args.small else HeadRef(10, 7)
@@ -79,33 +81,39 @@ def main() -> int:
     spec = {}
     for name, fc, fg in (
         ("w_qk", circuits.qk_circuit(wc), circuits.qk_circuit(wg)),
-        ("full_qk", circuits.full_qk_circuit(wc, cpu.weight("W_E")), circuits.full_qk_circuit(wg, gpu.weight("W_E"))),
+        ("full_qk", circuits.full_qk_circuit(wc, L_cpu.W_E), circuits.full_qk_circuit(wg, L_gpu.W_E)),
         ("effective_qk", circuits.effective_qk_circuit(wc, cpu.weight("W_U"), W_cpu),
          circuits.effective_qk_circuit(wg, gpu.weight("W_U"), W_gpu)),
     ):
         spec[name] = rel_err(torch.tensor(spectra.singular_spectrum(fg)), torch.tensor(spectra.singular_spectrum(fc)))
     report["spectra_max_rel_err"] = spec
 
-    ranks = {}
-    for name, desc, fc, fg in (
-        ("ov_self_suppression", False, circuits.effective_ov_circuit(wc, W_cpu, cpu.weight("W_U")),
-         circuits.effective_ov_circuit(wg, W_gpu, gpu.weight("W_U"))),
-        ("qk_self_attention", True, circuits.effective_qk_circuit(wc, cpu.weight("W_U"), W_cpu),
-         circuits.effective_qk_circuit(wg, gpu.weight("W_U"), W_gpu)),
-    ):
-        rc, tc = timed(lambda: diagonal.diagonal_ranks(fc, descending=desc))
-        diagonal.diagonal_ranks(fg, descending=desc, rows=torch.arange(4096, device=W_gpu.device))  # warm-up
-        rg, tg = timed(lambda: diagonal.diagonal_ranks(fg, descending=desc))
-        diff = (rc - rg).abs()
+    # the exact rank passes with the explorer's lists riding along, on both devices
+    rc_cpu = circuits.RankCircuits(cpu, head.layer, W_cpu, "layer_norm")
+    rc_gpu = circuits.RankCircuits(gpu, head.layer, W_gpu, "layer_norm")
+    ranks, lists = {}, {}
+    for name, desc in (("ov_self_suppression", False), ("qk_self_attention", True)):
+        pick = (lambda rc: rc.ov(head.head)) if name.startswith("ov") else (lambda rc: rc.qk(head.head))
+        cc, cg = pick(rc_cpu), pick(rc_gpu)
+        vis_c = explorer.collectors(cc, cc)
+        vis_g = explorer.collectors(cg, cg)
+        keys = ("ov_low", "ov_high") if name.startswith("ov") else ("qk_keys", "qk_queries")
+        (sc, rk_c), tc = timed(lambda: diagonal.rank_pass(cc, "exact", desc, visitors=[vis_c[k] for k in keys]))
+        diagonal.rank_pass(cg, "sampled", desc, sample_size=4096)  # warm-up
+        (sg, rk_g), tg = timed(lambda: diagonal.rank_pass(cg, "exact", desc, visitors=[vis_g[k] for k in keys]))
+        diff = abs(rk_c - rk_g)
         ranks[name] = {
             "cpu_exact_s": tc, "gpu_exact_s": tg,
-            "fraction_rank1_cpu": float((rc == 1).double().mean()),
-            "fraction_rank1_gpu": float((rg == 1).double().mean()),
-            "rows_with_equal_rank": float((diff == 0).double().mean()),
-            "max_rank_difference": int(diff.max()),
-            "median_rank_cpu": float(rc.double().median()), "median_rank_gpu": float(rg.double().median()),
+            "fraction_rank1_cpu": sc["fraction_rank1"], "fraction_rank1_gpu": sg["fraction_rank1"],
+            "rows_with_equal_rank": float((diff == 0).mean()), "max_rank_difference": int(diff.max()),
+            "median_rank_cpu": sc["median_rank"], "median_rank_gpu": sg["median_rank"],
         }
+        for k in keys:
+            a, b = vis_c[k].result(), vis_g[k].result()
+            lists[k] = {"rows_identical": float((a == b).all(axis=1).mean()),
+                        "first_identical": float((a[:, 0] == b[:, 0]).mean())}
     report[f"exact_ranks_head_{head.label}"] = ranks
+    report[f"explorer_lists_head_{head.label}"] = lists
     del cpu, W_cpu
 
     from analysis.pipeline import run_analysis

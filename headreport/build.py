@@ -29,8 +29,9 @@ def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
     manifest = read_manifest(artifacts_dir)
     if manifest is None:
         return "the artifact set has no manifest (an interrupted write, or artifacts from elsewhere)"
-    needed = ["model.json", *(head_filename(h.label) for h in config.heads)]
-    for name in needed:
+    needed = ["model.json", *(head_filename(h.label) for h in config.analysed_heads),
+              *(["prompts.json"] if config.prompts != "off" else [])]
+    for name in dict.fromkeys([*needed, *manifest["files"]]):
         recorded = manifest["files"].get(name)
         path = artifacts_dir / name
         if recorded is None or not path.is_file() or sha256_text_file(path) != recorded:

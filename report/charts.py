@@ -348,3 +348,146 @@ def heatmap_chart(rows: list[dict[str, Any]], title: str, description: str, log:
     return (missing + rect).properties(
         width=cell * n_heads, height=max(12, min(22, 480 // max(n_layers, 1))) * n_layers,
         title=alt.Title(title, subtitle=description))
+
+
+# --- the head on prompts -------------------------------------------------------------------------
+
+def prompt_label(index: int, text: str, width: int = 60) -> str:
+    """``"3: When Mary and John went…"``: the prompt's number and its start (a menu entry)."""
+    short = text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    return f"{index + 1}: {short}"
+
+
+def _position_label(pos: int, token: Mapping[str, Any]) -> str:
+    return f"{pos:>3} {visible_token(token)}"
+
+
+def attention_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (prompt, query position, source position ≤ query): the attention weight."""
+    rows = []
+    for i, (p, rec) in enumerate(zip(prompts, records)):
+        labels = [_position_label(j, t) for j, t in enumerate(p["tokens"])]
+        for q, weights in enumerate(rec["pattern"]):
+            for s, w in enumerate(weights):
+                rows.append({"prompt": i + 1, "query_pos": q, "source_pos": s, "query": labels[q],
+                             "source": labels[s], "weight": w})
+    return rows
+
+
+def _prompt_param(prompts: list[Mapping[str, Any]], name: str) -> alt.Parameter:
+    n = len(prompts)
+    return alt.param(name=name, value=1, bind=alt.binding_select(
+        options=list(range(1, n + 1)), labels=[prompt_label(i, p["text"]) for i, p in enumerate(prompts)],
+        name="prompt "))
+
+
+def attention_heatmap_chart(rows: list[dict[str, Any]], prompts: list[Mapping[str, Any]], label: str,
+                            param_name: str) -> alt.TopLevelMixin:
+    """The head's attention pattern on one prompt (chosen from a menu): queries down, sources across."""
+    select = _prompt_param(prompts, param_name)
+    return alt.Chart(_data(rows)).mark_rect().encode(
+        x=alt.X("source:O", sort=alt.SortField("source_pos"), title="source position (key)",
+                axis=alt.Axis(labelAngle=-60, labelFont="DejaVu Sans Mono, monospace", labelLimit=140)),
+        y=alt.Y("query:O", sort=alt.SortField("query_pos"), title="query position",
+                axis=alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=140)),
+        color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1])),
+        tooltip=[alt.Tooltip("query:N"), alt.Tooltip("source:N"), alt.Tooltip("weight:Q", format=".3f")],
+    ).add_params(select).transform_filter(f"datum.prompt == {param_name}").properties(
+        width=alt.Step(15), height=alt.Step(15),
+        title=alt.Title(f"Head {label}: attention pattern", subtitle="choose the prompt from the menu below"))
+
+
+def final_position_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (prompt, source position) at the final query position: attention weight and the
+    direct effect of the head's output on the logit of that source's token."""
+    rows = []
+    for i, (p, rec) in enumerate(zip(prompts, records)):
+        for src in rec["sources"]:
+            tok = p["tokens"][src["pos"]]
+            rows.append({"prompt": i + 1, "pos": src["pos"], "source": _position_label(src["pos"], tok),
+                         "token": visible_token(tok), "weight": src["weight"], "effect": src["effect"],
+                         "via_source": src["via_source"]})
+    return rows
+
+
+def final_position_chart(rows: list[dict[str, Any]], prompts: list[Mapping[str, Any]], label: str,
+                         param_name: str) -> alt.TopLevelMixin:
+    """At the final position of one prompt: each source by attention weight (left) and the head's
+    direct effect on that source token's logit (right; negative = suppression)."""
+    select = _prompt_param(prompts, param_name)
+    y = alt.Y("source:O", sort=alt.SortField("pos"), title="source position",
+              axis=alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=140))
+    tooltip = [alt.Tooltip("source:N"), alt.Tooltip("weight:Q", title="attention", format=".3f"),
+               alt.Tooltip("effect:Q", title="direct effect on its logit", format=".3f"),
+               alt.Tooltip("via_source:Q", title="of which via this position", format=".3f")]
+    base = alt.Chart(_data(rows)).transform_filter(f"datum.prompt == {param_name}")
+    weight = base.mark_bar(color=OKABE_ITO["sky"]).encode(
+        y=y, x=alt.X("weight:Q", title="attention weight", scale=alt.Scale(domain=[0, 1])), tooltip=tooltip,
+    ).add_params(select).properties(width=220, height=alt.Step(14), title="attention from the final position")
+    effect = base.mark_bar().encode(
+        y=alt.Y("source:O", sort=alt.SortField("pos"), axis=None),
+        x=alt.X("effect:Q", title="direct effect on the source token's logit"),
+        color=alt.condition("datum.effect < 0", alt.value(NEGATIVE), alt.value(POSITIVE)), tooltip=tooltip,
+    ).properties(width=260, height=alt.Step(14), title="head's effect on that token's logit")
+    rule = base.mark_rule(color="#888888").encode(x=alt.datum(0))
+    return alt.hconcat(weight, effect + rule, spacing=6).properties(title=alt.Title(
+        f"Head {label} at the final position", subtitle="negative effect = the head pushes that token's logit "
+        "down; choose the prompt from the menu below"))
+
+
+def prompt_summary_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per prompt: its largest-attention source (BOS excluded) and the head's direct effect
+    on that token's logit."""
+    rows = []
+    for i, (p, rec) in enumerate(zip(prompts, records)):
+        src = rec["largest"]
+        rows.append({"prompt": i + 1, "label": prompt_label(i, p["text"], 48),
+                     "token": visible_token(p["tokens"][src["pos"]]), "weight": src["weight"],
+                     "effect": src["effect"], "suppressed": "yes" if src["effect"] < 0 else "no"})
+    return rows
+
+
+def prompt_summary_chart(rows: list[dict[str, Any]], label: str, share: str) -> alt.TopLevelMixin:
+    """Per prompt, the direct effect on the logit of the source token the head attends to most."""
+    points = alt.Chart(_data(rows)).mark_point(filled=True, size=70).encode(
+        y=alt.Y("label:N", sort=alt.SortField("prompt"), title=None, axis=alt.Axis(labelLimit=320)),
+        x=alt.X("effect:Q", title="direct effect on the logit of the most-attended source token"),
+        color=alt.Color("suppressed:N", title="pushed down", scale=alt.Scale(domain=["yes", "no"],
+                                                                             range=[NEGATIVE, POSITIVE])),
+        tooltip=[alt.Tooltip("label:N", title="prompt"), alt.Tooltip("token:N", title="most-attended token"),
+                 alt.Tooltip("weight:Q", title="attention", format=".3f"),
+                 alt.Tooltip("effect:Q", title="direct effect", format=".3f")],
+    )
+    rule = alt.Chart(_data([{"x": 0}])).mark_rule(color="#888888").encode(x="x:Q")
+    return (rule + points).properties(width=WIDTH - 200, height=alt.Step(16), title=alt.Title(
+        f"Head {label} across the prompts", subtitle=share))
+
+
+# --- comparison ------------------------------------------------------------------------------------
+
+def compare_spectrum_rows(heads: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The heads' spectra (the three QK circuits and W_OV) in one table, one column naming the head."""
+    rows = []
+    circuits = {**CIRCUITS, "w_ov": "W_OV = W_V W_O"}
+    for r in heads:
+        for key, name in circuits.items():
+            for i, s in enumerate(r["spectra"][key], start=1):
+                rows.append({"head": f"head {r['head']['label']}", "circuit": name, "index": i, "sigma": s})
+    return rows
+
+
+def compare_spectra_chart(rows: list[dict[str, Any]], labels: list[str]) -> alt.TopLevelMixin:
+    """Both heads in every panel, one panel per circuit: the heads share each panel's axes."""
+    heads = [f"head {label}" for label in labels]
+    circuits = list(dict.fromkeys(r["circuit"] for r in rows))
+    return alt.Chart(_data(rows)).mark_line(point=alt.OverlayMarkDef(size=24), strokeWidth=2).encode(
+        x=alt.X("index:Q", title="index i", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("sigma:Q", title="singular value σᵢ"),
+        color=alt.Color("head:N", title=None, scale=alt.Scale(domain=heads, range=[OKABE_ITO["vermillion"],
+                                                                                   OKABE_ITO["blue"]])),
+        strokeDash=alt.StrokeDash("head:N", sort=heads, legend=None),
+        tooltip=[alt.Tooltip("head:N"), alt.Tooltip("circuit:N"), alt.Tooltip("index:Q", title="i"),
+                 alt.Tooltip("sigma:Q", title="σᵢ", format=".4g")],
+    ).properties(width=WIDTH // 4 - 10, height=180).facet(
+        column=alt.Column("circuit:N", sort=circuits, title=None),
+    ).resolve_scale(y="independent").properties(title=f"Spectra of heads {labels[0]} and {labels[1]}")

@@ -51,6 +51,7 @@ class Page:
     markdown: str = ""
     figures: list[Figure] = field(default_factory=list)
     tables: list[tb.Table] = field(default_factory=list)  # each exported as tables/<slug>.tex
+    scripts: list[str] = field(default_factory=list)  # site assets the page runs (after its body)
 
 
 def template_source(name: str) -> str:

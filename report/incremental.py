@@ -25,7 +25,7 @@ from typing import Any
 from .outputs import MANIFEST, OUTPUT_DIRS, previous_files
 
 CACHE_DIR = ".headreport-cache"
-ARTIFACT_NAMES = ("model.json", "survey.json", "timings.json")
+ARTIFACT_NAMES = ("model.json", "survey.json", "timings.json", "vocabulary.json")
 
 
 def report_code_digest() -> str:
@@ -42,7 +42,7 @@ def report_code_digest() -> str:
 
 def artifact_files(artifacts_dir: Path) -> list[Path]:
     return sorted(p for p in artifacts_dir.iterdir()
-                  if p.is_file() and (p.name in ARTIFACT_NAMES or (p.name.startswith("head_") and p.suffix == ".json")))
+                  if p.is_file() and (p.name in ARTIFACT_NAMES or (p.name.startswith(("head_", "explorer_")) and p.suffix == ".json")))
 
 
 def render_key(artifacts_dir: Path, engine: str, options: dict[str, Any]) -> str:

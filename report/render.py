@@ -55,7 +55,7 @@ from typing import Any
 from analysis.artifacts import load_artifacts, remove_stale_temps
 from analysis.errors import UserError
 
-from . import incremental, outputs
+from . import explorer, incremental, outputs
 from .context import Page, ReportContext, environment, tool_versions
 from .escaping import markdown_text, typst_markup, typst_string
 from .figures import export_figures
@@ -153,18 +153,31 @@ ASSETS = {"assets/vega.js": lambda: vega_bundle(), "assets/charts.js": lambda: a
           "assets/style.css": lambda: asset("style.css")}
 
 
-def write_assets(site_dir: Path) -> None:
-    """One copy of the Vega, Vega-Lite and vega-embed scripts, the chart loader and the CSS per site."""
-    for rel, content in ASSETS.items():
+def write_assets(ctx: ReportContext, site_dir: Path) -> None:
+    """One copy of the Vega, Vega-Lite and vega-embed scripts, the chart loader and the CSS per site,
+    and the token explorer's script and data (:func:`report.explorer.site_assets`)."""
+    files = {rel: content() for rel, content in ASSETS.items()} | explorer.site_assets(ctx.artifacts)
+    for rel, text in files.items():
         path = site_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content(), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
+
+
+def inline_script(text: str) -> str:
+    """A script's text made safe to inline: nothing in it can end or confuse the element."""
+    return text.replace("</script", "<\\/script").replace("<!--", "<\\!--")
 
 
 def _html_page(ctx: ReportContext, page: Page, pages: list[Page], body: str, toc: str, inline: bool) -> str:
     versions = engine_versions("pandoc")
+    inline_scripts = []
+    if inline and page.scripts:  # the explorer: its data first, then its code
+        data = explorer.site_assets(ctx.artifacts)
+        inline_scripts = [inline_script(text) for rel, text in data.items() if rel not in page.scripts]
+        inline_scripts += [inline_script(data[rel]) for rel in page.scripts]
     return environment().get_template("page.html.j2").render(
         page=page, pages=pages, site_title=site_title(ctx), body=body, toc=toc,
+        scripts=[] if inline else page.scripts, inline_scripts=inline_scripts,
         inline=inline, css=asset("style.css") if inline else "", charts_js=asset("charts.js") if inline else "",
         vega_bundle=vega_bundle() if inline and page.figures else "", has_charts=bool(page.figures),
         engine="pandoc", engine_detail=f"pandoc {versions['pandoc']} → HTML, Typst {versions['typst']} → PDF",
@@ -189,7 +202,7 @@ def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, sr
     the CSS, the scripts and the charts inlined (for attaching to a paper)."""
     template = src_dir / "fragment.html"
     template.write_text(_FRAGMENT_TEMPLATE, encoding="utf-8")
-    write_assets(site_dir)
+    write_assets(ctx, site_dir)
     written = []
     for page in pages:
         body, toc = _pandoc_html(page.markdown, page.title, template)
@@ -198,7 +211,8 @@ def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, sr
         written.append(path)
     if standalone:
         whole = Page("report", site_title(ctx), "Report", combined_markdown(pages),
-                     [f for p in pages for f in p.figures])
+                     [f for p in pages for f in p.figures], [t for p in pages for t in p.tables],
+                     scripts=sorted({s for p in pages for s in p.scripts}))
         body, toc = _pandoc_html(whole.markdown, whole.title, template)
         # links between pages become links within the one document
         body = re.sub(r'href="([A-Za-z0-9._-]+)\.html"', lambda m: f'href="#{anchor(m.group(1))}"', body)
@@ -262,7 +276,8 @@ def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -
     PDF with every page as a chapter). Figures are copied into ``project/figures``."""
     project.mkdir(parents=True, exist_ok=True)
     (project / "_quarto.yml").write_text(
-        environment().get_template("_quarto.yml.j2").render(pages=pages, site_title=site_title(ctx)), encoding="utf-8")
+        environment().get_template("_quarto.yml.j2").render(
+            pages=pages, site_title=site_title(ctx), resources=sorted(explorer.site_assets(ctx.artifacts))), encoding="utf-8")
     for page in pages:
         (project / f"{page.slug}.qmd").write_text(
             f"---\ntitle: {json.dumps(page.title, ensure_ascii=False)}\n---\n\n{page.markdown}", encoding="utf-8")
@@ -274,7 +289,12 @@ def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -
         "---\n\n" + combined_markdown(pages), encoding="utf-8")
     (project / "style.css").write_text(asset("style.css"), encoding="utf-8")
     (project / "vega-header.html").write_text(f"<script>\n{vega_bundle()}\n</script>\n", encoding="utf-8")
-    (project / "vega-after-body.html").write_text(f"<script>\n{asset('charts.js')}\n</script>\n", encoding="utf-8")
+    after = [asset("charts.js")] + ([asset("explorer.js")] if ctx.artifacts.get("explorers") else [])
+    (project / "vega-after-body.html").write_text(
+        "".join(f"<script>\n{inline_script(js)}\n</script>\n" for js in after), encoding="utf-8")
+    for rel, text in explorer.site_assets(ctx.artifacts).items():  # data loaded on demand, by relative path
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(text, encoding="utf-8")
     return project
 
 

@@ -25,6 +25,7 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 def tiny_config_text(tiny_gpt2) -> str:
     return f"""
 heads = ["1.3", "0.1"]
+prompts = "off"
 [model]
 name = "{tiny_gpt2}"
 device = "cpu"

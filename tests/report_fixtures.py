@@ -134,3 +134,41 @@ def browser():
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def everywhere_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
+    """The small-vocabulary checkpoint whose head 1.2 is copy suppression for every token."""
+    from tests.checkpoints import make_copy_suppression_checkpoint
+
+    return make_copy_suppression_checkpoint(tmp_path_factory.mktemp("everywhere_ckpt"))
+
+
+def everywhere_config(folder: Path, extra: str = "") -> str:
+    """Exact ranks (so the explorer's lists are collected) of heads 1.2 (planted) and 0.1 (dead)."""
+    return f"""
+heads = ["1.2", "0.1"]
+compare = [["1.2", "0.1"]]
+[model]
+name = "{folder}"
+device = "cpu"
+[effective_embedding]
+variant = "residual"
+[analysis]
+ov_mode = "exact"
+bootstrap_resamples = 200
+{extra}"""
+
+
+@pytest.fixture(scope="session")
+def explorer_build(tmp_path_factory, everywhere_checkpoint) -> Path:
+    """``headreport build --standalone`` of the copy-suppression-everywhere checkpoint; the out dir."""
+    from headreport.cli import main
+
+    root = tmp_path_factory.mktemp("explorer_build")
+    config = root / "everywhere.toml"
+    config.write_text(everywhere_config(everywhere_checkpoint[0]), encoding="utf-8")
+    out = root / "build"
+    assert main(["build", "--config", str(config), "--out", str(out), "--no-progress", "--engine", "pandoc",
+                 "--standalone"]) == 0
+    return out

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import charts, findings, references
+from .. import explorer as explorer_block
 from .. import formatting as fmt
 from .. import tables as tb
 from ..context import Page, ReportContext
 from ..figures import Figure
 from ..outputs import head_slug, slug
+from .prompts import prompt_context, prompt_figures, prompt_table
 
 #: how the rank metrics are drawn and named: key → (title, x-axis title, colour, circuit text)
 RANK_METRICS = {
@@ -207,6 +209,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     r = head["results"]
     label = r["head"]["label"]
     figs = head_figures(ctx, r)
+    prompt_figs = prompt_figures(ctx, label)
     paper = references.paper_values(r["model"], head["provenance"], label)
     tables = {
         "spectrum": spectrum_table(r),
@@ -216,6 +219,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         "comparison": comparison_table(r),
         "self_suppression": rank_table(r, "ov_self_suppression", paper),
         "self_attention": rank_table(r, "qk_self_attention", paper),
+        "prompts": prompt_table(ctx, label),
     }
     shown = [t for t in tables.values() if t is not None]
     for t in shown:
@@ -223,13 +227,26 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     m = r["model"]
     sentences = findings.head_findings(r)
     sentences["cosine"] = findings.cosine_sentence(r["squared_cosine"], m["d_model"], m["d_vocab"])
+    has_explorer = label in (ctx.artifacts.get("explorers") or {})
+    qk_note = ("both sides through the layer's input norm" if r["qk_self_attention"].get("normalization") == "layer_norm"
+               else "both sides unnormalised")
+    a = head["config"]["analysis"]
+    explorer_note = (None if has_explorer
+                     else "it is off in this configuration (analysis.explorer = false)" if not a.get("explorer", True)
+                     else "its lists come from the exact pass over every token, and this analysis sampled rows "
+                          "(analysis.ov_mode = \"sampled\")" if a["ov_mode"] != "exact"
+                     else "this head's circuits are degenerate (see the rank tables above)")
     markdown = ctx.render(
-        "head.qmd.j2", r=r, head=r["head"], model=m, figures=figs, tables=tables,
+        "head.qmd.j2", explorer=explorer_block.block(label, qk_note) if has_explorer else None,
+        explorer_note=explorer_note, prompts=prompt_context(ctx, label), prompt_figures=prompt_figs,
+        r=r, head=r["head"], model=m, figures=figs, tables=tables,
         findings=sentences, config=head["config"], provenance=head["provenance"],
         embedding=r["effective_embedding"], paper=references.PAPER if paper else None,
         processing=", ".join(f"{k} = {str(v).lower()}" for k, v in sorted(head["provenance"]["processing"].items())),
     )
-    return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown, list(figs.values()), shown)
+    return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,
+                list(figs.values()) + list(prompt_figs.values()), shown,
+                scripts=[explorer_block.EXPLORER_JS] if has_explorer else [])
 
 
 def head_pages(ctx: ReportContext) -> list[Page]:

@@ -34,6 +34,7 @@ def own_checkpoint(tiny_gpt2, tmp_path_factory) -> Path:
 def config_text(folder: Path, names: Path) -> str:
     return f"""
 heads = ["1.3"]
+prompts = "{names.parent / 'prompts.txt'}"
 [model]
 name = "{folder}"
 device = "cpu"
@@ -52,6 +53,7 @@ def analysed(own_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("stale")
     names = root / "names.txt"
     names.write_text("Mary\nJohn\nJames\n", encoding="utf-8")
+    (root / "prompts.txt").write_text("When Mary and John went out, John gave it to\n", encoding="utf-8")
     config = config_from_dict(tomllib.loads(config_text(own_checkpoint, names))).replace(output_dir=str(root / "out"))
     run_analysis(config, root / "out" / "artifacts", progress=False, log=lambda m: None)
     return config, root / "out" / "artifacts", names
@@ -67,8 +69,20 @@ def test_fresh_artifacts_are_up_to_date(analysed):
     config, artifacts, _ = analysed
     assert stale_reason(config, artifacts) is None
     manifest = read_manifest(artifacts)
-    assert set(manifest["files"]) == {"model.json", "head_1.3.json"}
-    assert {"config", "analysis_code", "words.names", "words.generic", "checkpoint"} <= set(manifest["inputs"])
+    assert set(manifest["files"]) == {"model.json", "head_1.3.json", "prompts.json"}
+    assert {"config", "analysis_code", "words.names", "words.generic", "prompts", "checkpoint"} <= set(manifest["inputs"])
+
+
+def test_an_edited_prompt_file_is_stale(analysed):
+    config, artifacts, names = analysed
+    prompts = names.parent / "prompts.txt"
+    before = prompts.read_text(encoding="utf-8")
+    try:
+        prompts.write_text(before + "One more prompt\n", encoding="utf-8")
+        assert stale_reason(config, artifacts) == "the prompts changed"
+    finally:
+        prompts.write_text(before, encoding="utf-8")
+    assert stale_reason(config, artifacts) is None
 
 
 def test_an_edited_word_list_is_stale(analysed, tmp_path):

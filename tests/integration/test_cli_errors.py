@@ -170,15 +170,15 @@ def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monke
 
     def boom(*a, **k):
         calls.append(1)
-        if len(calls) == 2:  # the second head fails: the first head's results must not be written
-            raise RuntimeError("simulated failure")
+        if len(calls) == 3:  # the second head's OV pass fails (each head has an OV and a QK pass):
+            raise RuntimeError("simulated failure")  # the first head's results must not be written
         return real(*a, **k)
 
-    real = analysis.diagonal.ov_self_suppression
-    monkeypatch.setattr(analysis.diagonal, "ov_self_suppression", boom)
+    real = analysis.diagonal.rank_pass
+    monkeypatch.setattr(analysis.diagonal, "rank_pass", boom)
     cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--head", "0.1", "--out", str(tmp_path / "out"))
-    assert len(calls) == 2
+    assert len(calls) == 3
     assert rc == 1
     assert "simulated failure" in err and "internal error" in err
     assert files_under(tmp_path / "out") == []

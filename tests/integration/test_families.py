@@ -177,6 +177,32 @@ def test_circuits_equal_dense_products_of_the_hf_weights(family, family_folders)
         assert w.kv_head == head // (m.n_heads // m.n_kv_heads)
 
 
+#: families whose attention output passes through a norm before the residual stream (sandwich norms):
+#: a single head's direct effect is not defined by its output, so the prompts evidence is not computed
+POST_ATTENTION_NORM = {"gemma2", "gemma3", "olmo2"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_evidence_decomposes_exactly_or_is_not_computed(family, family_folders):
+    """On a real prompt, through the model's own forward pass: the heads' outputs add up to the
+    layer's attention output and the frozen-norm logits equal the model's; families where a head's
+    output is not separable get no numbers and a note that says why."""
+    from analysis import prompts
+
+    m = loaded(family, family_folders)
+    texts = ("When Mary and John went to the store, John gave a drink to",)
+    r = prompts.analyze_prompts(m, [HeadRef(1, 1), HeadRef(0, 0)], prompts.PromptSet("test", texts, "0" * 64))
+    if family in POST_ATTENTION_NORM:
+        assert r["heads"] == {} and "Not computed" in r["note"]
+        assert r["checks"]["attn_out_max_relative_error"] > 0.1
+        return
+    assert r["checks"]["attn_out_max_relative_error"] < 1e-5
+    assert r["checks"]["logits_max_relative_error"] < 1e-5 and r["checks"]["direct_effects_exact"]
+    rec = r["heads"]["1.1"]["records"][0]
+    n = len(r["prompts"][0]["tokens"])
+    assert len(rec["sources"]) == n and abs(sum(s["weight"] for s in rec["sources"]) - 1) < 1e-3
+
+
 @pytest.mark.parametrize("family", ["qwen3", "gemma3", "olmo2"])
 def test_qk_norm_families_apply_their_own_norms_to_the_circuit_rows(family, family_folders):
     """The full QK circuit's factors are the model's own normed queries and keys of W_E's rows."""

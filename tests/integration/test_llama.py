@@ -134,7 +134,12 @@ def test_llama_survey_and_analysis(llama, tmp_path):
     ]
     assert any("rotary" in n.lower() for n in doc["results"]["model"]["notes"])
     written = run_analysis(config, tmp_path / "a", progress=False, log=lambda m: None, model=llama, layer0=layer0)
-    assert {p.name for p in written} == {"model.json", "head_1.3.json", "timings.json"}
+    assert {p.name for p in written} == {"model.json", "head_1.3.json", "timings.json", "prompts.json"}
+    import json
+
+    prompts = json.loads((tmp_path / "a" / "prompts.json").read_text())["results"]  # GQA: the head's kv head
+    assert prompts["checks"]["direct_effects_exact"] and prompts["checks"]["attn_out_max_relative_error"] < 1e-5
+    assert prompts["heads"]["1.3"]["summary"]["n_prompts"] == 25
     ov = next(r for r in heads if r["label"] == "1.3")["ov_self_suppression"]
     import json
 

@@ -13,6 +13,7 @@ from analysis.config import (
     AnalysisConfig,
     Config,
     HeadRef,
+    check_against_model,
     check_heads_against_model,
     config_from_dict,
     load_config,
@@ -152,6 +153,15 @@ def test_every_documented_key_is_accepted_with_its_documented_default():
     ({"heads": ["1.2", "1.2"]}, "heads", "duplicate"),
     ({"output_dir": 3}, "output_dir", "string"),
     ({"words": {"names": "builtin:nope"}}, "words.names", "builtin:census_names"),
+    ({"prompts": "builtin:nope"}, "prompts", '"builtin:ioi"'),
+    ({"prompts": "/no/such/prompts.txt"}, "prompts", "one prompt per line"),
+    ({"prompts": False}, "prompts", "string"),
+    ({"compare": ["10.7", "11.10"]}, "compare", "pair of heads"),
+    ({"compare": [["10.7"]]}, "compare", "pair of heads"),
+    ({"compare": [["10.7", "10.7"]]}, "compare", "with itself"),
+    ({"compare": [["10.7", "11.1"], ["11.1", "10.7"]]}, "compare", "listed twice"),
+    ({"compare": [["10.7", "x"]]}, "compare", '"L.H"'),
+    ({"compare": "10.7"}, "compare", "list of at most 20 pairs"),
     ({"words": {"generic": "/no/such/file.txt"}}, "words.generic", "does not exist"),
 ])
 def test_errors_name_the_key_and_what_is_allowed(raw, key, allowed):
@@ -241,3 +251,32 @@ def test_reading_a_config_imports_no_torch():
             "c.load_config(None)\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_compare_heads_are_analysed_and_checked_against_the_model():
+    c = config_from_dict({"heads": ["1.0"], "compare": [["2.1", "1.0"]]})
+    assert c.analysed_heads == (HeadRef(1, 0), HeadRef(2, 1))
+    assert config_from_dict({"heads": ["3.0", "1.0"], "compare": [["1.0", "0.2"]]}).analysed_heads == (
+        HeadRef(3, 0), HeadRef(1, 0), HeadRef(0, 2))
+    assert config_from_dict(c.to_dict()) == c
+    with pytest.raises(ConfigError, match="compare: head 2.1 is outside the model"):
+        check_against_model(c, n_layers=2, n_heads=4, d_head=8)
+
+
+def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
+    from analysis.prompts import load_prompts
+
+    good = tmp_path / "p.txt"
+    good.write_text("# comment\nOne prompt\n\nAnother prompt  \n", encoding="utf-8")
+    c = config_from_dict({"prompts": "p.txt"}, base_dir=tmp_path)
+    assert c.prompts == str(good.resolve())
+    assert load_prompts(c.prompts).texts == ("One prompt", "Another prompt")
+    assert len(load_prompts("builtin:ioi").texts) == 25
+    for name, content, message in [("ctl.txt", b"a\x00b\n", "control character"),
+                                   ("empty.txt", b"# only a comment\n", "holds no prompt"),
+                                   ("latin1.txt", "caf\u00e9\n".encode("latin-1"), "UTF-8")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match=message) as exc:
+            load_prompts(str(tmp_path / name))
+        assert str(exc.value).startswith("prompts")
+    assert config_from_dict({"prompts": "off"}).prompts == "off"

@@ -1,0 +1,314 @@
+"""The token explorer's data: for every token, its neighbours in the head's circuits, collected in
+the same pass over each circuit that computes the exact ranks (no extra vocab × vocab pass).
+
+For a head, with the OV circuit W_EE·W_OV·W_U (row s: source token s attended to, column: logit) and
+the self-attention QK circuit (row t: a query predicting t, column: key; the normalisation of the
+report's QK ranks):
+
+* ``ov_low`` / ``ov_high``: the ``k`` tokens whose logits row s lowers most / raises most;
+* ``qk_keys``: the ``k`` keys query t attends to most (row t's largest entries);
+* ``qk_queries``: the ``k`` queries that attend most to key t (column t's largest entries);
+* ``ov_rank`` / ``qk_rank``: each token's own rank in its row (the ranks of the report).
+
+Row lists are visitors of :func:`analysis.rowscan.scan_rows`: each keeps, per row, its best ``k`` so
+far and the threshold they set, so after the first column chunk only entries beyond the threshold
+are looked at (a compare pass, like the rank count, instead of a sort). The column list keeps, per
+worker thread, the best ``k`` rows of every column, merged at the end.
+
+:func:`encode` packs the arrays compactly — ``uint16`` ids when the vocabulary allows, else
+``uint32`` — lays them out in byte planes, deflates them and base64-encodes the result: the payload the report's explorer loads
+from a ``.js`` file (``fetch`` is blocked on ``file://``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import zlib
+from typing import Any
+
+import numpy as np
+import torch
+
+K = 10
+FIELDS = ("ov_rank", "qk_rank", "ov_low", "ov_high", "qk_keys", "qk_queries")
+
+
+#: rows / columns sampled to seed the thresholds (about k · n / SEED candidates per row remain)
+SEED = 8192
+
+
+def _kth(values: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """The ``k``-th largest entry along ``axis``."""
+    k = min(k, values.shape[axis])
+    return -np.partition(-values, k - 1, axis=axis).take(k - 1, axis=axis)
+
+
+def _lexsort_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_groups: int, k: int,
+                    largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((ids, -vals if largest else vals, groups))
+    groups, vals, ids = groups[order], vals[order], ids[order]
+    first = np.searchsorted(groups, np.arange(n_groups))
+    take = (first[:, None] + np.arange(k)[None, :]).ravel()
+    return vals[take].reshape(n_groups, k), ids[take].reshape(n_groups, k)
+
+
+#: groups with more candidates than this are merged on their own (ties, flat rows)
+PAD_LIMIT = 512
+
+
+def _merge_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_groups: int, k: int,
+                  largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``n_groups`` groups, the best ``k`` (value, id) pairs of its candidates, best
+    first, ties by smaller id. Every group must have at least ``k`` candidates.
+
+    The candidates are laid out one group per row of a padded matrix and sorted row-wise, a few
+    dozen entries each, instead of one sort of them all; a group with very many candidates (ties)
+    is sorted on its own."""
+    counts = np.bincount(groups, minlength=n_groups)
+    big = counts > PAD_LIMIT
+    out_vals = np.empty((n_groups, k), dtype=vals.dtype)
+    out_ids = np.empty((n_groups, k), dtype=ids.dtype)
+    if big.any():
+        in_big = big[groups]
+        for g in np.nonzero(big)[0]:
+            sel = groups == g
+            v, i = _lexsort_groups(np.zeros(int(sel.sum()), dtype=np.int64), vals[sel], ids[sel], 1, k, largest)
+            out_vals[g], out_ids[g] = v[0], i[0]
+        groups, vals, ids = groups[~in_big], vals[~in_big], ids[~in_big]
+        counts = np.where(big, 0, counts)
+    order = np.argsort(groups, kind="stable")
+    groups, vals, ids = groups[order], vals[order], ids[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    width = max(int(counts.max()), k)
+    pad_key = np.full((n_groups, width), np.inf, dtype=np.float64)
+    pad_ids = np.full((n_groups, width), np.iinfo(np.int64).max, dtype=np.int64)
+    col = np.arange(groups.size) - starts[groups]
+    pad_key[groups, col] = -vals if largest else vals
+    pad_ids[groups, col] = ids
+    order2 = np.lexsort((pad_ids, pad_key), axis=1)[:, :k]
+    keep = ~big
+    out_vals[keep] = np.take_along_axis(pad_key, order2, axis=1)[keep] * (-1 if largest else 1)
+    out_ids[keep] = np.take_along_axis(pad_ids, order2, axis=1)[keep]
+    return out_vals, out_ids
+
+
+class _Candidates:
+    """Per-thread lists of (group, id, value) candidates, concatenated at the end."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.all: list[list[np.ndarray]] = []
+        self.lock = threading.Lock()
+
+    def add(self, groups: np.ndarray, ids: np.ndarray, vals: np.ndarray) -> None:
+        if not hasattr(self.local, "parts"):
+            self.local.parts = []
+            with self.lock:
+                self.all.append(self.local.parts)
+        self.local.parts.append((groups.astype(np.int32), ids.astype(np.int32), vals))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        parts = [p for thread in self.all for p in thread]
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+class RowTopK:
+    """Visitor: each row's ``k`` largest (or smallest) entries and their column ids.
+
+    Each row batch's thresholds are seeded, at its first block, by the ``k``-th best entry of the
+    row among :data:`SEED` sampled columns (a lower bound of the row's true ``k``-th best, from a
+    small GEMM: ``seed(rows) -> [len(rows), SEED]`` values). Every block is then one compare and a
+    flat scan for the entries beyond the thresholds; :meth:`result` keeps each row's best ``k`` of
+    those (about ``k``·n/SEED candidates a row)."""
+
+    def __init__(self, n_rows: int, seed, k: int = K, largest: bool = True):
+        self.k, self.largest, self.seed = k, largest, seed
+        self.n_rows = n_rows
+        self.thresholds = np.zeros(n_rows, dtype=np.float32)
+        self.seeded = np.zeros(n_rows, dtype=bool)
+        self.candidates = _Candidates()
+
+    def __call__(self, block: np.ndarray, rows: slice, col0: int) -> None:
+        signed = block if self.largest else -block
+        if not self.seeded[rows.start]:
+            sample = self.seed(rows)
+            self.thresholds[rows] = _kth(sample if self.largest else -sample, self.k, axis=1)
+            self.seeded[rows] = True
+        flat = np.flatnonzero(signed >= self.thresholds[rows, None])
+        if flat.size:
+            ii, jj = np.divmod(flat, block.shape[1])
+            self.candidates.add(ii + rows.start, jj + col0, block[ii, jj])
+
+    def result(self) -> np.ndarray:
+        """``[n_rows, k]`` column ids, best first (ties: smaller id first)."""
+        groups, ids, vals = self.candidates.arrays()
+        return _merge_groups(groups, vals, ids, self.n_rows, self.k, self.largest)[1].astype(np.int64)
+
+
+class ColTopK:
+    """Visitor: each column's ``k`` largest entries and their row ids (over the rows scanned). The
+    column thresholds are seeded before the scan by the ``k``-th largest entry of each column among
+    :data:`SEED` sampled rows (``thresholds``); :meth:`result` keeps each column's best ``k``."""
+
+    def __init__(self, n_cols: int, rows: np.ndarray, thresholds: np.ndarray, k: int = K):
+        self.n_cols, self.rows, self.k = n_cols, rows, k
+        self.thresholds = thresholds.astype(np.float32)
+        self.candidates = _Candidates()
+
+    def __call__(self, block: np.ndarray, rows: slice, col0: int) -> None:
+        flat = np.flatnonzero(block >= self.thresholds[None, col0 : col0 + block.shape[1]])
+        if flat.size:
+            ii, jj = np.divmod(flat, block.shape[1])
+            self.candidates.add(jj + col0, self.rows[rows][ii], block[ii, jj])
+
+    def result(self) -> np.ndarray:
+        """``[n_cols, k]`` row ids, best first (ties: smaller id first)."""
+        groups, ids, vals = self.candidates.arrays()
+        return _merge_groups(groups, vals, ids, self.n_cols, self.k, largest=True)[1].astype(np.int64)
+
+
+def sampled(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(SEED, n), replace=False))
+
+
+def column_thresholds(rows_of, B, n_rows: int, k: int = K, chunk: int = 8192) -> np.ndarray:
+    """Each column's ``k``-th largest entry among :data:`SEED` sampled rows (a lower bound of its
+    true ``k``-th largest), computed column chunk by column chunk."""
+    A = rows_of(torch.from_numpy(sampled(n_rows, seed=1)))
+    out = np.empty(B.shape[1], dtype=np.float32)
+    for c0 in range(0, B.shape[1], chunk):
+        out[c0 : c0 + chunk] = _kth((A @ B[:, c0 : c0 + chunk]).numpy(), k, axis=0)
+    return out
+
+
+class TorchRowTopK:
+    """:class:`RowTopK` on device tensors (the GPU pass): a ``torch.topk`` of each block merged into
+    the rows' best ``k``."""
+
+    def __init__(self, n_rows: int, device: Any, k: int = K, largest: bool = True):
+        self.k, self.largest = k, largest
+        fill = float("-inf") if largest else float("inf")
+        self.values = torch.full((n_rows, k), fill, device=device)
+        self.tensor_ids = torch.full((n_rows, k), -1, dtype=torch.int64, device=device)
+
+    def __call__(self, block: torch.Tensor, rows: slice, col0: int) -> None:
+        top = torch.topk(block, min(self.k, block.shape[1]), dim=1, largest=self.largest)
+        values = torch.cat([self.values[rows], top.values], dim=1)
+        ids = torch.cat([self.tensor_ids[rows], top.indices + col0], dim=1)
+        best = torch.topk(values, self.k, dim=1, largest=self.largest)
+        self.values[rows], self.tensor_ids[rows] = best.values, ids.gather(1, best.indices)
+
+    def result(self) -> np.ndarray:
+        return self.tensor_ids.cpu().numpy()
+
+
+class TorchColTopK:
+    """:class:`ColTopK` on device tensors (the GPU pass)."""
+
+    def __init__(self, n_cols: int, rows: torch.Tensor, device: Any, k: int = K):
+        self.k, self.rows = k, rows.to(device)
+        self.values = torch.full((k, n_cols), float("-inf"), device=device)
+        self.tensor_ids = torch.full((k, n_cols), -1, dtype=torch.int64, device=device)
+
+    def __call__(self, block: torch.Tensor, rows: slice, col0: int) -> None:
+        cols = slice(col0, col0 + block.shape[1])
+        top = torch.topk(block, min(self.k, block.shape[0]), dim=0)
+        values = torch.cat([self.values[:, cols], top.values], dim=0)
+        ids = torch.cat([self.tensor_ids[:, cols], self.rows[rows][top.indices]], dim=0)
+        best = torch.topk(values, self.k, dim=0)
+        self.values[:, cols], self.tensor_ids[:, cols] = best.values, ids.gather(0, best.indices)
+
+    def result(self) -> np.ndarray:
+        return self.tensor_ids.T.cpu().numpy()
+
+
+def collectors(ov, qk) -> dict[str, Any]:
+    """The visitors of one head's two exact passes over its :class:`analysis.diagonal.TokenCircuit`
+    ``ov`` (lowest, highest) and ``qk`` (row highest, column highest), for CPU (numpy, seeded
+    thresholds) or a device (torch)."""
+    n, device = ov.n_rows, ov.B.device
+    if device.type == "cpu":
+        cols = torch.from_numpy(sampled(n, seed=2))
+        ov_B, qk_B = ov.B[:, cols], qk.B[:, cols]
+        ov_seed = lambda rows: (ov.rows_of(torch.arange(rows.start, rows.stop)) @ ov_B).numpy()
+        qk_seed = lambda rows: (qk.rows_of(torch.arange(rows.start, rows.stop)) @ qk_B).numpy()
+        return {"ov_low": RowTopK(n, ov_seed, largest=False), "ov_high": RowTopK(n, ov_seed, largest=True),
+                "qk_keys": RowTopK(n, qk_seed, largest=True),
+                "qk_queries": ColTopK(n, np.arange(n), column_thresholds(qk.rows_of, qk.B, n))}
+    rows = torch.arange(n)
+    return {"ov_low": TorchRowTopK(n, device, largest=False), "ov_high": TorchRowTopK(n, device, largest=True),
+            "qk_keys": TorchRowTopK(n, device, largest=True), "qk_queries": TorchColTopK(n, rows, device)}
+
+
+def arrays_of(lists: dict[str, Any], ov_rank: np.ndarray, qk_rank: np.ndarray) -> dict[str, np.ndarray]:
+    """The explorer's arrays (:data:`FIELDS`) from the collectors and the two passes' ranks."""
+    return {"ov_rank": ov_rank, "qk_rank": qk_rank,
+            **{name: lists[name].result() for name in ("ov_low", "ov_high", "qk_keys", "qk_queries")}}
+
+
+def dense_reference(M: torch.Tensor, k: int = K) -> dict[str, np.ndarray]:
+    """The same lists from a dense matrix (tests): row largest, row smallest, column largest."""
+    Md = M.double()
+    out = {}
+    for name, values in (("row_high", Md), ("row_low", -Md), ("col_high", Md.T)):
+        n = values.shape[0]
+        ids = torch.arange(values.shape[1]).expand(n, -1)
+        order = np.lexsort((ids.numpy(), -values.numpy()), axis=1)
+        out[name] = order[:, :k]
+    return out
+
+
+def id_dtype(d_vocab: int) -> type:
+    return np.uint16 if d_vocab <= 1 << 16 else np.uint32
+
+
+def _planes(data: np.ndarray) -> bytes:
+    """Little-endian bytes in byte planes: every value's lowest byte, then every second byte...
+    (ids of a trained model's lists repeat, and their high bytes far more: deflate finds more)."""
+    le = np.ascontiguousarray(data).view(np.uint8).reshape(-1, data.dtype.itemsize)
+    return np.ascontiguousarray(le.T).tobytes()
+
+
+def encode(arrays: dict[str, np.ndarray], d_vocab: int) -> dict[str, Any]:
+    """The explorer payload: every field (:data:`FIELDS`) as little-endian ``uint16``/``uint32``
+    (ranks and ids alike fit the vocabulary) in byte planes (:func:`_planes`), fields concatenated
+    in order, deflated (zlib) and base64-encoded; with the layout the reader needs and the sha256 of
+    the raw (deflated) bytes."""
+    dtype = np.dtype(id_dtype(d_vocab)).newbyteorder("<")
+    for f in FIELDS:
+        a = arrays[f]
+        if a.size and (a.min() < 0 or a.max() > np.iinfo(dtype).max):
+            raise ValueError(f"explorer field {f}: values outside {dtype}")
+    raw = b"".join(_planes(np.asarray(arrays[f]).astype(dtype)) for f in FIELDS)
+    shapes = {f: list(arrays[f].shape) for f in FIELDS}
+    return {
+        "d_vocab": d_vocab,
+        "k": int(arrays["ov_low"].shape[1]),
+        "fields": list(FIELDS),
+        "shapes": shapes,
+        "dtype": "uint16" if dtype.itemsize == 2 else "uint32",
+        "encoding": "byte-planes+zlib+base64",
+        "raw_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii"),
+    }
+
+
+def decode(payload: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of an :func:`encode` payload (tests and tools)."""
+    raw = zlib.decompress(base64.b64decode(payload["data"]))
+    if hashlib.sha256(raw).hexdigest() != payload["sha256"]:
+        raise ValueError("explorer payload: sha256 mismatch")
+    dtype = np.dtype(payload["dtype"]).newbyteorder("<")
+    out, offset = {}, 0
+    for f in payload["fields"]:
+        shape = payload["shapes"][f]
+        n = int(np.prod(shape))
+        planes = np.frombuffer(raw, dtype=np.uint8, count=n * dtype.itemsize, offset=offset)
+        values = np.ascontiguousarray(planes.reshape(dtype.itemsize, n).T).view(dtype)
+        out[f] = values.reshape(shape).astype(np.int64)
+        offset += n * dtype.itemsize
+    return out

@@ -1,0 +1,343 @@
+// The token explorer of a head page (report/explorer.py writes its data scripts). Everything here is
+// static and offline: the data are classic scripts loaded on first use (file:// blocks fetch), the
+// payload is inflated with DecompressionStream, and token text reaches the page only through
+// textContent and attribute values, never as markup.
+(function () {
+  "use strict";
+  var OPEN_BOX = "\u2423";
+  var MAX_SUGGESTIONS = 12;
+  var registry = (window.headreportExplorer = window.headreportExplorer || { heads: {} });
+  var scripts = {}; // src -> Promise
+
+  function loadScript(src, ready) {
+    if (ready()) return Promise.resolve();
+    if (!scripts[src]) {
+      scripts[src] = new Promise(function (resolve, reject) {
+        var s = document.createElement("script");
+        s.src = src;
+        s.onload = function () { ready() ? resolve() : reject(new Error(src + " did not register its data")); };
+        s.onerror = function () { reject(new Error("could not load " + src)); };
+        document.head.appendChild(s);
+      });
+    }
+    return scripts[src];
+  }
+
+  function base64Bytes(text) {
+    var bin = atob(text);
+    var out = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+
+  function inflate(bytes) {
+    if (typeof DecompressionStream === "undefined") {
+      return Promise.reject(new Error("this browser has no DecompressionStream, which the explorer needs"));
+    }
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (buf) { return new Uint8Array(buf); });
+  }
+
+  function checkDigest(raw, sha256) {
+    if (!(window.crypto && window.crypto.subtle)) return Promise.resolve();
+    return window.crypto.subtle.digest("SHA-256", raw).then(function (d) {
+      var hex = Array.prototype.map.call(new Uint8Array(d), function (b) {
+        return (b < 16 ? "0" : "") + b.toString(16);
+      }).join("");
+      if (hex !== sha256) throw new Error("the explorer's data are corrupt (sha256 mismatch)");
+    });
+  }
+
+  // fields in byte planes: all lowest bytes, then all second bytes, ... (little-endian values)
+  function unpack(payload, raw) {
+    if (raw.length !== payload.raw_bytes) throw new Error("the explorer's data have the wrong length");
+    var size = payload.dtype === "uint16" ? 2 : 4;
+    var out = {}, offset = 0;
+    payload.fields.forEach(function (f) {
+      var shape = payload.shapes[f];
+      var n = shape.reduce(function (a, b) { return a * b; }, 1);
+      var values = new Uint32Array(n);
+      for (var b = 0; b < size; b++) {
+        var plane = raw.subarray(offset + b * n, offset + (b + 1) * n);
+        var shift = 8 * b;
+        for (var i = 0; i < n; i++) values[i] += plane[i] * Math.pow(2, shift);
+      }
+      out[f] = values;
+      offset += n * size;
+    });
+    return out;
+  }
+
+  function Explorer(root) {
+    this.root = root;
+    this.label = root.getAttribute("data-head");
+    this.prefix = "hrx-" + this.label.replace(/[^A-Za-z0-9]/g, "-") + "-";
+    this.data = null;
+    this.loading = null;
+    this.active = -1;
+    this.options = [];
+    this.build();
+  }
+
+  Explorer.prototype.el = function (tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  Explorer.prototype.build = function () {
+    var self = this, id = this.prefix.replace(/-$/, "");
+    var form = this.el("form", "hrx-form");
+    form.setAttribute("role", "search");
+    var label = this.el("label", null, "Token of head " + this.label + " (its text, " + OPEN_BOX +
+      " or a space for a space, or #id)");
+    label.htmlFor = id + "-input";
+    var input = this.el("input", "hrx-input");
+    input.id = id + "-input";
+    input.type = "text";
+    input.autocomplete = "off";
+    input.spellcheck = false;
+    input.setAttribute("role", "combobox");
+    input.setAttribute("aria-autocomplete", "list");
+    input.setAttribute("aria-expanded", "false");
+    input.setAttribute("aria-controls", id + "-list");
+    var button = this.el("button", "hrx-go", "Explore");
+    button.type = "submit";
+    var list = this.el("ul", "hrx-suggestions");
+    list.id = id + "-list";
+    list.setAttribute("role", "listbox");
+    list.setAttribute("aria-label", "matching tokens");
+    list.hidden = true;
+    var status = this.el("p", "hrx-status");
+    status.setAttribute("role", "status");
+    status.setAttribute("aria-live", "polite");
+    var result = this.el("div", "hrx-result");
+    result.tabIndex = -1;
+    form.appendChild(label);
+    form.appendChild(input);
+    form.appendChild(button);
+    form.appendChild(list);
+    this.root.textContent = "";
+    this.root.appendChild(form);
+    this.root.appendChild(status);
+    this.root.appendChild(result);
+    this.input = input; this.list = list; this.status = status; this.result = result;
+
+    input.addEventListener("focus", function () { self.load(); });
+    input.addEventListener("input", function () { self.load().then(function () { self.suggest(); }); });
+    input.addEventListener("keydown", function (ev) { self.onKey(ev); });
+    input.addEventListener("blur", function () { setTimeout(function () { self.close(); }, 150); });
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      self.load().then(function () { self.submit(); });
+    });
+    window.addEventListener("hashchange", function () { self.fromHash(); });
+    if (location.hash.indexOf("#" + this.prefix) === 0) this.fromHash();
+  };
+
+  Explorer.prototype.say = function (text) { this.status.textContent = text; };
+
+  Explorer.prototype.load = function () {
+    var self = this;
+    if (this.loading) return this.loading;
+    this.say("Loading the explorer's data…");
+    var tokensSrc = this.root.getAttribute("data-tokens"), src = this.root.getAttribute("data-src");
+    this.loading = loadScript(tokensSrc, function () { return !!registry.tokens; })
+      .then(function () { return loadScript(src, function () { return !!registry.heads[self.label]; }); })
+      .then(function () {
+        var payload = registry.heads[self.label];
+        return inflate(base64Bytes(payload.data)).then(function (raw) {
+          return checkDigest(raw, payload.sha256).then(function () {
+            self.data = unpack(payload, raw);
+            self.k = payload.k;
+            self.tokens = registry.tokens;
+            self.n = self.tokens.length;
+            if (self.n !== payload.d_vocab) throw new Error("the vocabulary and the head's data disagree");
+            self.say("Ready: " + self.n.toLocaleString("en") + " tokens. Type to search; choose a token to explore it.");
+          });
+        });
+      })
+      .catch(function (err) {
+        self.say("The explorer could not load its data: " + err.message);
+        console.error(err);
+        throw err;
+      });
+    return this.loading;
+  };
+
+  // ids sorted by visible form (built once, on the first search)
+  Explorer.prototype.sorted = function () {
+    if (!this.order) {
+      var t = this.tokens, order = new Array(this.n);
+      for (var i = 0; i < this.n; i++) order[i] = i;
+      order.sort(function (a, b) { return t[a] < t[b] ? -1 : t[a] > t[b] ? 1 : a - b; });
+      this.order = order;
+    }
+    return this.order;
+  };
+
+  Explorer.prototype.normalise = function (q) { return q.replace(/ /g, OPEN_BOX); };
+
+  Explorer.prototype.matches = function (raw) {
+    var q = this.normalise(raw), out = [], seen = {}, t = this.tokens;
+    var push = function (id) { if (!seen[id] && out.length < MAX_SUGGESTIONS) { seen[id] = true; out.push(id); } };
+    var idMatch = /^#?([0-9]+)$/.exec(raw.trim());
+    if (idMatch && +idMatch[1] < this.n) push(+idMatch[1]);
+    if (q === "") return out;
+    var order = this.sorted(), lo = 0, hi = order.length;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (t[order[mid]] < q) lo = mid + 1; else hi = mid; }
+    for (var i = lo; i < order.length && out.length < MAX_SUGGESTIONS && t[order[i]].indexOf(q) === 0; i++) push(order[i]);
+    if (out.length < MAX_SUGGESTIONS) { // then case-insensitive prefixes
+      var ql = q.toLowerCase();
+      for (var j = 0; j < this.n && out.length < MAX_SUGGESTIONS; j++) {
+        if (t[j].toLowerCase().indexOf(ql) === 0) push(j);
+      }
+    }
+    return out;
+  };
+
+  Explorer.prototype.suggest = function () {
+    var self = this;
+    this.options = this.matches(this.input.value);
+    this.active = -1;
+    this.list.textContent = "";
+    this.options.forEach(function (id, i) {
+      var li = self.el("li", "hrx-option");
+      li.id = self.prefix + "option-" + i;
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", "false");
+      li.appendChild(self.el("span", "hrx-token", self.tokens[id]));
+      li.appendChild(self.el("span", "hrx-id", "#" + id));
+      li.addEventListener("mousedown", function (ev) { ev.preventDefault(); self.choose(id); });
+      self.list.appendChild(li);
+    });
+    var open = this.options.length > 0 && this.input.value !== "";
+    this.list.hidden = !open;
+    this.input.setAttribute("aria-expanded", open ? "true" : "false");
+    this.input.removeAttribute("aria-activedescendant");
+    if (this.input.value !== "" && !this.options.length) this.say("No token starts with that text.");
+  };
+
+  Explorer.prototype.close = function () {
+    this.list.hidden = true;
+    this.input.setAttribute("aria-expanded", "false");
+    this.input.removeAttribute("aria-activedescendant");
+  };
+
+  Explorer.prototype.highlight = function (i) {
+    var items = this.list.children;
+    for (var j = 0; j < items.length; j++) items[j].setAttribute("aria-selected", j === i ? "true" : "false");
+    this.active = i;
+    if (i >= 0) this.input.setAttribute("aria-activedescendant", items[i].id);
+  };
+
+  Explorer.prototype.onKey = function (ev) {
+    if (!this.options.length || this.list.hidden) return;
+    if (ev.key === "ArrowDown" || ev.key === "ArrowUp") {
+      ev.preventDefault();
+      var n = this.options.length, step = ev.key === "ArrowDown" ? 1 : -1;
+      this.highlight((this.active + step + n) % n);
+    } else if (ev.key === "Escape") {
+      this.close();
+    } else if (ev.key === "Enter" && this.active >= 0) {
+      ev.preventDefault();
+      this.choose(this.options[this.active]);
+    }
+  };
+
+  Explorer.prototype.submit = function () {
+    var raw = this.input.value, q = this.normalise(raw);
+    var exact = this.tokens.indexOf(q);
+    if (exact >= 0) return this.choose(exact);
+    var found = this.matches(raw);
+    if (found.length) return this.choose(found[0]);
+    this.say("No token matches that text or id.");
+  };
+
+  // show token ``id`` and record it in the address (back and forward work; the link can be shared)
+  Explorer.prototype.go = function (id, focus) {
+    var hash = "#" + this.prefix + id;
+    if (location.hash !== hash) history.pushState(null, "", hash);
+    this.input.value = this.tokens[id];
+    this.show(id, focus);
+  };
+
+  Explorer.prototype.choose = function (id) {
+    this.close();
+    this.input.value = this.tokens[id];
+    this.go(id, false);
+  };
+
+  Explorer.prototype.fromHash = function () {
+    var self = this, h = location.hash;
+    if (h.indexOf("#" + this.prefix) !== 0) return;
+    var id = +h.slice(this.prefix.length + 1);
+    this.load().then(function () {
+      if (id >= 0 && id < self.n && String(id) === h.slice(self.prefix.length + 1)) {
+        self.input.value = self.tokens[id];
+        self.show(id, true);
+      }
+    });
+  };
+
+  Explorer.prototype.link = function (id) {
+    var a = this.el("a", "hrx-link");
+    var self = this;
+    a.href = "#" + this.prefix + id;
+    a.addEventListener("click", function (ev) { ev.preventDefault(); self.go(id, true); });
+    a.appendChild(this.el("span", "hrx-token", this.tokens[id]));
+    a.appendChild(this.el("span", "hrx-id", "#" + id));
+    return a;
+  };
+
+  Explorer.prototype.list_ = function (title, ids) {
+    var box = this.el("div", "hrx-list");
+    box.appendChild(this.el("h5", null, title));
+    var ol = this.el("ol");
+    for (var i = 0; i < ids.length; i++) {
+      var li = this.el("li");
+      li.appendChild(this.link(ids[i]));
+      ol.appendChild(li);
+    }
+    box.appendChild(ol);
+    return box;
+  };
+
+  Explorer.prototype.row = function (field, id) {
+    return Array.prototype.slice.call(this.data[field].subarray(id * this.k, (id + 1) * this.k));
+  };
+
+  Explorer.prototype.show = function (id, focus) {
+    var d = this.data, n = this.n.toLocaleString("en"), r = this.result;
+    r.textContent = "";
+    var h = this.el("h4", "hrx-title");
+    h.appendChild(this.el("span", "hrx-token", this.tokens[id]));
+    h.appendChild(this.el("span", "hrx-id", "#" + id));
+    r.appendChild(h);
+    var grid = this.el("div", "hrx-grid");
+    var ov = this.el("section", "hrx-card");
+    ov.appendChild(this.el("h5", "hrx-card-title", "As a source (OV circuit)"));
+    ov.appendChild(this.el("p", null, "When the head attends to this token, its own logit ranks " +
+      d.ov_rank[id].toLocaleString("en") + " of " + n + " (1 = most lowered)."));
+    ov.appendChild(this.list_("Logits it lowers most", this.row("ov_low", id)));
+    ov.appendChild(this.list_("Logits it raises most", this.row("ov_high", id)));
+    var key = this.el("section", "hrx-card");
+    key.appendChild(this.el("h5", "hrx-card-title", "As a key (QK circuit)"));
+    key.appendChild(this.el("p", null, "When the query predicts this token, this token's key ranks " +
+      d.qk_rank[id].toLocaleString("en") + " of " + n + " (1 = most attended; " +
+      this.root.getAttribute("data-qk-note") + ")."));
+    key.appendChild(this.list_("Queries that attend to it most", this.row("qk_queries", id)));
+    var query = this.el("section", "hrx-card");
+    query.appendChild(this.el("h5", "hrx-card-title", "As a query (QK circuit)"));
+    query.appendChild(this.el("p", null, "When the query predicts this token, the keys it attends to most."));
+    query.appendChild(this.list_("Keys it attends to most", this.row("qk_keys", id)));
+    grid.appendChild(ov); grid.appendChild(key); grid.appendChild(query);
+    r.appendChild(grid);
+    r.setAttribute("data-token", String(id));
+    this.say("Showing token #" + id + ".");
+    if (focus) r.focus({ preventScroll: false });
+  };
+
+  document.querySelectorAll(".hr-explorer[data-head]").forEach(function (root) { new Explorer(root); });
+})();

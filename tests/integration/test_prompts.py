@@ -1,0 +1,106 @@
+"""The head on prompts, on the checkpoint whose head 1.2 attends to a repeated token and pushes its
+logit down (copy suppression planted for every token) and whose head 0.1 is dead: the evidence
+finds the plant, the artifact is schema-valid and reproducible, and the pages show it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from analysis.models import load_model
+from analysis.prompts import PromptSet, analyze_prompts, load_prompts
+
+#: each prompt ends on a token that occurred earlier
+REPEATS = (
+    "The cat sat on the mat and the cat",
+    "We went to the store and then back to",
+    "Paris is big. I like Paris",
+    "one two three four one",
+)
+
+
+@pytest.fixture(scope="module")
+def everywhere_model(everywhere_checkpoint):
+    return load_model(ModelConfig(name=str(everywhere_checkpoint[0]), device="cpu"), ProcessingConfig())
+
+
+def test_planted_head_attends_to_the_repeated_token_and_pushes_it_down(everywhere_model):
+    r = analyze_prompts(everywhere_model, [HeadRef(1, 2), HeadRef(0, 1)], PromptSet("test", REPEATS, "0" * 64))
+    assert r["checks"]["direct_effects_exact"]
+    assert r["checks"]["attn_out_max_relative_error"] < 1e-5
+    for prompt, rec in zip(r["prompts"], r["heads"]["1.2"]["records"]):
+        ids = [t["id"] for t in prompt["tokens"]]
+        largest = rec["largest"]
+        assert ids[largest["pos"]] == ids[-1], prompt["text"]  # the repeated token (or the query itself)
+        assert largest["effect"] < 0 and largest["weight"] > 0.2
+        # attention is split between the earlier occurrence(s) and the final position: nothing else
+        repeated = sum(s["weight"] for s in rec["sources"] if ids[s["pos"]] == ids[-1])
+        assert repeated > 0.95
+        # its logit is the one pushed down most among the prompt's tokens
+        assert largest["effect"] == min(s["effect"] for s in rec["sources"])
+    assert r["heads"]["1.2"]["summary"] == {"n_prompts": 4, "n_negative": 4, "share_negative": 1.0}
+    dead = r["heads"]["0.1"]
+    assert dead["summary"]["n_negative"] == 0
+    assert all(s["effect"] == 0 for rec in dead["records"] for s in rec["sources"])
+
+
+def test_prompt_artifact_and_pages(explorer_build):
+    from analysis.artifacts import load_artifacts
+
+    arts = load_artifacts(explorer_build / "artifacts")  # schema-valid and consistent with the heads
+    doc = arts["prompts"]
+    r = doc["results"]
+    assert r["source"] == "builtin:ioi" and len(r["prompts"]) == len(load_prompts("builtin:ioi").texts)
+    assert r["prompts"][0]["text"].startswith("When Mary and John")
+    assert set(r["heads"]) == {"1.2", "0.1"}
+    assert r["heads"]["1.2"]["summary"]["share_negative"] == 1.0
+    page = (explorer_build / "site" / "head-1.2.html").read_text(encoding="utf-8")
+    assert "The head on prompts" in page and "evidence on" in page and "not the dataset-wide numbers" in page
+    assert "on 25 of 25 prompts (100%) the head lowers the logit" in page.replace("\n", " ")
+    assert (explorer_build / "figures" / "head-1-2-prompt-attention.svg").exists()
+    assert (explorer_build / "tables" / "head-1-2-prompts.tex").exists()
+
+
+def test_comparison_page_renders(explorer_build, browser):
+    from tests.integration.test_browser import CHART_MARKS_JS, open_page
+
+    path = explorer_build / "site" / "compare-1.2-0.1.html"
+    html = path.read_text(encoding="utf-8")
+    for heading in ("Spectra", "Rank metrics", "Most-suppressed tokens", "On prompts"):
+        assert f">{heading}<" in html
+    assert "at least one head’s OV circuit is degenerate" in html or "at least one head's OV circuit is degenerate" in html
+    nav = (explorer_build / "site" / "index.html").read_text(encoding="utf-8")
+    assert 'href="compare-1.2-0.1.html"' in nav
+    page, errors, foreign, _ = open_page(browser, path)
+    charts = page.evaluate(CHART_MARKS_JS)
+    assert charts and all(c["rendered"] == "true" and c["marks"] > 0 for c in charts)
+    assert errors == [] and foreign == []
+    page.close()
+
+
+def test_prompt_menu_switches_the_charts(explorer_build, browser):
+    from tests.integration.test_browser import open_page
+
+    page, errors, foreign, _ = open_page(browser, explorer_build / "site" / "head-1.2.html")
+    fig = page.locator("#fig-head-1-2-prompt-attention")
+    labels = """() => [...document.querySelectorAll(
+        '#fig-head-1-2-prompt-attention svg .role-axis-label text')].map(e => e.textContent).join('|')"""
+    before = page.evaluate(labels)
+    assert "ary" in before  # prompt 1: "When Mary and John ..."
+    fig.locator("select").select_option(index=20)  # prompt 21, the first prose passage
+    page.wait_for_function(f"(before) => ({labels})() !== before", arg=before)
+    after = page.evaluate(labels)
+    assert "ary" not in after and "comm" in after
+    assert errors == [] and foreign == []
+    page.close()
+
+
+def test_the_comparison_of_a_copy_suppression_head_with_itself_is_refused():
+    from analysis.config import config_from_dict
+    from analysis.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        config_from_dict({"compare": [["1.2", "1.2"]]})
+    assert json.dumps(config_from_dict({"compare": [["1.2", "0.1"]]}).to_dict()["compare"]) == '[["1.2", "0.1"]]'
