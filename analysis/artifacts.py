@@ -333,8 +333,9 @@ def check_explorers(folder: Path, model: dict[str, Any], explorers: dict[str, An
         k = doc["k"]
         want = {f: [d_vocab] if f.endswith("_rank") else [d_vocab, k] for f in doc["fields"]}
         itemsize = 2 if doc["dtype"] == "uint16" else 4
+        values = sum(math.prod(s) for s in want.values()) + sum(doc["palettes"].values())
         if doc["head"] != label or doc["d_vocab"] != d_vocab or doc["shapes"] != want or \
-                doc["raw_bytes"] != itemsize * sum(math.prod(s) for s in want.values()):
+                any(p > d_vocab for p in doc["palettes"].values()) or doc["raw_bytes"] != itemsize * values:
             raise ArtifactError(f"{where}: the explorer lists do not fit head {label} of a {d_vocab}-token model "
                                 f"(shapes {doc['shapes']}, {doc['raw_bytes']} bytes)")
 

@@ -174,7 +174,7 @@ def sampled(n: int, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(SEED, n), replace=False))
 
 
-def column_thresholds(rows_of, B, n_rows: int, k: int = K, chunk: int = 8192) -> np.ndarray:
+def column_thresholds(rows_of, B, n_rows: int, k: int = K, chunk: int = 2048) -> np.ndarray:
     """Each column's ``k``-th largest entry among :data:`SEED` sampled rows (a lower bound of its
     true ``k``-th largest), computed column chunk by column chunk."""
     A = rows_of(torch.from_numpy(sampled(n_rows, seed=1)))
@@ -262,7 +262,7 @@ def dense_reference(M: torch.Tensor, k: int = K) -> dict[str, np.ndarray]:
 
 
 def id_dtype(d_vocab: int) -> type:
-    return np.uint16 if d_vocab <= 1 << 16 else np.uint32
+    return np.uint16 if d_vocab < 1 << 16 else np.uint32  # ranks reach d_vocab
 
 
 def _planes(data: np.ndarray) -> bytes:
@@ -272,25 +272,48 @@ def _planes(data: np.ndarray) -> bytes:
     return np.ascontiguousarray(le.T).tobytes()
 
 
+#: the list fields, stored through a palette (:func:`encode`)
+LIST_FIELDS = ("ov_low", "ov_high", "qk_keys", "qk_queries")
+
+
+def palette(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids, most frequent first, ties by smaller id; each id's index in it): a
+    trained head's lists repeat a few tokens often, and small indices deflate far better."""
+    counts = np.bincount(ids.ravel())
+    used = np.nonzero(counts)[0]
+    order = used[np.lexsort((used, -counts[used]))]
+    index = np.empty(counts.size, dtype=np.int64)
+    index[order] = np.arange(order.size)
+    return order, index[ids]
+
+
 def encode(arrays: dict[str, np.ndarray], d_vocab: int) -> dict[str, Any]:
     """The explorer payload: every field (:data:`FIELDS`) as little-endian ``uint16``/``uint32``
-    (ranks and ids alike fit the vocabulary) in byte planes (:func:`_planes`), fields concatenated
-    in order, deflated (zlib) and base64-encoded; with the layout the reader needs and the sha256 of
-    the raw (deflated) bytes."""
+    (ranks and ids alike fit the vocabulary), each list field as its :func:`palette` (the distinct
+    ids, most frequent first) followed by each entry's index in it, every array in byte planes
+    (:func:`_planes`), all concatenated in field order, deflated (zlib) and base64-encoded; with the
+    layout the reader needs and the sha256 of the inflated bytes."""
     dtype = np.dtype(id_dtype(d_vocab)).newbyteorder("<")
+    parts, palettes = [], {}
     for f in FIELDS:
-        a = arrays[f]
-        if a.size and (a.min() < 0 or a.max() > np.iinfo(dtype).max):
-            raise ValueError(f"explorer field {f}: values outside {dtype}")
-    raw = b"".join(_planes(np.asarray(arrays[f]).astype(dtype)) for f in FIELDS)
-    shapes = {f: list(arrays[f].shape) for f in FIELDS}
+        a = np.asarray(arrays[f])
+        if a.size and (a.min() < 0 or a.max() >= max(d_vocab, 1) + (1 if f.endswith("_rank") else 0)):
+            raise ValueError(f"explorer field {f}: values outside the vocabulary")
+        if f in LIST_FIELDS:
+            order, codes = palette(a)
+            palettes[f] = int(order.size)
+            parts += [_planes(order.astype(dtype)), _planes(codes.astype(dtype))]
+        else:
+            parts.append(_planes(a.astype(dtype)))
+    raw = b"".join(parts)
     return {
         "d_vocab": d_vocab,
         "k": int(arrays["ov_low"].shape[1]),
         "fields": list(FIELDS),
-        "shapes": shapes,
+        "shapes": {f: list(arrays[f].shape) for f in FIELDS},
+        "palettes": palettes,
         "dtype": "uint16" if dtype.itemsize == 2 else "uint32",
-        "encoding": "byte-planes+zlib+base64",
+        "encoding": "palette+byte-planes+zlib+base64",
         "raw_bytes": len(raw),
         "sha256": hashlib.sha256(raw).hexdigest(),
         "data": base64.b64encode(zlib.compress(raw, 9)).decode("ascii"),
@@ -303,12 +326,21 @@ def decode(payload: dict[str, Any]) -> dict[str, np.ndarray]:
     if hashlib.sha256(raw).hexdigest() != payload["sha256"]:
         raise ValueError("explorer payload: sha256 mismatch")
     dtype = np.dtype(payload["dtype"]).newbyteorder("<")
-    out, offset = {}, 0
+    offset = 0
+
+    def take(n: int) -> np.ndarray:
+        nonlocal offset
+        planes = np.frombuffer(raw, dtype=np.uint8, count=n * dtype.itemsize, offset=offset)
+        offset += n * dtype.itemsize
+        return np.ascontiguousarray(planes.reshape(dtype.itemsize, n).T).view(dtype).ravel().astype(np.int64)
+
+    out = {}
     for f in payload["fields"]:
         shape = payload["shapes"][f]
         n = int(np.prod(shape))
-        planes = np.frombuffer(raw, dtype=np.uint8, count=n * dtype.itemsize, offset=offset)
-        values = np.ascontiguousarray(planes.reshape(dtype.itemsize, n).T).view(dtype)
-        out[f] = values.reshape(shape).astype(np.int64)
-        offset += n * dtype.itemsize
+        if f in payload["palettes"]:
+            order = take(payload["palettes"][f])
+            out[f] = order[take(n)].reshape(shape)
+        else:
+            out[f] = take(n).reshape(shape)
     return out

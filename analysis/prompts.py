@@ -120,7 +120,7 @@ def run_prompt(model, heads: Sequence[HeadRef], toks: torch.Tensor) -> tuple[dic
     if missing:
         raise UserError(f"prompts: this model's bridge exposes no {', '.join(missing)} hook, so the head cannot be "
                         "read on prompts; set prompts = \"off\"")
-    W_U = model.weight("W_U").to(torch.float64)
+    W_U = model.weight("W_U")  # float32 products: a float64 copy of W_U per prompt cost more than it gave
     q = toks.shape[1] - 1
     final_logits = logits[0, q].to(torch.float64)
     ids = toks[0].tolist()
@@ -129,7 +129,7 @@ def run_prompt(model, heads: Sequence[HeadRef], toks: torch.Tensor) -> tuple[dic
     resid = cache[f"blocks.{model.n_layers - 1}.hook_resid_post"][0, q]
     normed = _apply_final_norm(cache, resid, q)
     b_U = model.weight("b_U")
-    rebuilt = normed.to(torch.float64) @ W_U + (b_U.to(torch.float64) if b_U is not None else 0)
+    rebuilt = (normed.to(W_U.dtype) @ W_U + (b_U if b_U is not None else 0)).to(torch.float64)
     checks = {"logits": _relative_error(rebuilt - rebuilt.mean(), final_logits - final_logits.mean())}
     out: dict[str, Any] = {}
     by_layer: dict[int, torch.Tensor] = {}
@@ -142,7 +142,7 @@ def run_prompt(model, heads: Sequence[HeadRef], toks: torch.Tensor) -> tuple[dic
         per_source = pattern[q][:, None] * (v[:, kv] @ W_O)  # [s, d_model]: a_qs v_s W_O
         if L not in by_layer:
             by_layer[L] = _layer_heads_output(model, cache, L)
-        direct = _apply_final_norm(cache, per_source, q).to(torch.float64) @ W_U  # [s, vocab]
+        direct = (_apply_final_norm(cache, per_source, q).to(W_U.dtype) @ W_U).to(torch.float64)  # [s, vocab]
         total = direct.sum(dim=0)  # the head's whole output at q → every logit
         sources = [{"pos": s, "weight": _weight(pattern[q, s]), "effect": _round(float(total[ids[s]])),
                     "via_source": _round(float(direct[s, ids[s]]))} for s in range(q + 1)]

@@ -1,12 +1,15 @@
 """Prepared check for a machine with a CUDA device: the GPU code paths give the CPU's answers, and how
 long the exact modes take there. Not a test (CI has no GPU); run by hand:
 
-    python bench/gpu_check.py --out DIR
+    python bench/gpu_check.py --out DIR [--shape gpt2-small|llama-1b] [--skip-cpu]
 
 It builds a GPT-2-small-shaped random checkpoint (real GPT-2 tokenizer), loads it on the CPU and on
 CUDA, and compares: W_EE, head 10.7's spectra, exact OV self-suppression and QK self-attention ranks and the
 token explorer's lists collected in the same passes,
-then times an exact-mode survey of all 144 heads on the GPU and a full ``run_analysis`` on the GPU.
+then times an exact-mode survey of every head on the GPU (TF32 products with float32 re-checks of
+near-ties: :func:`analysis.diagonal.checked_ranks`) and a full ``run_analysis`` on the GPU.
+``--shape llama-1b`` builds a random Llama-3.2-1B-shaped checkpoint (vocabulary 128,256, d_model
+2048, 16 layers × 32 heads, 8 key/value heads); with ``--skip-cpu`` only the device runs.
 Writes ``DIR/gpu_check.json``.
 """
 
@@ -24,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from checkpoints import make_gpt2_checkpoint
+from checkpoints import gpt2_tokenizer_files, make_gpt2_checkpoint, randomize_norms_and_biases
 
 from analysis import circuits, diagonal, explorer, spectra
 from analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
@@ -51,24 +54,27 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="build/gpu_check")
     parser.add_argument("--device", default="cuda", help="the device compared with the CPU (cpu: a dry run here)")
-    parser.add_argument("--small", action="store_true", help="a 2-layer, d_model 64 checkpoint (dry run)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2-small",
+                        help="gpt2-small (12 × 12 heads, vocabulary 50,257); llama-1b (Llama-3.2-1B-shaped: 16 × 32 "
+                             "heads, 8 key/value heads, vocabulary 128,256); tiny / llama-tiny (dry runs)")
+    parser.add_argument("--skip-cpu", action="store_true", help="no CPU comparison (the 1B shape: CPU is slow)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dev = args.device
-    report: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    report: dict = {"torch": torch.__version__, "cuda": torch.cuda.is_available(), "shape": args.shape}
     if dev == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
     report["device_name"] = torch.cuda.get_device_name(0) if dev == "cuda" else dev
     tmp = Path(tempfile.mkdtemp())
-    dims = dict(n_layer=2, n_head=4, n_embd=64, n_positions=64) if args.small else dict(
-        n_layer=12, n_head=12, n_embd=768, n_positions=1024)
-    ck, t = timed(lambda: make_gpt2_checkpoint(tmp / "gpt2s", **dims))
+    ck, t = timed(lambda: SHAPES[args.shape](tmp / args.shape))
     report["checkpoint_seconds"] = t
     proc = ProcessingConfig()
-    cpu = load_model(ModelConfig(name=str(ck), device="cpu"), proc)
     gpu = load_model(ModelConfig(name=str(ck), device=dev), proc)
+    if args.skip_cpu:
+        return survey_and_analysis(report, gpu, ck, dev, out, HeadRef(1, 3))
+    cpu = load_model(ModelConfig(name=str(ck), device="cpu"), proc)
 
     L_cpu, t_cpu = timed(lambda: effective_embedding(cpu, progress=False))
     effective_embedding(gpu, progress=False)  # warm-up
@@ -76,7 +82,7 @@ def main() -> int:
     W_cpu, W_gpu = L_cpu.W_EE, L_gpu.W_EE
     report["w_ee"] = {"cpu_s": t_cpu, "gpu_s": t_gpu, "max_rel_err": rel_err(W_gpu, W_cpu)}
 
-    head = HeadRef(1, 3) if args.small else HeadRef(10, 7)
+    head = HeadRef(10, 7) if args.shape == "gpt2-small" else HeadRef(1, 3)
     wc, wg = circuits.head_weights(cpu, head), circuits.head_weights(gpu, head)
     spec = {}
     for name, fc, fg in (
@@ -101,11 +107,15 @@ def main() -> int:
         (sc, rk_c), tc = timed(lambda: diagonal.rank_pass(cc, "exact", desc, visitors=[vis_c[k] for k in keys]))
         diagonal.rank_pass(cg, "sampled", desc, sample_size=4096)  # warm-up
         (sg, rk_g), tg = timed(lambda: diagonal.rank_pass(cg, "exact", desc, visitors=[vis_g[k] for k in keys]))
-        diff = abs(rk_c - rk_g)
+        (sf, rk_f), tf = timed(lambda: diagonal.rank_pass(cg, "exact", desc))  # no visitor: TF32 + float32 checks
+        diff, diff_f = abs(rk_c - rk_g), abs(rk_c - rk_f)
         ranks[name] = {
-            "cpu_exact_s": tc, "gpu_exact_s": tg,
+            "cpu_exact_s": tc, "gpu_float32_with_explorer_s": tg, "gpu_tf32_checked_s": tf,
             "fraction_rank1_cpu": sc["fraction_rank1"], "fraction_rank1_gpu": sg["fraction_rank1"],
+            "fraction_rank1_gpu_tf32_checked": sf["fraction_rank1"],
             "rows_with_equal_rank": float((diff == 0).mean()), "max_rank_difference": int(diff.max()),
+            "rows_with_equal_rank_tf32_checked": float((diff_f == 0).mean()),
+            "max_rank_difference_tf32_checked": int(diff_f.max()),
             "median_rank_cpu": sc["median_rank"], "median_rank_gpu": sg["median_rank"],
         }
         for k in keys:
@@ -116,17 +126,27 @@ def main() -> int:
     report[f"explorer_lists_head_{head.label}"] = lists
     del cpu, W_cpu
 
+    return survey_and_analysis(report, gpu, ck, dev, out, head)
+
+
+def survey_and_analysis(report: dict, gpu, ck: Path, dev: str, out: Path, head: HeadRef) -> int:
+    """The exact survey of every head on the device, then the full analysis of ``head``."""
     from analysis.pipeline import run_analysis
     from analysis.survey import run_survey
 
+    del gpu  # the runs load their own copy
     base = Config(model=ModelConfig(name=str(ck), device=dev), heads=(head,), output_dir=str(out / "build"))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     written, t = timed(lambda: run_survey(
         base.replace(survey=SurveyConfig(mode="exact", sample_size=2000, analyze_top=0)),
         out / "build" / "artifacts", progress=False, log=lambda m: None))
     survey = json.loads((out / "build" / "artifacts" / "survey.json").read_text())
+    steps = json.loads((out / "build" / "artifacts" / "timings.json").read_text())["seconds"]
     report["survey_exact"] = {
-        "seconds": t, "n_heads": len(survey["results"]["heads"]),
+        "seconds": t, "n_heads": len(survey["results"]["heads"]), "steps": steps,
         "top5": survey["results"]["ranking"]["order"][:5],
+        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
     }
     written, t = timed(lambda: run_analysis(base, out / "build" / "artifacts", progress=False, log=lambda m: None))
     timings = json.loads((out / "build" / "artifacts" / "timings.json").read_text())
@@ -135,6 +155,35 @@ def main() -> int:
     print(json.dumps(report, indent=1, sort_keys=True))
     return 0
 
+
+def llama_checkpoint(folder: Path, vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv: int,
+                     d_mlp: int) -> Path:
+    """A random Llama checkpoint of the given shape with GPT-2's real tokenizer, padded with added
+    tokens to the vocabulary size (so every id decodes)."""
+    import transformers
+
+    gpt2_tokenizer_files(folder)
+    tok = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+    if vocab > len(tok):
+        tok.add_tokens([f"<|pad{i}|>" for i in range(vocab - len(tok))])
+    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=d_model, intermediate_size=d_mlp,
+                                      num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                                      num_key_value_heads=n_kv, head_dim=d_model // n_heads,
+                                      max_position_embeddings=2048, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    randomize_norms_and_biases(model, 0)
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+SHAPES = {
+    "gpt2-small": lambda f: make_gpt2_checkpoint(f, n_layer=12, n_head=12, n_embd=768, n_positions=1024),
+    "tiny": lambda f: make_gpt2_checkpoint(f, n_layer=2, n_head=4, n_embd=64, n_positions=64),
+    "llama-1b": lambda f: llama_checkpoint(f, 128_256, 2048, 16, 32, 8, 8192),
+    "llama-tiny": lambda f: llama_checkpoint(f, 60_000, 64, 2, 4, 2, 128),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

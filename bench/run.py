@@ -11,8 +11,9 @@ written to ``OUT/bench.json``:
   ``analysis.embeddings.effective_embedding`` (same numbers, checked), seconds and GFLOP/s;
 * the vocabulary-sized factor products of one layer's rank circuits (``RankCircuits``);
 * exact OV self-suppression and QK self-attention of head 10.7: the GEMM alone and GEMM + counting;
-* ``headreport analyze --head 10.7`` (exact ranks) and ``headreport survey`` (all 144 heads,
-  sampled) in subprocesses: wall time, step times, peak RSS;
+* ``headreport analyze --head 10.7`` (exact ranks, with the token explorer's lists and the 25
+  built-in prompts) and ``headreport survey`` (all 144 heads, sampled) in subprocesses: wall time,
+  step times, peak RSS, the explorer payload's size;
 * ``render`` of the analysis (HTML + PDF, fresh), and ``headreport build`` again with nothing changed;
   the site's size.
 
@@ -160,6 +161,8 @@ def bench_commands(ckpt: Path, work: Path) -> dict[str, Any]:
     timings = out / "artifacts" / "timings.json"
     if timings.is_file():
         r["analyze"]["steps"] = json.loads(timings.read_text())["seconds"]
+    payload = out / "artifacts" / f"explorer_{HEAD}.json"
+    r["explorer_mb"] = payload.stat().st_size / 1e6 if payload.is_file() else None
     survey_out = work / "survey"
     shutil.rmtree(survey_out, ignore_errors=True)
     r["survey"] = run_child(headreport("survey", "--config", str(config), "--out", str(survey_out), "--no-progress"),
@@ -202,7 +205,11 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
          "measured": f"{p['w_ee']['notebook_s'] / p['w_ee']['headreport_s']:.2f}× the notebook loop; "
                      f"same numbers: {p['w_ee']['same_numbers']}",
          "target": "≥ 1.00×, same", "pass": p["w_ee"]["same_numbers"] and p["w_ee"]["headreport_s"] <= p["w_ee"]["notebook_s"]},
-        seconds(f"headreport analyze --head {HEAD} (exact ranks)", c["analyze"], 25, scaled=True),
+        seconds(f"headreport analyze --head {HEAD} (exact ranks, explorer, 25 prompts)", c["analyze"], 40,
+                scaled=True),
+        {"goal": f"explorer payload of head {HEAD} (random weights: the incompressible worst case)",
+         "measured": f"{c['explorer_mb']:.2f} MB" if c.get("explorer_mb") else "—", "target": "≤ 3 MB",
+         "pass": bool(c.get("explorer_mb") and c["explorer_mb"] <= 3)},
         seconds("survey of all 144 heads (sampled)", c["survey"], 60, scaled=True),
         seconds("render one head (HTML + PDF, fresh)", c["render"], 10, scaled=False),
         seconds("headreport build again, nothing changed", c["build_unchanged"], 2, scaled=False),

@@ -48,22 +48,32 @@
     });
   }
 
-  // fields in byte planes: all lowest bytes, then all second bytes, ... (little-endian values)
+  // arrays in byte planes: all lowest bytes, then all second bytes, ... (little-endian values); a
+  // list field is its palette (distinct ids, most frequent first) then each entry's index in it
   function unpack(payload, raw) {
     if (raw.length !== payload.raw_bytes) throw new Error("the explorer's data have the wrong length");
     var size = payload.dtype === "uint16" ? 2 : 4;
-    var out = {}, offset = 0;
-    payload.fields.forEach(function (f) {
-      var shape = payload.shapes[f];
-      var n = shape.reduce(function (a, b) { return a * b; }, 1);
+    var offset = 0;
+    function take(n) {
       var values = new Uint32Array(n);
       for (var b = 0; b < size; b++) {
         var plane = raw.subarray(offset + b * n, offset + (b + 1) * n);
-        var shift = 8 * b;
-        for (var i = 0; i < n; i++) values[i] += plane[i] * Math.pow(2, shift);
+        var scale = Math.pow(2, 8 * b);
+        for (var i = 0; i < n; i++) values[i] += plane[i] * scale;
       }
-      out[f] = values;
       offset += n * size;
+      return values;
+    }
+    var out = {};
+    payload.fields.forEach(function (f) {
+      var n = payload.shapes[f].reduce(function (a, b) { return a * b; }, 1);
+      if (payload.palettes && payload.palettes[f]) {
+        var palette = take(payload.palettes[f]), codes = take(n);
+        for (var i = 0; i < n; i++) codes[i] = palette[codes[i]];
+        out[f] = codes;
+      } else {
+        out[f] = take(n);
+      }
     });
     return out;
   }

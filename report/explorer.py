@@ -50,7 +50,8 @@ def tokens_script(vocabulary: Mapping[str, Any]) -> str:
 
 
 def head_script(payload: Mapping[str, Any]) -> str:
-    keep = ("head", "d_vocab", "k", "fields", "shapes", "dtype", "encoding", "raw_bytes", "sha256", "data")
+    keep = ("head", "d_vocab", "k", "fields", "shapes", "palettes", "dtype", "encoding", "raw_bytes", "sha256",
+            "data")
     return _register(f".heads[{json_for_script(payload['head'])}]", {k: payload[k] for k in keep})
 
 
