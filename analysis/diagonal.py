@@ -21,6 +21,7 @@ sample of rows and gives Wilson 95% CIs for the fractions.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ def diagonal_ranks(
     Ties count against the token: rank = #{j : x_j ≤ x_r} (``≥`` when descending), itself included,
     so a constant row ranks every token last. A NaN own entry ranks last (n_cols); NaN elsewhere
     in the row never beats it. On CPU the pass is :func:`analysis.rowscan.ranks_cpu` (cache-sized
-    blocks, shapes tuned at run time); on GPU ``batch_size`` rows are computed at once.
+    blocks, shapes tuned at run time); on GPU ``batch_size`` rows are computed at once, in full float32
+    (TF32 switched off for the pass, whatever the caller set).
     ``visitors``: further readers of every block in the same pass (:mod:`analysis.explorer`; numpy
     blocks on CPU, device tensors on GPU).
     """
@@ -100,73 +102,28 @@ def diagonal_ranks(
     n_cols = B.shape[1]
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
-    # no visitor needs the block's values: TF32 products, near-ties re-checked in float32 (exact ranks)
-    fast = not visitors and B.device.type == "cuda" and B.dtype == torch.float32
-    for start in tqdm(starts, desc="diagonal ranks", unit="batch", disable=not progress, leave=False):
-        r = rows[start : start + batch_size]
-        A = circuit.rows_of(r)
-        if fast:
-            counts = checked_ranks(A, B, r, descending, tf32_matmul, TF32_UNIT_ROUNDOFF).cpu()
-        else:
-            block = A @ B
+    with full_float32():
+        for start in tqdm(starts, desc="diagonal ranks", unit="batch", disable=not progress, leave=False):
+            r = rows[start : start + batch_size]
+            block = circuit.rows_of(r) @ B
             own = block.gather(1, r[:, None])
             counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
-            counts = torch.where(own[:, 0].isnan(), n_cols, counts).cpu()
+            out[start : start + r.shape[0]] = torch.where(own[:, 0].isnan(), n_cols, counts).cpu()
             for visit in visitors:
                 visit(block, slice(start, start + r.shape[0]), 0)
-        out[start : start + r.shape[0]] = counts
     return out
 
 
-#: unit roundoff of a TF32 product's inputs (10 explicit mantissa bits)
-TF32_UNIT_ROUNDOFF = 2.0**-11
-
-
-def tf32_matmul(A: Tensor, B: Tensor) -> Tensor:
-    """``A @ B`` on CUDA with TF32 tensor cores (inputs rounded to 10 mantissa bits, float32 sums)."""
+@contextlib.contextmanager
+def full_float32():
+    """CUDA float32 products in full float32 (no TF32 tensor-core rounding) inside the block: a caller
+    or library that allowed TF32 globally must not change which entries tie."""
     previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return A @ B
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
-
-
-def exact_dots(A: Tensor, B: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """``(A @ B)[rows, cols]`` entry by entry in float32, each sum in the same order."""
-    return (A[rows] * B[:, cols].T).sum(dim=1)
-
-
-def checked_ranks(A: Tensor, B: Tensor, own_cols: Tensor, descending: bool,
-                  matmul: Callable[[Tensor, Tensor], Tensor], unit_roundoff: float) -> Tensor:
-    """The ranks of :func:`diagonal_ranks` for the rows ``A`` (own entry in column ``own_cols[i]``)
-    from a fast, low-precision product, still exact.
-
-    Every entry of the fast block is within ε_i = γ‖A_i‖·max_j‖B_j‖ of its float32 value, with
-    γ = 2(2u + k·2⁻²³) (inputs rounded to unit roundoff u, k-term float32 sums; a factor 2 spare).
-    An entry more than 2ε_i below (above) the row's own fast entry is certainly below (above) the
-    own entry; the few within 2ε_i — the own entry among them — are recomputed entry by entry in
-    float32 (:func:`exact_dots`, one summation order for all, so exact ties stay ties) and counted
-    against the own entry's recomputed value. Ties count against the token; a NaN own entry ranks
-    last."""
-    n, k = A.shape
-    n_cols = B.shape[1]
-    block = matmul(A, B)
-    own_fast = block.gather(1, own_cols[:, None])
-    gamma = 2 * (2 * unit_roundoff + k * 2.0**-23)
-    eps2 = 2 * gamma * A.norm(dim=1, keepdim=True) * B.norm(dim=0).max()
-    diff = block - own_fast
-    certain = ((diff > eps2) if descending else (diff < -eps2)).sum(dim=1)
-    near_r, near_c = (diff.abs() <= eps2).nonzero(as_tuple=True)
-    values = exact_dots(A, B, near_r, near_c)
-    own_exact = torch.full((n,), float("nan"), device=A.device, dtype=values.dtype)
-    is_own = near_c == own_cols[near_r]
-    own_exact[near_r[is_own]] = values[is_own]
-    ref = own_exact[near_r]
-    hit = (values >= ref) if descending else (values <= ref)
-    counts = certain + torch.bincount(near_r[hit], minlength=n)
-    bad = own_exact.isnan() | own_fast[:, 0].isnan() | ~torch.isfinite(eps2[:, 0])
-    return torch.where(bad, n_cols, counts)
 
 
 @torch.no_grad()
