@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
-from .bundled import BUNDLED_FILES, SMOLLM2_ID, smollm2_135m_instruct
-from .checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
+from .bundled import SMOLLM2_ID, smollm2_135m_instruct
 from .config import ModelConfig, ProcessingConfig
 from .errors import ConfigError, ModelUnavailableError
-from .sources import resolve_local_folder
+from .preflight import resolve_source
 
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
 
@@ -170,30 +169,6 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
         "fold_value_biases": True,
         "refactor_factored_attn_matrices": (not rotary) if refactor == "auto" else bool(refactor),
     }
-
-
-def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any], dict[str, Any]]:
-    """Where the weights are (a local folder, or None for a bundled model), the provenance of that
-    source and the file hashes of the staleness key — before anything heavy: an unsupported family
-    is refused from config.json, a damaged or mismatched checkpoint by :mod:`analysis.checkpoint`."""
-    from .families import read_checkpoint_config, refuse_unsupported
-    from .staleness import checkpoint_digest, file_hashes
-
-    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
-    if model_cfg.name in BUNDLED_MODELS:
-        path = BUNDLED_FILES[model_cfg.name]()
-        hashes = file_hashes([path]) if path is not None else {}
-        return None, provenance, hashes
-    folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
-    provenance.update(source)
-    config = read_checkpoint_config(folder)
-    refuse_unsupported(config, repr(str(folder)))
-    check_checkpoint(folder, config)
-    hashes = file_hashes(checkpoint_files(folder))
-    provenance["weights_sha256"] = {Path(p).name: h["sha256"] for p, h in hashes.items()
-                                    if p.endswith(WEIGHT_SUFFIXES)}
-    provenance["checkpoint_sha256"] = checkpoint_digest(hashes)
-    return folder, provenance, hashes
 
 
 def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: dict[str, Any]) -> Any:

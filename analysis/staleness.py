@@ -23,6 +23,7 @@ from typing import Any
 
 from .checkpoint import checkpoint_files, sha256_file
 from .config import Config
+from .prompt_files import prompt_source_bytes
 
 StatCache = dict[str, dict[str, Any]]  # path → {"size", "mtime_ns", "sha256"}
 
@@ -86,7 +87,6 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
     """The staleness key of ``config`` (see the module docstring). ``checkpoint``: the model's file
     hashes when the caller has them (a load records them); else they are computed, reusing
     ``cache`` (the previous key's ``checkpoint_files``)."""
-    from .prompts import prompt_source_bytes
     from .words import read_word_source
 
     if checkpoint is None:

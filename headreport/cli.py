@@ -68,11 +68,22 @@ def artifacts_dir(config: Config) -> Path:
     return out
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    config = resolve_config(args)  # before torch is imported: a config error takes well under a second
-    from analysis.pipeline import run_analysis
+def preflight(config: Config) -> Path:
+    """Every check that needs no torch, before torch is imported (a bad input fails in a second or
+    two): the output folder, then the checkpoint (family, headers, shapes, finiteness). Returns
+    the artifacts folder."""
+    from analysis.preflight import resolve_source
 
     out = artifacts_dir(config)
+    resolve_source(config.model)  # loading reuses this check (analysis.preflight)
+    return out
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    config = resolve_config(args)  # before torch is imported: a config error takes well under a second
+    out = preflight(config)
+    from analysis.pipeline import run_analysis
+
     _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
     return 0
 
@@ -88,9 +99,9 @@ def _add_survey_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_survey(args: argparse.Namespace) -> int:
     config = resolve_config(args)
+    out = preflight(config)
     from analysis.survey import run_survey
 
-    out = artifacts_dir(config)
     _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
     return 0
 

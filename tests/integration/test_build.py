@@ -73,6 +73,21 @@ def test_fresh_artifacts_are_up_to_date(analysed):
     assert {"config", "analysis_code", "words.names", "words.generic", "prompts", "checkpoint"} <= set(manifest["inputs"])
 
 
+def test_checking_that_nothing_changed_imports_no_torch(analysed, own_checkpoint, tmp_path):
+    """An unchanged build must finish in well under 2 s: the staleness check (config, word lists,
+    prompt file, checkpoint files, code) reads and hashes files and imports nothing heavy."""
+    config, artifacts, _ = analysed
+    names = Path(config.words.names)
+    toml = tmp_path / "c.toml"
+    toml.write_text(config_text(own_checkpoint, names), encoding="utf-8")
+    code = ("import sys\nfrom analysis.config import load_config\nfrom headreport.build import stale_reason\n"
+            f"c = load_config({str(toml)!r}).replace(output_dir={config.output_dir!r})\n"
+            f"from pathlib import Path\nassert stale_reason(c, Path({str(artifacts)!r})) is None, stale_reason(c, Path({str(artifacts)!r}))\n"
+            "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
 def test_an_edited_prompt_file_is_stale(analysed):
     config, artifacts, names = analysed
     prompts = names.parent / "prompts.txt"

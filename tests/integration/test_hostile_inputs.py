@@ -118,6 +118,25 @@ def test_a_damaged_checkpoint_is_refused_before_loading(case, tiny_gpt2, tmp_pat
     assert_clean_refusal(code, capsys.readouterr().err, names, out)
 
 
+@pytest.mark.parametrize("command", ["analyze", "survey", "build"])
+def test_a_damaged_checkpoint_is_refused_before_torch_is_imported(command, tiny_gpt2, tmp_path):
+    """The refusal takes a second or two, not the ten of importing torch: the checkpoint checks run first."""
+    import subprocess
+    import sys
+
+    folder = checkpoint_copy(tiny_gpt2, tmp_path)
+    truncate(folder)
+    args = [command, "--model", str(folder), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"]
+    code = ("import sys\nfrom headreport.cli import main\n"
+            f"rc = main({args!r})\n"
+            "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
+            "assert rc == 2 and not heavy, (rc, heavy)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr
+    assert "is truncated" in run.stderr
+
+
 def test_out_that_is_a_file_is_refused_before_the_analysis(tiny_gpt2, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "file"

@@ -1,0 +1,51 @@
+"""The checks a model source gets before anything heavy (no torch): where the weights are, the
+family (unsupported ones refused from config.json), the checkpoint's integrity (headers, shapes,
+finiteness: :mod:`analysis.checkpoint`) and the files' hashes for the staleness key. The command
+line runs them before importing torch, so bad input fails in a second or two; loading the model
+runs them again, reusing the result while no file has changed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from .bundled import BUNDLED_FILES
+from .checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
+from .config import ModelConfig
+from .families import read_checkpoint_config, refuse_unsupported
+from .sources import resolve_local_folder
+from .staleness import checkpoint_digest, file_hashes
+
+#: (name, revision) → (the files' stat signature, the result): the CLI checks a checkpoint before
+#: importing torch, and loading it then reuses that check unless a file changed in between
+_resolved: dict[tuple[str, str | None], tuple[tuple, tuple[Path, dict[str, Any], dict[str, Any]]]] = {}
+
+
+def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any], dict[str, Any]]:
+    """Where the weights are (a local folder, or None for a bundled model), the provenance of that
+    source and the file hashes of the staleness key — before anything heavy (no torch): an
+    unsupported family is refused from config.json, a damaged or mismatched checkpoint by
+    :mod:`analysis.checkpoint`."""
+    provenance: dict[str, Any] = {"requested_name": model_cfg.name}
+    if model_cfg.name in BUNDLED_FILES:
+        path = BUNDLED_FILES[model_cfg.name]()
+        hashes = file_hashes([path]) if path is not None else {}
+        return None, provenance, hashes
+    folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
+    files = checkpoint_files(folder)
+    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    memo = _resolved.get((model_cfg.name, model_cfg.revision))
+    if memo is not None and memo[0] == signature:
+        return copy.deepcopy(memo[1])
+    provenance.update(source)
+    config = read_checkpoint_config(folder)
+    refuse_unsupported(config, repr(str(folder)))
+    check_checkpoint(folder, config)
+    hashes = file_hashes(files)
+    provenance["weights_sha256"] = {Path(p).name: h["sha256"] for p, h in hashes.items()
+                                    if p.endswith(WEIGHT_SUFFIXES)}
+    provenance["checkpoint_sha256"] = checkpoint_digest(hashes)
+    result = (folder, provenance, hashes)
+    _resolved[(model_cfg.name, model_cfg.revision)] = (signature, copy.deepcopy(result))
+    return result
