@@ -1,4 +1,4 @@
-"""The checks a model source gets before anything heavy (no torch): where the weights are, the
+"""The checks the inputs get before anything heavy (no torch): the word lists and prompts, where the weights are, the
 family (unsupported ones refused from config.json), the checkpoint's integrity (headers, shapes,
 finiteness: :mod:`analysis.checkpoint`) and the files' hashes for the staleness key. The command
 line runs them before importing torch, so bad input fails in a second or two; loading the model
@@ -12,10 +12,12 @@ from typing import Any
 
 from .bundled import BUNDLED_FILES
 from .checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
-from .config import ModelConfig
+from .config import Config, ModelConfig
 from .families import read_checkpoint_config, refuse_unsupported
+from .prompt_files import load_prompts
 from .sources import resolve_local_folder
 from .staleness import checkpoint_digest, file_hashes
+from .words import load_word_list
 
 #: (name, revision) → (the files' stat signature, the result): the CLI checks a checkpoint before
 #: importing torch, and loading it then reuses that check unless a file changed in between
@@ -49,3 +51,17 @@ def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any],
     result = (folder, provenance, hashes)
     _resolved[(model_cfg.name, model_cfg.revision)] = (signature, copy.deepcopy(result))
     return result
+
+
+def check_inputs(config: Config) -> None:
+    """The word lists and the prompt file read and checked, each error naming its file (and line)."""
+    load_word_list(config.words.names, "words.names")
+    load_word_list(config.words.generic, "words.generic")
+    if config.prompts != "off":
+        load_prompts(config.prompts)
+
+
+def preflight(config: Config) -> None:
+    """Every check of the inputs that needs no torch: word lists, prompts, then the checkpoint."""
+    check_inputs(config)
+    resolve_source(config.model)

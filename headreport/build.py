@@ -53,9 +53,9 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
     foreign_files(out, force)  # an output folder that is not ours is refused before the analysis
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
-        from analysis.preflight import resolve_source
+        from analysis.preflight import preflight
 
-        resolve_source(config.model)  # a damaged or unsupported checkpoint fails before torch is imported
+        preflight(config)  # bad word lists, prompts or checkpoints fail before torch is imported
         from analysis.pipeline import run_analysis  # torch and the model only when analysing
 
         log(f"analysing: {reason}")

@@ -70,12 +70,12 @@ def artifacts_dir(config: Config) -> Path:
 
 def preflight(config: Config) -> Path:
     """Every check that needs no torch, before torch is imported (a bad input fails in a second or
-    two): the output folder, then the checkpoint (family, headers, shapes, finiteness). Returns
-    the artifacts folder."""
-    from analysis.preflight import resolve_source
+    two): the output folder, the word lists and prompts, the checkpoint (family, headers, shapes,
+    finiteness). Returns the artifacts folder."""
+    from analysis import preflight as checks
 
     out = artifacts_dir(config)
-    resolve_source(config.model)  # loading reuses this check (analysis.preflight)
+    checks.preflight(config)  # loading the model reuses the checkpoint's check
     return out
 
 

@@ -137,6 +137,27 @@ def test_a_damaged_checkpoint_is_refused_before_torch_is_imported(command, tiny_
     assert "is truncated" in run.stderr
 
 
+@pytest.mark.parametrize("what", ["prompts", "words"])
+def test_a_bad_prompt_or_word_file_is_refused_before_torch_is_imported(what, tiny_gpt2, tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nbad\x00line\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'prompts = "{bad}"\n' if what == "prompts" else f'[words]\nnames = "{bad}"\n')
+    args = ["analyze", "--config", str(config), "--model", str(tiny_gpt2), "--head", "1.1",
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    code = ("import sys\nfrom headreport.cli import main\n"
+            f"rc = main({args!r})\n"
+            "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
+            "assert rc == 2 and not heavy, (rc, heavy)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr
+    assert str(bad) in run.stderr
+
+
 def test_out_that_is_a_file_is_refused_before_the_analysis(tiny_gpt2, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "file"
