@@ -10,7 +10,8 @@ this order:
    unambiguous), other control / format / separator characters ``\\xNN`` / ``\\uNNNN`` /
    ``\\UNNNNNNNN`` (so a U+202E cannot flip the page), a literal ``␣`` ``\\u2423``, and bytes that are
    not valid UTF-8 ``\\xNN`` (artifacts carry ``bytes_hex`` when the decoded token contains U+FFFD).
-   The mapping is injective: two different tokens never share a visible form.
+   The mapping is injective (two different tokens never share a visible form) up to
+   :data:`MAX_SHOWN_CHARS` characters; a longer form is cut, with a marker.
 2. One escaper per target, applied to text that is *never* interpreted there:
 
    ========================  =====================================================================
@@ -74,20 +75,32 @@ def _code_point(ch: str) -> str:
     return f"\\U{cp:08x}"
 
 
+#: a token's visible form is cut after this many characters, with a marker that says how many of
+#: the token's characters were left out (a vocabulary's tokens are far shorter; a hostile artifact's
+#: 64 KB token must not make every page that shows it 64 KB longer)
+MAX_SHOWN_CHARS = 256
+
+
 def visible(token: str, bytes_hex: str | None = None) -> str:
-    """The visible form of a token (see the module docstring); ``bytes_hex``: its raw bytes."""
+    """The visible form of a token (see the module docstring); ``bytes_hex``: its raw bytes. Forms
+    longer than :data:`MAX_SHOWN_CHARS` are cut and end in ``…(+N characters)``."""
     if bytes_hex:
         token = bytes.fromhex(bytes_hex).decode("utf-8", errors="surrogateescape")
     if token == "":
         return EMPTY_TOKEN
-    out = []
-    for ch in token:
+    out: list[str] = []
+    shown = 0
+    for used, ch in enumerate(token):
+        if shown >= MAX_SHOWN_CHARS:
+            return "".join(out)[:MAX_SHOWN_CHARS] + f"…(+{len(token) - used} characters)"
         if ch in _NAMED:
-            out.append(_NAMED[ch])
+            piece = _NAMED[ch]
         elif unicodedata.category(ch) in _INVISIBLE_CATEGORIES:
-            out.append(_code_point(ch))
+            piece = _code_point(ch)
         else:
-            out.append(ch)
+            piece = ch
+        out.append(piece)
+        shown += len(piece)
     return "".join(out)
 
 

@@ -30,6 +30,17 @@ def test_visible_shows_invalid_utf8_bytes_as_hex():
     assert esc.visible_token({"id": 1, "token": "\ufffd", "bytes_hex": "e2"}) == "\\xe2"
 
 
+def test_long_tokens_are_cut_with_a_marker():
+    """A hostile 64 KB token is shown as its first MAX_SHOWN_CHARS characters and how many were left
+    out; a token of the limit's length is shown whole."""
+    n = esc.MAX_SHOWN_CHARS
+    assert esc.visible("a" * n) == "a" * n
+    assert esc.visible("a" * (n + 5)) == "a" * n + "…(+5 characters)"
+    long = esc.visible("\n" * 60_000)  # each shown as two characters
+    assert long == "\\n" * (n // 2) + f"…(+{60_000 - n // 2} characters)"
+    assert len(esc.visible("<" * 65_536)) < n + 30
+
+
 def test_visible_is_injective_on_tricky_pairs():
     pairs = [("\n", "\\n"), (" ", "␣"), ("\\x41", "A"), ("\ufffd", "\\xef")]
     for a, b in pairs:
