@@ -28,7 +28,8 @@ from .artifacts import (
 from .config import AnalysisConfig, Config, HeadRef, check_against_model
 from .embeddings import Layer0, effective_embedding
 from .models import LoadedModel, load_model
-from .prompts import analyze_prompts, load_prompts
+from .prompt_files import load_prompts
+from .prompts import analyze_prompts
 from .staleness import analysis_code_digest, input_key
 from .tokens import token_records
 from .words import SkippedWord, WordToken, load_word_list, tokenize_words

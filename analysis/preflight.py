@@ -36,7 +36,8 @@ def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any],
         return None, provenance, hashes
     folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
     files = checkpoint_files(folder)
-    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = [p.stat() for p in files]
+    signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p, st in zip(files, stats, strict=True))
     memo = _resolved.get((model_cfg.name, model_cfg.revision))
     if memo is not None and memo[0] == signature:
         return copy.deepcopy(memo[1])

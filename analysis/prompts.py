@@ -29,7 +29,7 @@ import torch
 
 from .config import HeadRef
 from .errors import ConfigError, UserError
-from .prompt_files import MAX_PROMPT_TOKENS, PromptSet, load_prompts  # noqa: F401 (re-exported)
+from .prompt_files import MAX_PROMPT_TOKENS, PromptSet
 from .tokens import token_record, token_records
 
 #: relative error above which a decomposition check fails

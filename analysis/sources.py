@@ -99,4 +99,3 @@ def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[st
             raise ModelUnavailableError(_offline_help(f"Downloading model {name!r} ({repo}) failed: {exc}")) from None
     folder_path = Path(folder)
     return folder_path, {"source": "hub", "repo_id": repo, "revision": folder_path.name}
-

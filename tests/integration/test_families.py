@@ -188,10 +188,11 @@ def test_prompt_evidence_decomposes_exactly_or_is_not_computed(family, family_fo
     layer's attention output and the frozen-norm logits equal the model's; families where a head's
     output is not separable get no numbers and a note that says why."""
     from analysis import prompts
+    from analysis.prompt_files import PromptSet
 
     m = loaded(family, family_folders)
     texts = ("When Mary and John went to the store, John gave a drink to",)
-    r = prompts.analyze_prompts(m, [HeadRef(1, 1), HeadRef(0, 0)], prompts.PromptSet("test", texts, "0" * 64))
+    r = prompts.analyze_prompts(m, [HeadRef(1, 1), HeadRef(0, 0)], PromptSet("test", texts, "0" * 64))
     if family in POST_ATTENTION_NORM:
         assert r["heads"] == {} and "Not computed" in r["note"]
         assert r["checks"]["attn_out_max_relative_error"] > 0.1

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,44 +120,37 @@ def test_a_damaged_checkpoint_is_refused_before_loading(case, tiny_gpt2, tmp_pat
     assert_clean_refusal(code, capsys.readouterr().err, names, out)
 
 
-@pytest.mark.parametrize("command", ["analyze", "survey", "build"])
-def test_a_damaged_checkpoint_is_refused_before_torch_is_imported(command, tiny_gpt2, tmp_path):
-    """The refusal takes a second or two, not the ten of importing torch: the checkpoint checks run first."""
-    import subprocess
-    import sys
-
-    folder = checkpoint_copy(tiny_gpt2, tmp_path)
-    truncate(folder)
-    args = [command, "--model", str(folder), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"]
+def refused_before_torch(args: list[str], cwd: Path) -> str:
+    """``headreport ARGS`` in a fresh interpreter: asserts exit 2 with torch, transformers and
+    TransformerLens never imported; returns what it printed on stderr."""
     code = ("import sys\nfrom headreport.cli import main\n"
             f"rc = main({args!r})\n"
             "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
             "assert rc == 2 and not heavy, (rc, heavy)\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert run.returncode == 0, run.stderr
-    assert "is truncated" in run.stderr
+    return run.stderr
+
+
+@pytest.mark.parametrize("command", ["analyze", "survey", "build"])
+def test_a_damaged_checkpoint_is_refused_before_torch_is_imported(command, tiny_gpt2, tmp_path):
+    """The refusal takes a second or two, not the ten of importing torch: the checkpoint checks run first."""
+    folder = checkpoint_copy(tiny_gpt2, tmp_path)
+    truncate(folder)
+    args = [command, "--model", str(folder), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"]
+    assert "is truncated" in refused_before_torch(args, tmp_path)
 
 
 @pytest.mark.parametrize("what", ["prompts", "words"])
 def test_a_bad_prompt_or_word_file_is_refused_before_torch_is_imported(what, tiny_gpt2, tmp_path):
-    import subprocess
-    import sys
-
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine\nbad\x00line\n")
     config = tmp_path / "c.toml"
     config.write_text(f'prompts = "{bad}"\n' if what == "prompts" else f'[words]\nnames = "{bad}"\n')
     args = ["analyze", "--config", str(config), "--model", str(tiny_gpt2), "--head", "1.1",
             "--out", str(tmp_path / "out"), "--no-progress"]
-    code = ("import sys\nfrom headreport.cli import main\n"
-            f"rc = main({args!r})\n"
-            "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
-            "assert rc == 2 and not heavy, (rc, heavy)\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert run.returncode == 0, run.stderr
-    assert str(bad) in run.stderr
+    assert str(bad) in refused_before_torch(args, tmp_path)
 
 
 def test_out_that_is_a_file_is_refused_before_the_analysis(tiny_gpt2, tmp_path, capsys, monkeypatch):

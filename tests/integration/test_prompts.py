@@ -10,7 +10,8 @@ import pytest
 
 from analysis.config import HeadRef, ModelConfig, ProcessingConfig
 from analysis.models import load_model
-from analysis.prompts import PromptSet, analyze_prompts, load_prompts
+from analysis.prompt_files import PromptSet, load_prompts
+from analysis.prompts import analyze_prompts
 
 #: each prompt ends on a token that occurred earlier
 REPEATS = (

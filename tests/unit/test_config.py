@@ -264,7 +264,7 @@ def test_compare_heads_are_analysed_and_checked_against_the_model():
 
 
 def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
-    from analysis.prompts import load_prompts
+    from analysis.prompt_files import load_prompts
 
     good = tmp_path / "p.txt"
     good.write_text("# comment\nOne prompt\n\nAnother prompt  \n", encoding="utf-8")
