@@ -99,19 +99,25 @@ def diagonal_ranks(
         return torch.from_numpy(rowscan.ranks_cpu(circuit.rows_of(rows), B, rows, descending, progress=progress,
                                                   visitors=visitors))
     rows = rows.to(B.device)
-    n_cols = B.shape[1]
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
     with full_float32():
         for start in tqdm(starts, desc="diagonal ranks", unit="batch", disable=not progress, leave=False):
             r = rows[start : start + batch_size]
             block = circuit.rows_of(r) @ B
-            own = block.gather(1, r[:, None])
-            counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
-            out[start : start + r.shape[0]] = torch.where(own[:, 0].isnan(), n_cols, counts).cpu()
+            out[start : start + r.shape[0]] = block_ranks(block, r, descending).cpu()
             for visit in visitors:
                 visit(block, slice(start, start + r.shape[0]), 0)
     return out
+
+
+def block_ranks(block: Tensor, own_cols: Tensor, descending: bool) -> Tensor:
+    """Ranks within each row of a computed block (the GPU pass): row i's own entry is in column
+    ``own_cols[i]``; rank = #{j : x_j ≤ own} (``≥`` when descending), ties against the token; a NaN
+    own entry ranks last (the row's length), a NaN elsewhere never beats it."""
+    own = block.gather(1, own_cols[:, None])
+    counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
+    return torch.where(own[:, 0].isnan(), block.shape[1], counts)
 
 
 @contextlib.contextmanager

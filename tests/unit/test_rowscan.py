@@ -59,3 +59,18 @@ def test_nan_own_entry_ranks_last():
 
 def test_the_tuned_blocking_is_a_candidate():
     assert rowscan.tune_blocking(64) in rowscan.CANDIDATES
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_the_gpu_pass_counting_equals_the_reference_with_ties_and_nan(descending):
+    """diagonal.block_ranks (the GPU pass's counting of a computed block; CPU tensors here)."""
+    from analysis.diagonal import block_ranks
+
+    A, B = tied_factors(200, 6, seed=3)
+    A[12, 0] = float("nan")  # row 12: a NaN own entry ranks last
+    rows = torch.arange(0, 200, 3)
+    got = block_ranks(A[rows] @ B, rows, descending).numpy()
+    want = reference(A, B, rows, descending)
+    np.testing.assert_array_equal(got, want)
+    assert got[4] == B.shape[1]  # rows[4] == 12
+    assert len(np.unique(got)) > 10
