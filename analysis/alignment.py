@@ -76,6 +76,35 @@ def summarize(values: np.ndarray) -> dict[str, float | int]:
     }
 
 
+#: names are said to score higher (lower) than generic words only when the whole 95% CI of the median
+#: ratio lies above MIN_RATIO (below 1 / MIN_RATIO) and the Mann-Whitney p-value is below ALPHA: a
+#: difference must be large, not only significant
+MIN_RATIO = 1.2
+ALPHA = 0.05
+RATIO_RULE = (f"names differ from generic words only when the whole 95% CI of the median ratio lies above "
+              f"{MIN_RATIO:g}× (or below 1/{MIN_RATIO:g}×) and the Mann-Whitney p-value is below {ALPHA:g}")
+
+
+def ratio_evidence(comparison: dict[str, Any]) -> dict[str, Any]:
+    """The effect-size verdict on a :func:`compare_groups` result with CIs: ``direction`` "higher",
+    "lower" or None (no claim), the ``rule``, and ``reason`` when no claim is made."""
+    lo, hi = comparison.get("median_ratio_ci95") or [None, None]
+    p = comparison["mann_whitney_p"]
+    direction, reason = None, None
+    if lo is None or hi is None:
+        reason = "the median ratio has no interval"
+    elif p >= ALPHA:
+        reason = f"the Mann-Whitney test is not significant (p = {p:.3g})"
+    elif lo > MIN_RATIO:
+        direction = "higher"
+    elif hi < 1 / MIN_RATIO:
+        direction = "lower"
+    else:
+        reason = (f"the 95% CI of the median ratio ({lo:.3g} to {hi:.3g}) is not entirely above {MIN_RATIO:g} "
+                  f"or below {1 / MIN_RATIO:.3g}")
+    return {"direction": direction, "rule": RATIO_RULE, **({"reason": reason} if reason else {})}
+
+
 def compare_groups(
     a: np.ndarray, b: np.ndarray, n_resamples: int = 10000, seed: int = 0, chunk: int = 1000
 ) -> dict[str, Any]:
@@ -120,4 +149,5 @@ def compare_groups(
         "median_difference_ci95": [float(np.quantile(diffs_arr, 0.025)), float(np.quantile(diffs_arr, 0.975))],
         "bootstrap": {"n_resamples": n_resamples, "seed": seed, "method": "percentile"},
     })
+    out["evidence"] = ratio_evidence(out)
     return out

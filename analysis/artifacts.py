@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import UserError
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "3.0"
 MANIFEST = "manifest.json"
 SIGNIFICANT_DIGITS = 7
 

@@ -14,9 +14,15 @@ head ``H // (n_heads / n_kv_heads)``), and token-level inputs W_E (what the resi
 with q(X) = X·W_Q and k(X) = X·W_K: no biases (weights only). For QK-norm families (Qwen3, Gemma 3,
 OLMo 2) q and k also pass through the layer's own query/key norm modules, row by row: the factors
 stay d_head wide (rank ≤ d_head), so the token-level circuits stay exact; W_QK alone leaves the norms
-out. ``sides = "layer_norm"`` first passes each side's rows through the layer's own input norm
-(ln1), which scales them to norm √d_model as the model would: the copy-suppression paper's QK
-self-attention metric.
+out. ``sides = "sqrt_d_model"`` first scales each side's rows to norm √d_model (the normalisation the
+copy-suppression paper's appendix describes); ``"none"`` (the paper's code) leaves them raw.
+
+Norm gains that the weight processing did not fold (:func:`norm_map`, read through the norm modules
+themselves; with an unfolded LayerNorm's centring) are applied where the model applies them: the layer's input-norm gain to the rows that
+enter W_Q, W_K and W_V (into the weights), a post-attention norm's gain (Gemma 2/3, OLMo 2) to W_O's
+output in the token-level OV circuits, and the final norm's gain to W_U (:func:`unembedding`). Where
+TransformerLens folded a norm its gain is 1 and nothing changes. A norm's scale (one positive number
+per position) changes no rank within a row.
 
 Each factored matrix keeps the d_head-wide inner dimension, so its SVD costs O(d_vocab · d_head²).
 """
@@ -37,8 +43,12 @@ from .models import LoadedModel
 
 @dataclass(frozen=True)
 class HeadWeights:
-    """The processed weights of one attention head (detached, on the model's device), and the
-    layer's own modules that the token-level circuits apply (identity where the family has none)."""
+    """The processed weights of one attention head (detached, on the model's device), with the norm
+    gains the processing did not fold applied (:func:`norm_map`), and the layer's own query/key
+    norm modules that the token-level circuits apply (identity where the family has none).
+
+    ``W_O_out``: W_O times the post-attention norm's gain (Gemma 2/3, OLMo 2; W_O elsewhere), what
+    the token-level OV circuits write to the residual stream."""
 
     head: HeadRef
     kv_head: int
@@ -46,9 +56,9 @@ class HeadWeights:
     W_K: Float[Tensor, "d_model d_head"]
     W_V: Float[Tensor, "d_model d_head"]
     W_O: Float[Tensor, "d_head d_model"]
+    W_O_out: Float[Tensor, "d_head d_model"]
     queries: Callable[[Tensor], Tensor]  # rows [n, d_model] → this head's queries [n, d_head]
     keys: Callable[[Tensor], Tensor]  # rows [n, d_model] → this head's keys [n, d_head]
-    input_norm: Callable[[Tensor], Tensor]  # the layer's ln1 on rows [n, d_model] (identity if none)
 
 
 def _module(component):
@@ -64,9 +74,89 @@ def _no_grad(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return wrapped
 
 
-def _rows_norm(component) -> Callable[[Tensor], Tensor]:
-    module = _module(component)
-    return _no_grad(lambda rows: module(rows[:, None])[:, 0])
+#: the scale of the gain probe's input: the norm's epsilon then changes its output by ~eps / PROBE_SCALE²
+PROBE_SCALE = 1e3
+#: a probed gain within this of 1 everywhere is taken as folded (exactly 1: nothing to apply)
+GAIN_TOLERANCE = 1e-6
+
+
+def _probe_input(d_model: int, dtype: torch.dtype, device) -> Tensor:
+    """v: centred, unit RMS, no zero entry."""
+    v = torch.ones(d_model, dtype=torch.float64)
+    v[1::2] = -1.0
+    v = v - v.mean()
+    return (v / v.square().mean().sqrt()).to(dtype=dtype, device=device)
+
+
+@torch.no_grad()
+def _probe_gain(module, d_model: int, dtype: torch.dtype, device) -> Tensor | None:
+    """The per-dimension gain g of a norm module (LayerNorm or RMSNorm; Gemma's 1 + w included), read
+    through the module itself: with v centred and of unit RMS, module(c·v) − module(−c·v) = 2·g ⊙ v
+    (the bias cancels, the centring leaves v alone, the scale is 1 up to eps / c²). None when g = 1."""
+    v = _probe_input(d_model, dtype, device)
+    out = module(torch.stack([PROBE_SCALE * v, -PROBE_SCALE * v])[:, None])[:, 0]
+    g = (out[0] - out[1]) / (2 * v)
+    return None if bool(((g - 1).abs() <= GAIN_TOLERANCE).all()) else g.detach()
+
+
+@torch.no_grad()
+def _probe_centres(module, d_model: int, dtype: torch.dtype, device) -> bool:
+    """Whether the norm subtracts its input's mean (LayerNorm): adding a constant changes nothing."""
+    v = PROBE_SCALE * _probe_input(d_model, dtype, device)
+    out = module(torch.stack([v, v + PROBE_SCALE / 2])[:, None])[:, 0]
+    return bool(torch.allclose(out[0], out[1], rtol=1e-4, atol=1e-5 * float(out[0].abs().max())))
+
+
+def norm_map(model: LoadedModel, layer: int | None, name: str) -> Callable[[Tensor], Tensor] | None:
+    """The linear part of norm ``name`` (``"ln1"``, ``"ln1_post"`` of block ``layer``; ``"ln_final"``
+    with layer None) that the weight processing left unfolded, as a map on the weights that read its
+    output (rows: d_model): W ↦ P·diag(g)·W, with g its gain and P the centring of an unfolded
+    LayerNorm (the identity for RMSNorm or when fold_ln folded it). None when there is nothing to apply
+    (folded, or no such norm). Read through the norm module itself; cached on the model."""
+    key = f"norm_map:{layer}:{name}"
+    if key not in model._weights:
+        owner = model.bridge if layer is None else model.bridge.blocks[layer]
+        component = getattr(owner, name, None)
+        fn = None
+        if component is not None:
+            module, W_E = _module(component), model.weight("W_E")
+            g = _probe_gain(module, model.d_model, W_E.dtype, W_E.device)
+            centre = (not model.provenance.get("processing", {}).get("fold_ln", True)
+                      and _probe_centres(module, model.d_model, W_E.dtype, W_E.device))
+            if g is not None or centre:
+                def fn(W: Tensor, g=g, centre=centre) -> Tensor:
+                    W = W if g is None else g.to(W.dtype)[:, None] * W
+                    return W - W.mean(dim=-2, keepdim=True) if centre else W
+        model._weights[key] = fn
+    return model._weights[key]
+
+
+def unembedding(model: LoadedModel) -> Float[Tensor, "d_model d_vocab"]:
+    """W_U as the token-level circuits read it: through the final norm's unfolded gain (OLMo 2, or
+    fold_ln = false), the processed W_U elsewhere."""
+    W_U, f = model.weight("W_U"), norm_map(model, None, "ln_final")
+    return W_U if f is None else f(W_U)
+
+
+def gain_notes(model: LoadedModel) -> list[str]:
+    """Sentences for the report on the norm gains the circuits apply themselves."""
+    notes = []
+    unfolded = [name for name, layer in (("the layers' input norms", 0), ("the final norm", None))
+                if norm_map(model, layer, "ln1" if layer is not None else "ln_final") is not None]
+    if unfolded:
+        notes.append(f"Norm gains the weight processing did not fold ({' and '.join(unfolded)}) are applied by the "
+                     "circuits themselves: to the rows that enter W_Q, W_K and W_V, and to W_U.")
+    if getattr(model.bridge.blocks[0], "ln1_post", None) is not None:
+        notes.append("Post-attention norm: each head's output passes through a norm before the residual stream; "
+                     "the OV circuits apply that norm's per-dimension gain to W_O's output (its scale, one "
+                     "positive number per position, changes no rank within a row).")
+    return notes
+
+
+def scale_rows(rows: Tensor) -> Tensor:
+    """Each row scaled to norm √d_model (``qk_normalization = "sqrt_d_model"``); zero rows stay zero."""
+    d = rows.shape[-1]
+    return rows * (d**0.5 / rows.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny))
 
 
 def _qk_norm(model: LoadedModel, layer: int, name: str, W_all: Tensor, index: int) -> Callable[[Tensor], Tensor]:
@@ -92,19 +182,20 @@ def _qk_norm(model: LoadedModel, layer: int, name: str, W_all: Tensor, index: in
 def head_weights(model: LoadedModel, head: HeadRef) -> HeadWeights:
     kv = model.kv_head(head.head)
     L = head.layer
-    W_Q, W_K = model.weight("W_Q")[L], model.weight("W_K")[L]
-    block = model.bridge.blocks[L]
-    ln1 = getattr(block, "ln1", None)
+    f_in, f_post = norm_map(model, L, "ln1"), norm_map(model, L, "ln1_post")
+    gained = f_in or (lambda W: W)  # on [.., d_model, d_head]
+    W_Q, W_K = gained(model.weight("W_Q")[L]), gained(model.weight("W_K")[L])
+    W_O = model.weight("W_O")[L, head.head]
     return HeadWeights(
         head=head,
         kv_head=kv,
         W_Q=W_Q[head.head],
         W_K=W_K[kv],
-        W_V=model.weight("W_V")[L, kv],
-        W_O=model.weight("W_O")[L, head.head],
+        W_V=gained(model.weight("W_V")[L, kv]),
+        W_O=W_O,
+        W_O_out=W_O if f_post is None else f_post(W_O.T).T,
         queries=_qk_norm(model, L, "q_norm", W_Q, head.head),
         keys=_qk_norm(model, L, "k_norm", W_K, kv),
-        input_norm=_rows_norm(ln1) if ln1 is not None else (lambda rows: rows),
     )
 
 
@@ -116,14 +207,14 @@ def qk_circuit(w: HeadWeights) -> FactoredMatrix:
 
 def token_qk_circuit(
     w: HeadWeights, query_rows: Float[Tensor, "n_q d_model"], key_rows: Float[Tensor, "n_k d_model"],
-    sides: str = "raw",
+    sides: str = "none",
 ) -> FactoredMatrix:
-    """q(query_rows) · k(key_rows)ᵀ: ``[n_q, n_k]``; ``sides="layer_norm"`` passes both sides'
-    rows through the layer's input norm first."""
-    if sides == "layer_norm":
-        query_rows, key_rows = w.input_norm(query_rows), w.input_norm(key_rows)
-    elif sides != "raw":
-        raise ValueError(f"sides must be 'raw' or 'layer_norm', got {sides!r}")
+    """q(query_rows) · k(key_rows)ᵀ: ``[n_q, n_k]``; ``sides="sqrt_d_model"`` scales both sides'
+    rows to norm √d_model first."""
+    if sides == "sqrt_d_model":
+        query_rows, key_rows = scale_rows(query_rows), scale_rows(key_rows)
+    elif sides != "none":
+        raise ValueError(f"sides must be 'none' or 'sqrt_d_model', got {sides!r}")
     return FactoredMatrix(w.queries(query_rows), w.keys(key_rows).T)  # vocab-tall products
 
 
@@ -135,7 +226,7 @@ def full_qk_circuit(w: HeadWeights, W_E: Float[Tensor, "d_vocab d_model"]) -> Fa
 
 def effective_qk_circuit(
     w: HeadWeights, W_U: Float[Tensor, "d_model d_vocab"], W_EE: Float[Tensor, "d_vocab d_model"],
-    sides: str = "raw",
+    sides: str = "none",
 ) -> FactoredMatrix:
     """q(W_Uᵀ) k(W_EE)ᵀ: ``[d_vocab, d_vocab]``; query = a predicted token's unembedding, key = a
     token's effective embedding (the copy-suppression paper's QK circuit)."""
@@ -150,32 +241,38 @@ def ov_circuit(w: HeadWeights) -> FactoredMatrix:
 def effective_ov_circuit(
     w: HeadWeights, W_EE: Float[Tensor, "d_vocab d_model"], W_U: Float[Tensor, "d_model d_vocab"]
 ) -> FactoredMatrix:
-    """W_EE W_OV W_U: ``[d_vocab, d_vocab]``; row = source token attended to, column = logit."""
-    return FactoredMatrix(W_EE @ w.W_V, w.W_O @ W_U)
+    """W_EE W_V W_O W_U: ``[d_vocab, d_vocab]``; row = source token attended to, column = logit
+    (W_O with the post-attention norm's gain, :attr:`HeadWeights.W_O_out`)."""
+    return FactoredMatrix(W_EE @ w.W_V, w.W_O_out @ W_U)
 
 
 class RankCircuits:
-    """The two circuits the rank metrics read, for every head of one layer:
+    """The two circuits the rank metrics read, for every head of one layer (docs/methods.md):
 
-    * OV self-suppression: W_EE · W_OV · W_U (row = source token, column = logit);
-    * QK self-attention: q(norm(W_Uᵀ)) · k(norm(W_EE))ᵀ (row = a query predicting the token, column
-      = key), ``norm`` the layer's own input norm (``qk_normalization = "layer_norm"``) or none.
+    * OV self-suppression: W_EE · W_V · W_O · W_U (row = source token, column = logit);
+    * QK self-attention: q(n(W_Uᵀ)) · k(n(W_EE))ᵀ (row = a query predicting the token, column = key),
+      ``n`` the identity (``qk_normalization = "none"``, the paper's code) or rows scaled to norm
+      √d_model (``"sqrt_d_model"``);
 
-    The vocabulary-wide column factors of all the layer's heads come from one wide GEMM each
-    (W_O of every head times W_U; the keys of every key/value head), computed once; each head's row
-    factor is computed only for the rows a metric ranks (:class:`analysis.diagonal.TokenCircuit`).
-    The per-head analysis and the survey read the same objects, so their numbers agree exactly."""
+    with ``W_EE`` the rank embedding (the paper's block-0 residual by default), W_U the
+    :func:`unembedding` and the gains of :func:`head_weights`. The vocabulary-wide column factors of
+    all the layer's heads come from one wide GEMM each (W_O of every head times W_U; the keys of
+    every key/value head), computed once; each head's row factor is computed only for the rows a
+    metric ranks (:class:`analysis.diagonal.TokenCircuit`). The per-head analysis and the survey read
+    the same objects, so their numbers agree exactly."""
 
     def __init__(self, model: LoadedModel, layer: int, W_EE: Tensor, qk_normalization: str):
+        if qk_normalization not in ("none", "sqrt_d_model"):
+            raise ValueError(f"qk_normalization must be 'none' or 'sqrt_d_model', got {qk_normalization!r}")
         self.model, self.layer, self.W_EE = model, layer, W_EE
         heads = [head_weights(model, HeadRef(layer, h)) for h in range(model.n_heads)]
         self.heads = heads
-        W_U = model.weight("W_U")
-        norm = heads[0].input_norm if qk_normalization == "layer_norm" else (lambda rows: rows)
+        W_U = unembedding(model)
+        norm = scale_rows if qk_normalization == "sqrt_d_model" else (lambda rows: rows)
         with torch.no_grad():
-            self.query_inputs = norm(W_U.T)  # [d_vocab, d_model], normed once for the layer
+            self.query_inputs = norm(W_U.T)  # [d_vocab, d_model], once for the layer
             key_inputs = norm(W_EE)
-            W_O_all = model.weight("W_O")[layer]  # [n_heads, d_head, d_model]
+            W_O_all = torch.stack([w.W_O_out for w in heads])  # [n_heads, d_head, d_model]
             # (W_Uᵀ · W_O_allᵀ): vocab-tall, so the GEMM streams W_U once; each head's [d_head, d_vocab]
             # column factor is a transposed slice of it
             self._ov = W_U.T @ W_O_all.reshape(-1, W_O_all.shape[-1]).T  # [d_vocab, n_heads·d_head]
@@ -183,10 +280,13 @@ class RankCircuits:
             if model.family.get("qk_norm"):
                 kv_keys = {w.kv_head: w.keys(key_inputs).T.contiguous() for w in heads}
             else:
-                W_K_all = model.weight("W_K")[layer]  # [n_kv, d_model, d_head]
-                keys = key_inputs @ W_K_all.permute(1, 0, 2).reshape(W_K_all.shape[1], -1)
+                kv_keys = {}
+                for w in heads:
+                    kv_keys.setdefault(w.kv_head, w.W_K)
+                W_K_all = torch.cat(list(kv_keys.values()), dim=1)  # [d_model, n_kv·d_head]
+                keys = key_inputs @ W_K_all
                 d = model.d_head
-                kv_keys = {kv: keys[:, kv * d:(kv + 1) * d].T for kv in range(W_K_all.shape[0])}
+                kv_keys = {kv: keys[:, i * d:(i + 1) * d].T for i, kv in enumerate(kv_keys)}
             self.qk_columns = kv_keys  # kv head → [d_head, d_vocab]
 
     def ov(self, head: int):

@@ -30,7 +30,7 @@ DType = Literal["float32", "float64"]
 EmbeddingVariant = Literal["mlp_after_attention", "mlp_only", "residual"]
 RankMode = Literal["exact", "sampled"]
 WordForm = Literal["bare", "space_prefixed"]
-QKNormalization = Literal["layer_norm", "none"]
+QKNormalization = Literal["none", "sqrt_d_model"]
 
 EMBEDDING_VARIANTS: tuple[str, ...] = get_args(EmbeddingVariant)
 RANK_MODES: tuple[str, ...] = get_args(RankMode)
@@ -118,6 +118,11 @@ class WordsConfig:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
+    """The per-head analyses. The spectra, singular directions, cos² rankings and names-vs-generic
+    subspace read the notebook's W_EE (``effective_embedding.variant``); the rank metrics read
+    ``rank_embedding`` (the paper's block-0 residual) with ``qk_normalization`` ("none": the paper's
+    code)."""
+
     top_k: int = bounded(20, 1, 1000)
     n_directions: int = bounded(3, 1, 1024)
     subspace_rank: int | None = bounded(None, 1, 1 << 16)  # None ("all"): all d_head left singular vectors
@@ -125,7 +130,11 @@ class AnalysisConfig:
     seed: int = bounded(0, 0, 2**32 - 1)
     ov_mode: RankMode = "exact"
     ov_sample_size: int = bounded(2000, 1, 10_000_000)
-    qk_normalization: QKNormalization = "layer_norm"
+    #: the W_EE of the rank metrics (OV self-suppression, QK self-attention, survey, explorer): the
+    #: copy-suppression paper's block-0 residual by default (docs/methods.md)
+    rank_embedding: EmbeddingVariant = "residual"
+    #: QK self-attention ranks: raw queries and keys (the paper's code) or each row scaled to norm √d_model
+    qk_normalization: QKNormalization = "none"
     explorer: bool = True
 
 

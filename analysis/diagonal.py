@@ -78,6 +78,7 @@ def diagonal_ranks(
     batch_size: int = 1024,
     progress: bool = False,
     visitors: Sequence[Callable] = (),
+    tied: np.ndarray | None = None,
 ) -> Int[Tensor, "n"]:
     """1-based rank of entry (r, r) within row r, for each r in ``rows`` (all rows if None).
 
@@ -88,7 +89,8 @@ def diagonal_ranks(
     blocks, shapes tuned at run time); on GPU ``batch_size`` rows are computed at once, in full float32
     (TF32 switched off for the pass, whatever the caller set).
     ``visitors``: further readers of every block in the same pass (:mod:`analysis.explorer`; numpy
-    blocks on CPU, device tensors on GPU).
+    blocks on CPU, device tensors on GPU). ``tied``: a boolean array of ``len(rows)``, filled with
+    whether each row's own entry equals another entry of its row exactly.
     """
     circuit = TokenCircuit.of(circuit)
     B = circuit.B
@@ -97,7 +99,7 @@ def diagonal_ranks(
     if B.device.type == "cpu":
         rows = rows if rows.device.type == "cpu" else rows.cpu()
         return torch.from_numpy(rowscan.ranks_cpu(circuit.rows_of(rows), B, rows, descending, progress=progress,
-                                                  visitors=visitors))
+                                                  visitors=visitors, tied=tied))
     rows = rows.to(B.device)
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
@@ -106,6 +108,8 @@ def diagonal_ranks(
             r = rows[start : start + batch_size]
             block = circuit.rows_of(r) @ B
             out[start : start + r.shape[0]] = block_ranks(block, r, descending).cpu()
+            if tied is not None:
+                tied[start : start + r.shape[0]] = block_ties(block, r).cpu().numpy()
             for visit in visitors:
                 visit(block, slice(start, start + r.shape[0]), 0)
     return out
@@ -118,6 +122,12 @@ def block_ranks(block: Tensor, own_cols: Tensor, descending: bool) -> Tensor:
     own = block.gather(1, own_cols[:, None])
     counts = ((block >= own) if descending else (block <= own)).sum(dim=1)
     return torch.where(own[:, 0].isnan(), block.shape[1], counts)
+
+
+def block_ties(block: Tensor, own_cols: Tensor) -> Tensor:
+    """Whether each row's own entry (column ``own_cols[i]``) equals another entry of its row exactly."""
+    own = block.gather(1, own_cols[:, None])
+    return (block == own).sum(dim=1) > 1
 
 
 @contextlib.contextmanager
@@ -194,8 +204,11 @@ def rank_histogram(ranks: np.ndarray, d_vocab: int) -> dict[str, list]:
 
 
 def top_share_cutoff(n_tokens: int) -> int:
-    """The largest rank inside the top :data:`TOP_SHARE` of a row of ``n_tokens`` (at least 1)."""
-    return max(1, math.floor(TOP_SHARE * n_tokens))
+    """The largest 1-based rank inside the top :data:`TOP_SHARE` of a row of ``n_tokens``, as the
+    copy-suppression paper's code counts it: a token fails when its 0-based rank exceeds 0.05·n, so
+    it passes up to 1-based rank ⌊0.05·n⌋ + 1 (2,513 of GPT-2's 50,257; ⌈0.05·n⌉ unless 20 divides
+    n). Exact integer arithmetic (5·n // 100)."""
+    return (n_tokens * round(TOP_SHARE * 100)) // 100 + 1
 
 
 def chance_levels(n_tokens: int) -> dict[str, float]:
@@ -246,10 +259,13 @@ def rank_evidence(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def rank_summary(
-    ranks: np.ndarray, d_vocab: int, mode: str, sample_size: int | None, seed: int | None
+    ranks: np.ndarray, d_vocab: int, mode: str, sample_size: int | None, seed: int | None,
+    tied_rows: int | None = None,
 ) -> dict[str, Any]:
     """The fractions (rank 1, top 10, top 5%), with Wilson CIs in sampled mode, chance levels, the
-    median and mean rank, the histogram and :func:`rank_evidence`."""
+    median and mean rank, the histogram, :func:`rank_evidence` and ``tied_rows`` (how many ranked
+    rows had another entry exactly equal to their own: the rows where ties-against-the-token
+    mattered)."""
     n = int(ranks.size)
     sampled = mode == "sampled"
     counts = {"fraction_rank1": int((ranks <= 1).sum()), "fraction_top10": int((ranks <= TOP_K).sum()),
@@ -266,6 +282,7 @@ def rank_summary(
         "mean_rank": float(ranks.mean()),
         "chance": chance_levels(d_vocab),
         "histogram": rank_histogram(ranks, d_vocab),
+        "tied_rows": tied_rows,
     }
     for key, k in counts.items():
         out[key] = k / n
@@ -281,6 +298,7 @@ def undefined_summary(reason: str, d_vocab: int, mode: str, sample_size: int | N
         "defined": False, "reason": reason, "mode": mode, "n_tokens": d_vocab, "n_ranked": 0,
         "sample_size": sample_size, "seed": seed, "top5pct_cutoff": top_share_cutoff(d_vocab),
         "median_rank": None, "mean_rank": None, "chance": chance_levels(d_vocab), "histogram": None,
+        "tied_rows": None,
     }
     for key in ("fraction_rank1", "fraction_top10", "fraction_top5pct"):
         out[key] = None
@@ -321,8 +339,10 @@ def rank_pass(
     if reason is not None:
         return undefined_summary(reason, d_vocab, mode, size, seed_used), None
     known = TokenCircuit(lambda r: A_rows if r is all_rows else circuit.rows_of(r), circuit.B, d_vocab)
-    ranks = diagonal_ranks(known, all_rows, descending=descending, progress=progress, visitors=visitors).numpy()
-    return rank_summary(ranks, d_vocab, mode, size, seed_used), ranks
+    tied = np.zeros(all_rows.shape[0], dtype=np.bool_)
+    ranks = diagonal_ranks(known, all_rows, descending=descending, progress=progress, visitors=visitors,
+                           tied=tied).numpy()
+    return rank_summary(ranks, d_vocab, mode, size, seed_used, int(tied.sum())), ranks
 
 
 def diagonal_rank_score(

@@ -62,8 +62,10 @@ class Layer0:
     """The token-level embeddings of one model and how they were computed.
 
     ``W_E``: what the residual stream receives (``[d_vocab, d_model]``); ``W_EE``: the effective
-    embedding of ``variant``; ``method``: "forward" or "factored"; ``check``: the factored path's
-    check against the forward pass (``tokens``, ``max_relative_error``), or why it was not used."""
+    embedding of ``variant`` (the notebook's analyses); ``W_EE_rank``: that of ``rank_variant`` (the
+    rank metrics: the copy-suppression paper's block-0 residual by default), the same tensor when the
+    two variants agree; ``method``: "forward" or "factored"; ``check``: the factored path's check
+    against the forward pass (``tokens``, ``max_relative_error``), or why it was not used."""
 
     W_E: Float[Tensor, "d_vocab d_model"]
     W_EE: Float[Tensor, "d_vocab d_model"]
@@ -71,11 +73,17 @@ class Layer0:
     attention_bias: bool
     method: str
     check: dict[str, Any] = field(default_factory=dict)
+    W_EE_rank: Float[Tensor, "d_vocab d_model"] | None = None
+    rank_variant: EmbeddingVariant | None = None
+
+    def __post_init__(self) -> None:
+        if self.W_EE_rank is None:
+            self.W_EE_rank, self.rank_variant = self.W_EE, self.variant
 
     def describe(self) -> dict[str, Any]:
         """Plain data for the artifacts."""
-        return {"variant": self.variant, "attention_bias": self.attention_bias, "method": self.method,
-                "check": self.check}
+        return {"variant": self.variant, "rank_variant": self.rank_variant, "attention_bias": self.attention_bias,
+                "method": self.method, "check": self.check}
 
 
 def attention_bias_constant(model: LoadedModel) -> Float[Tensor, "d_model"]:
@@ -104,19 +112,26 @@ def _capture(store: dict[str, Tensor], name: str) -> Callable:
     return hook
 
 
+#: where each variant is read in block 0's forward pass
+VARIANT_HOOKS = {"mlp_after_attention": HOOK_MLP_OUT, "mlp_only": HOOK_MLP_OUT, "residual": HOOK_RESID_POST}
+
+
 @torch.no_grad()
 def forward_block0(
-    model: LoadedModel, ids: Tensor, variant: EmbeddingVariant, attention_bias: bool,
+    model: LoadedModel, ids: Tensor, variants: tuple[EmbeddingVariant, ...], attention_bias: bool,
 ) -> dict[str, Tensor]:
     """Block 0 of the model's own forward pass on one-token contexts ``ids``: ``W_E`` (resid_pre) and
-    ``W_EE`` (the variant), each ``[len(ids), d_model]``."""
+    each of ``variants``, every one ``[len(ids), d_model]``, from the same pass ("mlp_only", which
+    zeroes the attention, only alone)."""
+    if "mlp_only" in variants and len(variants) > 1:
+        raise ValueError("the mlp_only variant needs a pass of its own (its attention output is zeroed)")
     bridge = model.bridge
     store: dict[str, Tensor] = {}
     hooks: list[tuple[str, Callable]] = []
     if model.positional == "standard":  # absolute positions: excluded, as in the notebook
         # (rotary models list hook_pos_embed as an alias that never fires: nothing to exclude)
         hooks.append((HOOK_POS_EMBED, lambda x, hook: torch.zeros_like(x)))
-    if variant == "mlp_only":
+    if variants == ("mlp_only",):
         hooks.append((HOOK_ATTN_OUT, lambda x, hook: torch.zeros_like(x)))
     elif not attention_bias:
         c = attention_bias_constant(model)
@@ -124,8 +139,8 @@ def forward_block0(
             _check_bias_is_additive(model)
             hooks.append((HOOK_ATTN_OUT, lambda x, hook: x - c.to(x.dtype)))
     hooks.append((HOOK_RESID_PRE, _capture(store, "W_E")))
-    out_hook = HOOK_RESID_POST if variant == "residual" else HOOK_MLP_OUT
-    hooks.append((out_hook, _capture(store, "W_EE")))
+    for variant in variants:
+        hooks.append((VARIANT_HOOKS[variant], _capture(store, variant)))
     bridge.run_with_hooks(ids[:, None].to(model.device), fwd_hooks=hooks, stop_at_layer=1, return_type=None)
     return store
 
@@ -152,19 +167,23 @@ def _factored_block(model: LoadedModel):
 
 @torch.no_grad()
 def factored_block0(
-    model: LoadedModel, x: Tensor, variant: EmbeddingVariant, attention_bias: bool,
+    model: LoadedModel, x: Tensor, variants: tuple[EmbeddingVariant, ...], attention_bias: bool,
     W_OV: Tensor, c: Tensor, modules,
-) -> Tensor:
-    """W_EE of embeddings ``x`` for a sequential pre-norm block 0: a = ln1(x)·W_OV (+ c), then the
-    model's own ln2 and MLP modules. Used only when checked against :func:`forward_block0`."""
+) -> dict[str, Tensor]:
+    """Each of ``variants`` for embeddings ``x`` and a sequential pre-norm block 0: a = ln1(x)·W_OV
+    (+ c), then the model's own ln2 and MLP modules. Used only when checked against
+    :func:`forward_block0`."""
     ln1, ln2, mlp = modules
-    if variant == "mlp_only":
-        return mlp(ln2(x[:, None]))[:, 0]
-    resid = x + ln1(x[:, None])[:, 0] @ W_OV
-    if attention_bias:
-        resid = resid + c
-    mlp_out = mlp(ln2(resid[:, None]))[:, 0]
-    return mlp_out + resid if variant == "residual" else mlp_out
+    out: dict[str, Tensor] = {}
+    if "mlp_only" in variants:
+        out["mlp_only"] = mlp(ln2(x[:, None]))[:, 0]
+    if set(variants) - {"mlp_only"}:
+        resid = x + ln1(x[:, None])[:, 0] @ W_OV
+        if attention_bias:
+            resid = resid + c
+        mlp_out = mlp(ln2(resid[:, None]))[:, 0]
+        out["mlp_after_attention"], out["residual"] = mlp_out, mlp_out + resid
+    return {v: out[v] for v in variants}
 
 
 def _relative_error(got: Tensor, ref: Tensor) -> float:
@@ -178,6 +197,12 @@ def _probe_ids(d_vocab: int, seed: int = 0) -> Tensor:
     return torch.randperm(d_vocab, generator=g)[:n].sort().values
 
 
+def _passes(variants: tuple[EmbeddingVariant, ...]) -> list[tuple[EmbeddingVariant, ...]]:
+    """The forward passes that compute ``variants``: one, and another for "mlp_only"."""
+    others = tuple(v for v in variants if v != "mlp_only")
+    return [p for p in (others, ("mlp_only",) if "mlp_only" in variants else ()) if p]
+
+
 @torch.no_grad()
 def effective_embedding(
     model: LoadedModel,
@@ -186,15 +211,20 @@ def effective_embedding(
     progress: bool = True,
     attention_bias: bool = False,
     method: str = "auto",
+    rank_variant: EmbeddingVariant | None = None,
 ) -> Layer0:
-    """W_E and W_EE for the whole vocabulary (see the module docstring), batched over the vocabulary.
+    """W_E, W_EE (``variant``) and the rank metrics' W_EE (``rank_variant``; None: the same) for the
+    whole vocabulary (see the module docstring), batched over the vocabulary; both variants come
+    from the same pass over block 0 (unless one of them is "mlp_only").
 
     ``method``: "auto" (the factored path when it checks out, else the forward pass), "forward" or
     "factored" (still checked; an error if it does not match)."""
     from .config import EMBEDDING_VARIANTS
 
-    if variant not in EMBEDDING_VARIANTS:
-        raise ValueError(f"unknown effective-embedding variant {variant!r}; choose one of {EMBEDDING_VARIANTS}")
+    for v in (variant, rank_variant or variant):
+        if v not in EMBEDDING_VARIANTS:
+            raise ValueError(f"unknown effective-embedding variant {v!r}; choose one of {EMBEDDING_VARIANTS}")
+    variants = tuple(dict.fromkeys([variant, rank_variant or variant]))
     bridge_W_E = model.weight("W_E")
     d_vocab = bridge_W_E.shape[0]
     check: dict[str, Any] = {}
@@ -202,18 +232,21 @@ def effective_embedding(
     modules = _factored_block(model) if method != "forward" else None
     if modules is not None:
         ids = _probe_ids(d_vocab)
-        ref = forward_block0(model, ids, variant, attention_bias)
         W_OV, c = layer0_ov(model), attention_bias_constant(model)
+        rows = bridge_W_E[ids.to(bridge_W_E.device)]
         try:
-            got = factored_block0(model, bridge_W_E[ids.to(bridge_W_E.device)], variant, attention_bias, W_OV, c,
-                                  modules)
+            got = {v: t for p in _passes(variants)
+                   for v, t in factored_block0(model, rows, p, attention_bias, W_OV, c, modules).items()}
         except (RuntimeError, TypeError, AttributeError, ValueError) as exc:  # modules not callable alone
             check = {"reason": f"block 0's modules cannot run on their own ({type(exc).__name__}): the "
                                "forward pass computes W_EE"}
         else:
-            err_e = _relative_error(bridge_W_E[ids.to(bridge_W_E.device)], ref["W_E"])
-            err_ee = _relative_error(got, ref["W_EE"])
-            check = {"tokens": int(ids.numel()), "max_relative_error": max(err_e, err_ee)}
+            errors = []
+            for p in _passes(variants):
+                ref = forward_block0(model, ids, p, attention_bias)
+                errors.append(_relative_error(rows, ref["W_E"]))
+                errors += [_relative_error(got[v], ref[v]) for v in p]
+            check = {"tokens": int(ids.numel()), "max_relative_error": max(errors)}
             use_factored = check["max_relative_error"] <= PROBE_TOLERANCE
             if not use_factored:
                 check["reason"] = ("block 0 is not a plain sequential pre-norm block (or its embedding is "
@@ -223,16 +256,19 @@ def effective_embedding(
     if method == "factored" and not use_factored:
         raise ValueError(f"the factored path does not match the forward pass: {check}")
 
-    W_EE = torch.empty_like(bridge_W_E)
+    out = {v: torch.empty_like(bridge_W_E) for v in variants}
     W_E = bridge_W_E if use_factored else torch.empty_like(bridge_W_E)
     starts = range(0, d_vocab, batch_size)
     for start in tqdm(starts, desc="effective embedding", unit="batch", disable=not progress, leave=False):
         stop = min(start + batch_size, d_vocab)
-        if use_factored:
-            W_EE[start:stop] = factored_block0(model, bridge_W_E[start:stop], variant, attention_bias, W_OV, c, modules)
-        else:
-            out = forward_block0(model, torch.arange(start, stop), variant, attention_bias)
-            W_E[start:stop] = out["W_E"]
-            W_EE[start:stop] = out["W_EE"]
-    return Layer0(W_E=W_E, W_EE=W_EE, variant=variant, attention_bias=attention_bias,
-                  method="factored" if use_factored else "forward", check=check)
+        for p in _passes(variants):
+            if use_factored:
+                got = factored_block0(model, bridge_W_E[start:stop], p, attention_bias, W_OV, c, modules)
+            else:
+                got = forward_block0(model, torch.arange(start, stop), p, attention_bias)
+                W_E[start:stop] = got.pop("W_E")
+            for v in p:
+                out[v][start:stop] = got[v]
+    return Layer0(W_E=W_E, W_EE=out[variant], variant=variant, attention_bias=attention_bias,
+                  method="factored" if use_factored else "forward", check=check,
+                  W_EE_rank=out[rank_variant or variant], rank_variant=rank_variant or variant)

@@ -17,6 +17,7 @@ embedding scaling and MoE (W_EE is the model's own forward pass, so it honours t
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,63 @@ BROKEN_FORWARD = {
 }
 #: architecture name endings of a causal language model
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    """What the analysis honours and approximates for one group of families: one row of README's
+    "Supported model families" table and, for a loaded model of one of ``model_types``, a model note
+    on its report pages (:func:`family_notes`)."""
+
+    name: str
+    model_types: tuple[str, ...]
+    quirks: str
+    exact: str
+    approximated: str
+
+    def markdown(self) -> str:
+        return f"| {self.name} | {self.quirks} | {self.exact} | {self.approximated} |"
+
+    def note(self) -> str:
+        return f"{self.name}: {self.quirks}. Exact: {self.exact}. Approximated: {self.approximated}."
+
+
+#: the single table of family facts: README's table rows and the report's model notes
+FAMILY_TABLE: tuple[FamilyRow, ...] = (
+    FamilyRow("GPT-2", ("gpt2",), "learned absolute positions (excluded, as in the notebook)", "everything", "—"),
+    FamilyRow("GPT-J, GPT-NeoX / Pythia, Phi", ("gptj", "gpt_neox", "phi"), "parallel attention + MLP; partial rotary",
+              "W_EE (the MLP reads the embedding, not embedding + attention), circuits",
+              "QK circuits at relative offset 0 (rotary left out)"),
+    FamilyRow("OPT", ("opt",), "learned positions with an offset; MLP not callable alone (forward pass used)",
+              "everything", "—"),
+    FamilyRow("Bloom", ("bloom",), "embedding LayerNorm (W_E is its output); ALiBi", "W_E, W_EE, circuits",
+              "QK circuits at offset 0 (the ALiBi bias is 0 there)"),
+    FamilyRow("Llama, Mistral, Qwen2, Phi-3", ("llama", "mistral", "qwen2", "phi3"),
+              "RMSNorm (no centring), GQA, rotary, Qwen2's q/k/v biases; norm gains TransformerLens leaves "
+              "unfolded (it warns for Phi-3) are applied by the circuits", "W_EE, circuits", "QK at offset 0"),
+    FamilyRow("Mixtral", ("mixtral",), "experts: each token routed by the model's own router", "W_EE, circuits",
+              "QK at offset 0"),
+    FamilyRow("Qwen3, Gemma 3, OLMo 2", ("qwen3", "gemma3", "gemma3_text", "olmo2"),
+              "QK-norm (per head; OLMo 2's over all heads), applied to the token-level circuit rows",
+              "token-level QK circuits, W_EE", "W_QK alone leaves the norms out; QK at offset 0"),
+    FamilyRow("Gemma, Gemma 2, Gemma 3", ("gemma", "gemma2", "gemma3", "gemma3_text"),
+              "W_E scaled by √d_model; (1 + w) RMSNorm; Gemma 2/3 sandwich norms (W_EE is the MLP's contribution "
+              "after its post-norm; the post-attention norm's gain is applied to W_O's output in the OV "
+              "circuits); soft-capping; query scaling",
+              "W_EE, circuits, the post-attention norm's gain",
+              "soft-capping and query scaling are monotone: ranks do not depend on them; spectra are before "
+              "them; the post-attention norm's scale (one positive number per position) is left out, which "
+              "changes no rank"),
+    FamilyRow("OLMo 2", ("olmo2",),
+              "norms after attention and MLP only; TransformerLens does not fold its norms, so the circuits "
+              "apply the final norm's gain to W_U and the post-attention norm's gain to W_O's output",
+              "W_EE, circuits", "as Qwen3; the post-attention norm's scale is left out, which changes no rank"),
+)
+
+
+def family_notes(model_type: str) -> list[str]:
+    """The notes of every :data:`FAMILY_TABLE` row that covers ``model_type``."""
+    return [row.note() for row in FAMILY_TABLE if model_type in row.model_types]
 
 
 class UnsupportedFamilyError(ModelUnavailableError):
@@ -95,7 +153,8 @@ def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> dict[str, Any]:
     """What the analysis needs to know of the loaded model's family, and the notes it reports."""
     cfg = bridge.cfg
     positional = str(cfg.positional_embedding_type)
-    notes: list[str] = []
+    model_type = str(getattr(getattr(getattr(bridge, "original_model", None), "config", None), "model_type", ""))
+    notes: list[str] = family_notes(model_type)
     if positional == "rotary":
         notes.append(
             "Rotary position embeddings: the weights-based QK circuits leave the rotation out, i.e. they "
@@ -129,7 +188,7 @@ def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> dict[str, Any]:
     if getattr(cfg, "num_experts", None):
         notes.append(f"Mixture of experts ({cfg.num_experts} experts): W_EE routes every token through the "
                      "experts the model's own router picks for it.")
-    return {"qk_norm": qk_norm, "positional": positional, "notes": notes}
+    return {"qk_norm": qk_norm, "positional": positional, "model_type": model_type, "notes": notes}
 
 
 def _has_qk_norm(bridge: Any) -> bool:

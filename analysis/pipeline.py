@@ -76,6 +76,7 @@ def artifact_provenance(model: LoadedModel, seed: int) -> dict[str, Any]:
 def model_summary(model: LoadedModel) -> dict[str, Any]:
     """The model's dimensions and every note on what its numbers approximate."""
     notes = list(model.family.get("notes", []))
+    notes += circuits.gain_notes(model)
     notes += model.provenance.get("processing_notes", [])
     if model.normalization == "RMS":
         notes.append("RMSNorm: no centring; W_EE comes from the model's own forward pass.")
@@ -198,7 +199,8 @@ class LayerCache:
         if layer not in self.layers:
             self.layers.clear()  # one layer at a time: its factors are vocabulary-sized
             with self.timer(f"{self.tag}/layer_factors"):
-                self.layers[layer] = circuits.RankCircuits(self.model, layer, self.layer0.W_EE, self.qk_normalization)
+                self.layers[layer] = circuits.RankCircuits(self.model, layer, self.layer0.W_EE_rank,
+                                                          self.qk_normalization)
         return self.layers[layer]
 
 
@@ -207,7 +209,7 @@ def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Conf
     """All per-head results as plain data (the ``results`` block of a head artifact)."""
     a = config.analysis
     tok = model.tokenizer
-    W_U = model.weight("W_U")
+    W_U = circuits.unembedding(model)
     w = circuits.head_weights(model, head)
     tag = head.label
     with torch.no_grad():
@@ -294,7 +296,8 @@ def prepare(config: Config, timer: Timer, progress: bool, log, model: LoadedMode
         ee = config.effective_embedding
         with timer(f"{prefix}effective_embedding"):
             layer0 = effective_embedding(model, ee.variant, ee.batch_size, progress=progress,
-                                         attention_bias=ee.attention_bias)
+                                         attention_bias=ee.attention_bias,
+                                         rank_variant=config.analysis.rank_embedding)
     return model, layer0, word_lists
 
 

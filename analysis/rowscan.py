@@ -130,27 +130,38 @@ class RankCounter:
     """Visitor: for each row r of the scan, the number of *other* entries at least as extreme as
     the row's own entry ``own[r]`` (≤ for ascending ranks, ≥ for descending). The own column is
     left out of the count, so ``rank = 1 + count`` whatever rounding the block's copy of it got;
-    ties with other entries count against the token."""
+    ties with other entries count against the token. ``tied[r]``: whether another entry of row r
+    equals its own entry exactly (the report shows how many rows the tie rule touched)."""
 
     def __init__(self, rows: np.ndarray, own: np.ndarray, descending: bool, n_cols: int):
         self.rows = rows
         self.own = own.reshape(-1, 1)
         self.compare = np.greater_equal if descending else np.less_equal
         self.counts = np.zeros(rows.shape[0], dtype=np.int64)
+        self.tied = np.zeros(rows.shape[0], dtype=np.bool_)
         self.count_dtype = np.uint16 if n_cols < 2**16 else np.uint32
         self.local = threading.local()
 
+    def _masks(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        local = self.local
+        if not hasattr(local, "mask") or local.mask.shape[0] < shape[0] or local.mask.shape[1] < shape[1]:
+            local.mask = np.empty(shape, dtype=np.bool_)
+            local.equal = np.empty(shape, dtype=np.bool_)
+        return local.mask[: shape[0], : shape[1]], local.equal[: shape[0], : shape[1]]
+
     def __call__(self, block: np.ndarray, row_slice: slice, col0: int) -> None:
-        if not hasattr(self.local, "mask") or self.local.mask.shape[1] < block.shape[1] \
-                or self.local.mask.shape[0] < block.shape[0]:
-            self.local.mask = np.empty(block.shape, dtype=np.bool_)
-        mask = self.compare(block, self.own[row_slice], out=self.local.mask[: block.shape[0], : block.shape[1]])
+        mask, equal = self._masks(block.shape)
+        own = self.own[row_slice]
+        self.compare(block, own, out=mask)
+        np.equal(block, own, out=equal)
         rows = self.rows[row_slice]
         inside = (rows >= col0) & (rows < col0 + block.shape[1])
         if inside.any():  # the own column: not counted (it is the token itself)
             idx = np.nonzero(inside)[0]
             mask[idx, rows[idx] - col0] = False
+            equal[idx, rows[idx] - col0] = False
         self.counts[row_slice] += mask.view(np.uint8).sum(axis=1, dtype=self.count_dtype)
+        self.tied[row_slice] |= equal.any(axis=1)
 
 
 def own_entries(A_rows: Tensor, B: Tensor, rows: Tensor) -> np.ndarray:
@@ -161,13 +172,16 @@ def own_entries(A_rows: Tensor, B: Tensor, rows: Tensor) -> np.ndarray:
 
 def ranks_cpu(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, progress: bool = False,
               blocking: Blocking | None = None, workers: int | None = None,
-              visitors: Sequence[Visitor] = ()) -> np.ndarray:
+              visitors: Sequence[Visitor] = (), tied: np.ndarray | None = None) -> np.ndarray:
     """1-based ranks of the own entries of ``rows`` (``A_rows``: their row factor; ties against the
-    token, NaN own entry last) in one :func:`scan_rows` pass, with any further ``visitors``."""
+    token, NaN own entry last) in one :func:`scan_rows` pass, with any further ``visitors``.
+    ``tied``: a boolean array filled with whether each row's own entry ties another entry exactly."""
     n_cols = B.shape[1]
     rows_np = rows.numpy()
     own = own_entries(A_rows, B, rows)
     counter = RankCounter(rows_np, own, descending, n_cols)
     scan_rows(A_rows, B, [counter, *visitors], blocking=blocking, workers=workers, progress=progress,
               desc="diagonal ranks")
+    if tied is not None:
+        tied[:] = counter.tied & ~np.isnan(own)
     return np.where(np.isnan(own), n_cols, counter.counts + 1)

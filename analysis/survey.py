@@ -89,7 +89,7 @@ STATISTICS: list[dict[str, str]] = [
 ]
 #: what a head record keeps of a rank summary
 RANK_KEYS = ("defined", "reason", "fraction_rank1", "fraction_rank1_ci95", "fraction_top10", "fraction_top10_ci95",
-             "fraction_top5pct", "fraction_top5pct_ci95", "median_rank", "mean_rank", "chance", "evidence")
+             "fraction_top5pct", "fraction_top5pct_ci95", "median_rank", "mean_rank", "chance", "evidence", "tied_rows")
 
 
 @torch.no_grad()
@@ -130,15 +130,16 @@ def layer_spectra(model: LoadedModel, layer: int, layer0: Layer0,
     """:class:`LayerSpectra` of ``layer``, batched over its heads. ``triangular``: the QR factors
     (None for a QK-norm model, whose effective circuit is not linear in W_Q: per-head SVDs then)."""
     kv = model.kv_index()
-    W_Q = model.weight("W_Q")[layer]  # [n_heads, d_model, d_head]
-    W_Kt = model.weight("W_K")[layer][kv.to(W_Q.device)].transpose(-1, -2)  # [n_heads, d_head, d_model]
+    gained = circuits.norm_map(model, layer, "ln1") or (lambda W: W)  # an unfolded input norm, as head_weights
+    W_Q = gained(model.weight("W_Q")[layer])  # [n_heads, d_model, d_head]
+    W_Kt = gained(model.weight("W_K")[layer])[kv.to(W_Q.device)].transpose(-1, -2)  # [n_heads, d_head, d_model]
     with single_threaded():  # many tiny LAPACK calls: thread barriers cost more than the work
         U, S, _ = FactoredMatrix(W_Q, W_Kt).svd()
         if triangular is not None:
             R_U, R_EE = triangular
             S_eff = FactoredMatrix(R_U @ W_Q.to(R_U.dtype), W_Kt.to(R_EE.dtype) @ R_EE.T).S
     if triangular is None:
-        W_U = model.weight("W_U")
+        W_U = circuits.unembedding(model)
         S_eff = torch.stack([
             circuits.effective_qk_circuit(circuits.head_weights(model, HeadRef(layer, h)), W_U, layer0.W_EE).S
             for h in range(model.n_heads)])
@@ -166,7 +167,7 @@ def survey_head(
     :func:`layer_spectra`, when the caller computed it for all its heads at once; ``layers``: the
     rank circuits of the layers (shared by the heads of a layer)."""
     timer = timer if timer is not None else Timer()
-    W_U = model.weight("W_U")
+    W_U = circuits.unembedding(model)
     w = circuits.head_weights(model, head)
     layers = layers or LayerCache(model, layer0, qk_normalization, timer, "survey")
     if layer is None:
@@ -235,7 +236,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
     triangular = None
     if not model.family.get("qk_norm"):
         with timer("survey/qr"):
-            triangular = effective_qk_triangular_factors(model.weight("W_U"), layer0.W_EE)
+            triangular = effective_qk_triangular_factors(circuits.unembedding(model), layer0.W_EE)
     records = []
     layer: LayerSpectra | None = None
     layers = LayerCache(model, layer0, a.qk_normalization, timer, "survey")
@@ -266,6 +267,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
                 "seed": a.seed if s.mode == "sampled" else None,
                 "subspace_rank": a.subspace_rank or model.d_head,
                 "effective_embedding_variant": config.effective_embedding.variant,
+                "rank_embedding": a.rank_embedding,
                 "qk_normalization": a.qk_normalization,
                 "evidence_rule": {"min_lift": diagonal.MIN_LIFT, "max_median_share": diagonal.MAX_MEDIAN_SHARE},
             },

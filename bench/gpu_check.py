@@ -99,9 +99,9 @@ def main() -> int:
     report["spectra_max_rel_err"] = spec
 
     # the exact rank passes with the explorer's lists riding along, on both devices
-    rc_cpu = circuits.RankCircuits(cpu, head.layer, W_cpu, "layer_norm")
-    rc_gpu = circuits.RankCircuits(gpu, head.layer, W_gpu, "layer_norm")
-    rc_same = circuits.RankCircuits(gpu, head.layer, W_cpu.to(dev), "layer_norm")  # the rank pass alone
+    rc_cpu = circuits.RankCircuits(cpu, head.layer, W_cpu, "none")
+    rc_gpu = circuits.RankCircuits(gpu, head.layer, W_gpu, "none")
+    rc_same = circuits.RankCircuits(gpu, head.layer, W_cpu.to(dev), "none")  # the rank pass alone
     ranks, lists = {}, {}
     for name, desc in (("ov_self_suppression", False), ("qk_self_attention", True)):
         pick = (lambda rc: rc.ov(head.head)) if name.startswith("ov") else (lambda rc: rc.qk(head.head))

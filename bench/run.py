@@ -136,7 +136,7 @@ def bench_in_process(ckpt: Path, reps: int) -> dict[str, Any]:
                  "same_numbers": bool(torch.allclose(nb, layer0.W_EE, atol=2e-5, rtol=1e-4))}
     del nb
     head = HeadRef.parse(HEAD)
-    t_f, rc = best_of(lambda: circuits.RankCircuits(model, head.layer, layer0.W_EE, "layer_norm"), reps)
+    t_f, rc = best_of(lambda: circuits.RankCircuits(model, head.layer, layer0.W_EE, "none"), reps)
     r["factors"] = {"seconds": t_f, "gflops": gflops(2 * 2 * V * d * (H * dh), t_f)}  # two V×d×(H·dh) GEMMs
     rows = torch.arange(V)
     for name, circuit, descending in (("ov", rc.ov(head.head), False), ("qk", rc.qk(head.head), True)):

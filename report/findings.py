@@ -19,7 +19,6 @@ from typing import Any
 from . import formatting as fmt
 from .escaping import Safe, markdown_text, markdown_token
 
-ALPHA = 0.05
 #: σ₁/σ₂ at or above which a spectrum is described as dominated by its first direction.
 DOMINANCE_RATIO = 2.0
 #: tokens named in a sentence that lists top tokens
@@ -55,22 +54,17 @@ def subspace_sentence(subspace: Mapping[str, Any]) -> Safe:
                f"a random direction scores {fmt.num(baseline)}.")
     if r is None:
         return Safe(f"The generic words' median score is 0, so no ratio can be formed ({stats_text}). {medians}")
-    significant = p < ALPHA
-    above = lo is not None and lo > 1
-    below = hi is not None and hi < 1
-    if significant and above:
+    evidence = comp.get("evidence") or {}
+    rule = f" The rule for a claim: {markdown_text(evidence['rule'])}." if evidence.get("rule") else ""
+    if evidence.get("direction") == "higher":
         return Safe(f"**Names score {fmt.num(r)}× the generic words** ({stats_text}): names' unembeddings "
-                    f"lie further inside the head's query-side QK subspace than generic words do. {medians}")
-    if significant and below:
+                    f"lie further inside the head's query-side QK subspace than generic words do. {medians}{rule}")
+    if evidence.get("direction") == "lower":
         return Safe(f"**Names score lower than generic words**, {fmt.num(r)}× ({stats_text}): this head's "
-                    f"query-side QK subspace does not prefer names. {medians}")
-    if above or below or significant:
-        return Safe(f"The evidence for a names-vs-generic difference is weak: names score {fmt.num(r)}× "
-                    f"the generic words ({stats_text}), and the interval and the test do not agree at the "
-                    f"{fmt.num(ALPHA, 1)} level. {medians}")
-    return Safe(f"No reliable difference between names and generic words: names score {fmt.num(r)}× "
-                f"the generic words, but the 95% CI {fmt.ci([lo, hi])} includes 1 and the Mann-Whitney "
-                f"test is not significant ({fmt.p_value(p)}). {medians}")
+                    f"query-side QK subspace does not prefer names. {medians}{rule}")
+    why = markdown_text(evidence.get("reason", "no effect-size verdict in the artifact"))
+    return Safe(f"No claim of a names-vs-generic difference: names score {fmt.num(r)}× the generic words "
+                f"({stats_text}), but {why}. {medians}{rule}")
 
 
 #: how each rank metric is described: (what is ranked, rank 1 means, the claim when supported)

@@ -204,13 +204,18 @@ def make_planted_gpt2_checkpoint(
 
 
 def make_copy_suppression_checkpoint(folder: Path, *, vocab_size: int = 2048, layer: int = 1, head: int = 2,
-                                     seed: int = 3) -> tuple[Path, dict]:
+                                     seed: int = 3, live: bool = False, noise: float = 0.0) -> tuple[Path, dict]:
     """A small-vocabulary GPT-2 checkpoint (the first ``vocab_size`` tokens of GPT-2's BPE) in which
     head ``layer.head`` is copy suppression for **every** token: every embedding (= unembedding,
     untied copies) is a random unit direction inside a 16-dimensional subspace S, times one norm;
     W_QK = s·S Sᵀ (a token's own key is its most attended) and W_OV = −c·S Sᵀ (its own logit its most
     suppressed). Layer 0 writes nothing (``residual`` W_EE = W_E). The survey must find that this
-    head, and only it, beats chance."""
+    head, and only it, beats chance.
+
+    ``live``: layer 0 keeps its random weights (W_EE ≠ W_E) and every norm gain and bias is then
+    randomised (:func:`randomize_norms_and_biases`), so that W_EE's variants, folding and the biases
+    all matter. ``noise``: Gaussian noise added to the head's W_Q, W_K, W_V and W_O, relative to the
+    planted entries' size, so that the ranks spread out (the head stays far from chance)."""
     import transformers
 
     gpt2_tokenizer_files(folder, vocab_size)
@@ -233,7 +238,8 @@ def make_copy_suppression_checkpoint(folder: Path, *, vocab_size: int = 2048, la
         rows = (3.0 * dirs @ S.T).to(model.transformer.wte.weight.dtype)
         model.transformer.wte.weight.copy_(rows)
         model.lm_head.weight.copy_(rows)
-        _zero_layer0_outputs(model)
+        if not live:
+            _zero_layer0_outputs(model)
         blk = model.transformer.h[layer]
         W = blk.attn.c_attn.weight
         lo, hi = head * d_head, (head + 1) * d_head
@@ -241,6 +247,14 @@ def make_copy_suppression_checkpoint(folder: Path, *, vocab_size: int = 2048, la
         W[:, d_model + lo : d_model + hi] = (2.0 * S).to(W.dtype)  # W_K
         W[:, 2 * d_model + lo : 2 * d_model + hi] = (1.5 * S).to(W.dtype)  # W_V
         blk.attn.c_proj.weight[lo:hi, :] = (-1.5 * S.T).to(W.dtype)  # W_O
+        if noise:
+            size = 2.0 / d_model**0.5  # the planted entries' RMS
+            for cols in (slice(lo, hi), slice(d_model + lo, d_model + hi), slice(2 * d_model + lo, 2 * d_model + hi)):
+                W[:, cols] += noise * size * torch.randn(W[:, cols].shape, generator=g, dtype=torch.float64).to(W.dtype)
+            P = blk.attn.c_proj.weight
+            P[lo:hi, :] += noise * size * torch.randn(P[lo:hi, :].shape, generator=g, dtype=torch.float64).to(P.dtype)
+    if live:
+        randomize_norms_and_biases(model, seed)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder, {"layer": layer, "head": head, "S": S}

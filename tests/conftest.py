@@ -71,12 +71,19 @@ def tiny_model_unprocessed(tiny_gpt2):
 
 @pytest.fixture(scope="session")
 def tiny_layer0(tiny_model):
-    """W_E and W_EE (notebook variant) of ``tiny_model`` for the whole vocabulary, computed once."""
+    """W_E, W_EE (notebook variant) and the rank metrics' W_EE (the paper's block-0 residual) of
+    ``tiny_model`` for the whole vocabulary, computed once."""
     from analysis.embeddings import effective_embedding
 
-    return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False)
+    return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False,
+                               rank_variant="residual")
 
 
 @pytest.fixture(scope="session")
 def tiny_W_EE(tiny_layer0):
     return tiny_layer0.W_EE
+
+
+@pytest.fixture(scope="session")
+def tiny_W_EE_rank(tiny_layer0):
+    return tiny_layer0.W_EE_rank

@@ -168,41 +168,48 @@ def comparison_table(r: Mapping[str, Any]) -> tb.Table | None:
                     ["statistic", "value", "95% CI / p"], rows, slug=table_slug(r, "subspace-comparison"))
 
 
-def rank_table(r: Mapping[str, Any], metric: str, paper: Mapping[tuple[str, str], float]) -> tb.Table:
-    """The paper's metrics with chance, the CIs in sampled mode and, for GPT-2 small 10.7, the
-    paper's published values beside them."""
+def rank_table(r: Mapping[str, Any], metric: str,
+               paper: Mapping[tuple[str, str], tuple[float, str, str]]) -> tb.Table:
+    """The paper's metrics with chance, the CIs in sampled mode, the rows with exact ties and, for
+    GPT-2 small 10.7 under the paper's definitions, each published value beside its own statistic."""
     s = r[metric]
     title = RANK_METRICS[metric][0]
     label = r["head"]["label"]
-    show_paper = any(m == metric for m, _ in paper)
-    columns = ["statistic", "this report", "chance"] + ([f"paper ({references.PAPER})"] if show_paper else [])
+    sources = [src for src in references.SOURCES
+               if any(m == metric and source == src for (m, _), (_, source, _) in paper.items())]
+    columns = ["statistic", "this report", "chance"] + [references.SOURCES[src] for src in sources]
+    pad = [tb.text("")] * len(sources)
     name = table_slug(r, metric.replace("_", "-"))
     if not s.get("defined", True):
         row = [tb.text("undefined"), tb.text(s.get("reason", "degenerate circuit")), tb.text("")]
-        return tb.Table(f"Head {label}: {title} — undefined.", columns, [row + ([tb.text("")] if show_paper else [])],
-                        slug=name)
-    rows = [[tb.text("tokens ranked"), tb.number(f"{fmt.integer(s['n_ranked'])} of {fmt.integer(s['n_tokens'])} "
-                                                 f"({s['mode']})"), tb.number("")]]
+        return tb.Table(f"Head {label}: {title} — undefined.", columns, [row + pad], slug=name)
+    rows: list[tuple[str | None, list]] = [(None, [
+        tb.text("tokens ranked"), tb.number(f"{fmt.integer(s['n_ranked'])} of {fmt.integer(s['n_tokens'])} "
+                                            f"({s['mode']})"), tb.number("")])]
     names = {"fraction_rank1": "own entry ranked 1", "fraction_top10": "own entry in the top 10",
              "fraction_top5pct": f"own entry in the top 5% (rank ≤ {fmt.integer(s['top5pct_cutoff'])})"}
     for key, text in names.items():
         ci = s.get(f"{key}_ci95")
         value = fmt.percent(s[key], 4) + (f" ({fmt.ci(ci, fmt=fmt.percent)})" if ci else "")
-        rows.append([tb.text(text), tb.number(value), tb.number(fmt.percent(s["chance"][key], 2))])
-    rows.append([tb.text("median rank"), tb.number(fmt.num(s["median_rank"], 5)),
-                 tb.number(fmt.num(s["chance"]["median_rank"], 5))])
-    rows.append([tb.text("mean rank"), tb.number(fmt.num(s["mean_rank"], 5)), tb.number("")])
-    rows.append([tb.text("effect supported"), tb.text("yes" if s["evidence"]["supported"] else "no"), tb.text("")])
-    if show_paper:
-        for row in rows:
-            key = next((k for k, t in names.items() if row[0].text == t), None)
-            value = paper.get((metric, key)) if key else None
-            row.append(tb.number(fmt.percent(value, 4) if value is not None else ""))
-    extra = ""
-    if metric == "qk_self_attention":
-        extra = (" Both sides pass through the layer's own input norm (the paper's normalisation)."
-                 if s.get("normalization") == "layer_norm" else " Both sides unnormalised.")
-    return tb.Table(f"Head {label}: {title}; 95% Wilson intervals in sampled mode.{extra}", columns, rows, slug=name)
+        rows.append((key, [tb.text(text), tb.number(value), tb.number(fmt.percent(s["chance"][key], 2))]))
+    rows.append(("median_rank", [tb.text("median rank"), tb.number(fmt.num(s["median_rank"], 5)),
+                                 tb.number(fmt.num(s["chance"]["median_rank"], 5))]))
+    rows.append(("mean_rank", [tb.text("mean rank"), tb.number(fmt.num(s["mean_rank"], 5)), tb.number("")]))
+    if s.get("tied_rows") is not None:
+        rows.append((None, [tb.text("rows where the own entry ties another exactly"),
+                            tb.number(fmt.integer(s["tied_rows"])), tb.number("")]))
+    rows.append((None, [tb.text("effect supported"), tb.text("yes" if s["evidence"]["supported"] else "no"),
+                        tb.text("")]))
+    out = []
+    for key, row in rows:
+        for src in sources:
+            _, source, printed = paper.get((metric, key), (None, None, "")) if key else (None, None, "")
+            row.append(tb.number(printed if source == src else ""))
+        out.append(row)
+    extra = (" Raw queries (W_U) and raw keys (W_EE), as the paper's code." if s.get("normalization") == "none"
+             else " Every query and key row scaled to norm √d_model." if s.get("normalization") == "sqrt_d_model"
+             else "")
+    return tb.Table(f"Head {label}: {title}; 95% Wilson intervals in sampled mode.{extra}", columns, out, slug=name)
 
 
 def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
@@ -210,7 +217,9 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     label = r["head"]["label"]
     figs = head_figures(ctx, r)
     prompt_figs = prompt_figures(ctx, label)
-    paper = references.paper_values(r["model"], head["provenance"], label)
+    paper = references.paper_values(r["model"], head["provenance"], label, head["config"])
+    mismatch = (references.definition_mismatch(head["config"])
+                if references.is_gpt2_small_10_7(r["model"], head["provenance"], label) else None)
     tables = {
         "spectrum": spectrum_table(r),
         "directions": direction_table(r, "effective_qk", "effective QK circuit"),
@@ -228,8 +237,8 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     sentences = findings.head_findings(r)
     sentences["cosine"] = findings.cosine_sentence(r["squared_cosine"], m["d_model"], m["d_vocab"])
     has_explorer = label in (ctx.artifacts.get("explorers") or {})
-    qk_note = ("both sides through the layer's input norm" if r["qk_self_attention"].get("normalization") == "layer_norm"
-               else "both sides unnormalised")
+    qk_note = ("every query and key row scaled to norm √d_model"
+               if r["qk_self_attention"].get("normalization") == "sqrt_d_model" else "raw queries and keys")
     a = head["config"]["analysis"]
     explorer_note = (None if has_explorer
                      else "it is off in this configuration (analysis.explorer = false)" if not a.get("explorer", True)
@@ -241,7 +250,8 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         explorer_note=explorer_note, prompts=prompt_context(ctx, label), prompt_figures=prompt_figs,
         r=r, head=r["head"], model=m, figures=figs, tables=tables,
         findings=sentences, config=head["config"], provenance=head["provenance"],
-        embedding=r["effective_embedding"], paper=references.PAPER if paper else None,
+        embedding=r["effective_embedding"], paper=references.PAPER if paper else None, paper_mismatch=mismatch,
+        notebook=references.NOTEBOOK,
         processing=", ".join(f"{k} = {str(v).lower()}" for k, v in sorted(head["provenance"]["processing"].items())),
     )
     return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,

@@ -20,7 +20,6 @@ def small(tiny_model, tiny_W_EE):
     w = circuits.head_weights(tiny_model, HEAD)
     W_E, W_U, W_EE = tiny_model.weight("W_E")[:N], tiny_model.weight("W_U")[:, :N], tiny_W_EE[:N]
     d = lambda t: t.double()
-    eps = tiny_model.bridge.cfg.eps
     W_QK = d(w.W_Q) @ d(w.W_K).T
     W_OV = d(w.W_V) @ d(w.W_O)
     return {
@@ -29,7 +28,7 @@ def small(tiny_model, tiny_W_EE):
             "qk": circuits.qk_circuit(w),
             "full": circuits.full_qk_circuit(w, W_E),
             "effective": circuits.effective_qk_circuit(w, W_U, W_EE),
-            "effective_norm": circuits.effective_qk_circuit(w, W_U, W_EE, sides="layer_norm"),
+            "effective_norm": circuits.effective_qk_circuit(w, W_U, W_EE, sides="sqrt_d_model"),
             "ov": circuits.ov_circuit(w),
             "effective_ov": circuits.effective_ov_circuit(w, W_EE, W_U),
         },
@@ -37,7 +36,7 @@ def small(tiny_model, tiny_W_EE):
             "qk": W_QK,
             "full": d(W_E) @ W_QK @ d(W_E).T,
             "effective": d(W_U).T @ W_QK @ d(W_EE).T,
-            "effective_norm": layer_norm(d(W_U).T, eps) @ W_QK @ layer_norm(d(W_EE), eps).T,
+            "effective_norm": sqrt_d_model(d(W_U).T) @ W_QK @ sqrt_d_model(d(W_EE)).T,
             "ov": W_OV,
             "effective_ov": d(W_EE) @ W_OV @ d(W_U),
         },
@@ -57,11 +56,9 @@ def dense_svd(small, name):
 CIRCUITS = ["qk", "full", "effective", "effective_norm", "ov", "effective_ov"]
 
 
-def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """LayerNorm without gain and bias (fold_ln moved them into W_Q/W_K): what the layer's own ln1
-    does to each row — centre it, scale it to norm √d_model."""
-    centred = x - x.mean(-1, keepdim=True)
-    return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+def sqrt_d_model(x: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to norm √d_model (``qk_normalization = "sqrt_d_model"``)."""
+    return x * (x.shape[-1] ** 0.5 / x.norm(dim=-1, keepdim=True))
 
 
 def test_head_weights_pick_the_head(tiny_model):
@@ -251,7 +248,9 @@ def test_paper_fractions_and_chance():
     f = FactoredMatrix(X, -X.T)  # row i: -cos(x_i, x_j); own entry -1 is the most negative
     s = diagonal.ov_self_suppression(f, mode="exact")
     assert s["fraction_rank1"] == s["fraction_top10"] == s["fraction_top5pct"] == 1.0
-    assert s["top5pct_cutoff"] == 10 and s["chance"]["fraction_top10"] == pytest.approx(10 / n)
+    # the top 5% as the paper's code counts it: 0-based rank ≤ 0.05·n, so 1-based rank ≤ 11 of 200
+    assert s["top5pct_cutoff"] == 11 and s["chance"]["fraction_top10"] == pytest.approx(10 / n)
+    assert s["chance"]["fraction_top5pct"] == pytest.approx(11 / n)
     assert s["chance"]["median_rank"] == pytest.approx((n + 1) / 2)
     assert s["evidence"]["supported"] and s["evidence"]["excess"] == pytest.approx(1.0)
     flipped = diagonal.qk_self_attention(f, mode="exact")  # read as "highest": every token ranks last

@@ -32,7 +32,7 @@ def dense_circuits(folder):
 
     model = load_model(ModelConfig(name=str(folder), device="cpu"), ProcessingConfig())
     layer0 = effective_embedding(model, "residual", progress=False)
-    rc = RankCircuits(model, 1, layer0.W_EE, "layer_norm")
+    rc = RankCircuits(model, 1, layer0.W_EE, "none")
     out = {}
     for name, c in (("ov", rc.ov(2)), ("qk", rc.qk(2))):
         rows = c.rows_of(torch.arange(c.n_rows))

@@ -267,3 +267,115 @@ def test_unsupported_families_are_refused_before_loading(make, words, tmp_path, 
     assert code == 2, err
     assert all(w in err for w in words), err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def _first(obj, paths: tuple[str, ...]):
+    for path in paths:
+        try:
+            return submodule(obj, path)
+        except AttributeError:
+            continue
+    return None
+
+
+def input_norm(family: str, layer):
+    """The HF module that normalises the attention's input (None: OLMo 2 reads the raw residual)."""
+    return _first(layer, ("input_layernorm", "ln_1", "self_attn_layer_norm"))
+
+
+def final_norm(hf):
+    return _first(hf, ("transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm", "model.norm"))
+
+
+def norm_scale(module, x: torch.Tensor) -> torch.Tensor:
+    """The per-row scale the norm divides by (its own epsilon), so that the bias-free, scale-free
+    input-norm map is (module(x) − module(0)) · scale(x): the gain (and LayerNorm's centring) alone."""
+    eps = next(getattr(module, a) for a in ("eps", "variance_epsilon", "layer_norm_eps") if hasattr(module, a))
+    if isinstance(module, torch.nn.LayerNorm):
+        return (x.var(-1, unbiased=False, keepdim=True) + eps).sqrt()
+    return (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+
+def without_bias(module, x: torch.Tensor) -> torch.Tensor:
+    return module(x[:, None])[:, 0] - module(torch.zeros_like(x[:1, None]))[:, 0]
+
+
+def canon(rows: torch.Tensor) -> torch.Tensor:
+    """Rows up to what no within-row rank sees: a shift and a positive scale."""
+    c = rows - rows.mean(-1, keepdim=True)
+    return c / c.norm(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def dense_rank_rows(family: str, hf, m: LoadedModel, layer: int, head: int, W_EE: torch.Tensor, rows: torch.Tensor):
+    """The rank metrics' OV and QK rows of ``rows`` through the HF model's own modules, biases dropped:
+    OV: ln1(W_EE[s]) → W_V → W_O → the post-attention norm (Gemma 2/3, OLMo 2) → the final norm → W_U;
+    QK: query the final-norm-gained, vocabulary-centred unembedding (what fold_ln and center_unembed
+    make of W_U), key W_EE, each through ln1 without its scale (raw queries and keys, the paper's code)
+    → W_Q, W_K → the model's own q/k norms."""
+    L = hf_layers(hf)[layer]
+    q, k, v, o, _ = hf_head(hf, family, m, layer, head)
+    ln1, ln_f = input_norm(family, L), final_norm(hf)
+    W_lm = hf.get_output_embeddings().weight.detach().T  # [d_model, d_vocab]
+    x = W_EE[rows].float()
+    h = without_bias(ln1, x) if ln1 is not None else x
+    out = (h @ v) @ o
+    if family in POST_ATTENTION_NORM:
+        out = L.post_attention_layernorm(out[:, None])[:, 0]
+    ov = without_bias(ln_f, out) @ W_lm
+
+    gain_f = ln_f.weight.detach() + (1 if getattr(m.bridge.cfg, "rmsnorm_uses_offset", False) else 0)
+    U = (gain_f[:, None] * W_lm).T  # [d_vocab, d_model]: query inputs
+    if m.provenance["processing"]["center_unembed"]:  # (not under final-logit soft-capping: Gemma 2)
+        U = U - U.mean(0, keepdim=True)
+    raw = ((lambda X: without_bias(ln1, X) * norm_scale(ln1, X)) if ln1 is not None else (lambda X: X))
+    Q_in, K_in = raw(U[rows]), raw(W_EE.float())
+    attn = getattr(L, "self_attn", None)
+    qn, kn = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    if qn is not None and qn.weight.numel() != m.d_head:  # OLMo 2: one norm over all heads' projections
+        Wq_all, Wk_all = attn.q_proj.weight.detach().T, attn.k_proj.weight.detach().T
+        dh, kv = m.d_head, m.kv_head(head)
+        queries = qn(Q_in @ Wq_all)[:, head * dh:(head + 1) * dh]
+        keys = kn(K_in @ Wk_all)[:, kv * dh:(kv + 1) * dh]
+    else:
+        queries, keys = Q_in @ q, K_in @ k
+        if qn is not None:
+            queries, keys = qn(queries), kn(keys)
+    return ov, queries @ keys.T
+
+
+_UNFOLDED: dict[str, LoadedModel] = {}
+
+
+@pytest.mark.parametrize("family, fold", [(f, True) for f in FAMILIES] + [("gpt2", False), ("llama", False)])
+def test_rank_circuits_equal_the_models_own_modules(family, fold, family_folders):
+    """With randomised norm gains (folded by TransformerLens or not: OLMo 2's adapter does not fold,
+    Gemma 2/3's and OLMo 2's post-attention norms cannot be folded, and ``fold_ln = false`` folds
+    nothing, LayerNorm's centring included), the OV and QK rows the rank metrics read equal a dense
+    computation through the HF model's own modules, up to a per-row shift and positive scale (which
+    no rank within a row sees)."""
+    if fold:
+        m = loaded(family, family_folders)
+    else:
+        if family not in _UNFOLDED:
+            _UNFOLDED[family] = load_model(ModelConfig(name=str(family_folders[family]), device="cpu"),
+                                           ProcessingConfig(fold_ln=False))
+        m = _UNFOLDED[family]
+        assert not m.provenance["processing"]["fold_ln"]
+    hf = hf_model(family_folders[family])
+    W_EE = effective_embedding(m, progress=False, rank_variant="residual").W_EE_rank
+    rows = TOKENS[2:10]
+    for layer, head in ((1, 1), (0, 3)):
+        rc = circuits.RankCircuits(m, layer, W_EE, "none")
+        ov, qk = rc.ov(head), rc.qk(head)
+        got_ov = ov.rows_of(rows) @ ov.B
+        got_qk = qk.rows_of(rows) @ qk.B
+        ref_ov, ref_qk = dense_rank_rows(family, hf, m, layer, head, W_EE, rows)
+        assert (canon(got_ov) - canon(ref_ov)).abs().max() < 1e-4, (family, layer, head, "OV")
+        assert (canon(got_qk) - canon(ref_qk)).abs().max() < 1e-4, (family, layer, head, "QK")
+    if family in POST_ATTENTION_NORM:
+        assert any("Post-attention norm" in n for n in circuits.gain_notes(m))
+        # without the post-attention norm's gain, the OV rows would differ
+        w = circuits.head_weights(m, HeadRef(1, 1))
+        plain = W_EE[rows] @ w.W_V @ w.W_O @ circuits.unembedding(m)
+        assert (canon(plain) - canon(ref_ov)).abs().max() > 1e-3

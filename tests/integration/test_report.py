@@ -146,16 +146,26 @@ def test_hostile_tokens_are_literal_in_html_and_pdf(hostile_build, report_build)
 
 
 def test_sentences_hedge_when_the_evidence_is_weak():
+    from analysis.alignment import ratio_evidence
+
     base = {"random_baseline": 1.0, "groups": {"names": {"summary": {"median": 1.2}},
                                                "generic": {"summary": {"median": 1.0}}}}
-    strong = {**base, "comparison": {"available": True, "median_ratio": 3.2, "median_ratio_ci95": [2.5, 4.1],
-                                     "mann_whitney_p": 1e-8, "auc": 0.9}}
-    weak = {**base, "comparison": {"available": True, "median_ratio": 1.07, "median_ratio_ci95": [0.96, 1.22],
-                                   "mann_whitney_p": 0.07, "auc": 0.57}}
-    assert "Names score 3.20× the generic words" in findings.subspace_sentence(strong)
+
+    def subspace(ratio, ci, p):
+        comp = {"available": True, "median_ratio": ratio, "median_ratio_ci95": ci, "mann_whitney_p": p, "auc": 0.9}
+        return {**base, "comparison": {**comp, "evidence": ratio_evidence(comp)}}
+
+    strong = subspace(3.2, [2.5, 4.1], 1e-8)
+    assert "**Names score 3.20× the generic words**" in findings.subspace_sentence(strong)
     assert "95% CI 2.50–4.10" in findings.subspace_sentence(strong)
-    s = findings.subspace_sentence(weak)
-    assert s.startswith("No reliable difference") and "includes 1" in s and "p = 0.07" in s
+    assert "above 1.2×" in findings.subspace_sentence(strong).replace("\\", "")  # the rule is stated
+    s = findings.subspace_sentence(subspace(1.07, [0.96, 1.22], 0.07))
+    assert s.startswith("No claim") and "p = 0.07" in s and "**" not in s
+    # significant, CI above 1, but a small effect (the Gemma report's "1.03×"): no bold claim
+    s = findings.subspace_sentence(subspace(1.03, [1.01, 1.05], 1e-6))
+    assert s.startswith("No claim") and "not entirely above 1.2" in s.replace("\\", "") and "**" not in s
+    s = findings.subspace_sentence(subspace(0.5, [0.4, 0.6], 1e-6))
+    assert s.startswith("**Names score lower than generic words**")
     from analysis.diagonal import rank_summary
 
     # 4 of 50,257 tokens at rank 1 with the median rank in the middle: no claim, whatever the p-value

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from analysis import circuits, diagonal
-from analysis.artifacts import load_artifacts, read_artifact
+from analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
 from analysis.config import HeadRef, config_from_dict
 from analysis.spectra import effective_rank, sigma1_share
 from analysis.survey import run_survey
@@ -25,7 +25,7 @@ def survey_run(tmp_path_factory, tiny_config_text):
     """Survey of the tiny GPT-2 checkpoint (all 8 heads), then the full analysis of its top 2."""
     out = tmp_path_factory.mktemp("survey") / "artifacts"
     out.mkdir()
-    (out / "timings.json").write_text(json.dumps({"schema_version": "2.0", "kind": "timings",
+    (out / "timings.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "timings",
                                                   "seconds": {"earlier/step": 1.5}}))
     config = config_from_dict(tomllib.loads(tiny_config_text + SURVEY_SECTION))
     run_survey(config, out, progress=False, log=lambda m: None)
@@ -41,7 +41,7 @@ def test_effective_rank_and_share_definitions():
     assert effective_rank([0.0, 0.0]) == 0.0 and sigma1_share([0.0, 0.0]) == 0.0
 
 
-def test_survey_equals_per_head_analysis(survey_run, tiny_artifacts, tiny_model, tiny_W_EE):
+def test_survey_equals_per_head_analysis(survey_run, tiny_artifacts, tiny_model, tiny_W_EE_rank):
     """For the heads the per-head analysis covers (same seed, same sample size), the survey's numbers
     are the analysis's: OV ranks exactly, spectra statistics and the names/generic median ratio."""
     _, out = survey_run
@@ -67,9 +67,10 @@ def test_survey_equals_per_head_analysis(survey_run, tiny_artifacts, tiny_model,
                 assert row[name][key] == pytest.approx(res["spectra"]["statistics"][name][key], rel=1e-4), key
         assert row["subspace"]["median_ratio"] == pytest.approx(
             res["subspace_alignment"]["comparison"]["median_ratio"], rel=1e-5)
-        # QK self-attention: the diagonal function on the same normalised effective circuit, same seed
+        # QK self-attention: the diagonal function on the same effective circuit (the paper's: residual
+        # W_EE, raw sides), same seed
         w = circuits.head_weights(tiny_model, HeadRef(row["layer"], row["head"]))
-        eff = circuits.effective_qk_circuit(w, tiny_model.weight("W_U"), tiny_W_EE, sides="layer_norm")
+        eff = circuits.effective_qk_circuit(w, tiny_model.weight("W_U"), tiny_W_EE_rank, sides="none")
         qk = diagonal.qk_self_attention(eff, "sampled", 500, 0)
         assert row["qk_self_attention"]["fraction_top10"] == pytest.approx(qk["fraction_top10"], abs=0)
         assert row["qk_self_attention"]["median_rank"] == pytest.approx(qk["median_rank"], abs=0)

@@ -128,7 +128,8 @@ def test_every_documented_key_is_accepted_with_its_documented_default():
     ({"analysis": {"bootstrap_resamples": 10}}, "analysis.bootstrap_resamples", "between 100 and 1,000,000"),
     ({"analysis": {"bootstrap_resamples": 10**9}}, "analysis.bootstrap_resamples", "between 100 and 1,000,000"),
     ({"analysis": {"n_directions": 5000}}, "analysis.n_directions", "between 1 and 1,024"),
-    ({"analysis": {"qk_normalization": "ln"}}, "analysis.qk_normalization", '"layer_norm", "none"'),
+    ({"analysis": {"qk_normalization": "ln"}}, "analysis.qk_normalization", '"none", "sqrt_d_model"'),
+    ({"analysis": {"rank_embedding": "resid"}}, "analysis.rank_embedding", '"residual"'),
     ({"analysis": {"subspace_rank": "some"}}, "analysis.subspace_rank", '"all"'),
     ({"analysis": {"ov_mode": "fast"}}, "analysis.ov_mode", '"exact", "sampled"'),
     ({"processing": {"fold_ln": "yes"}}, "processing.fold_ln", "true or false"),
@@ -280,3 +281,15 @@ def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
             load_prompts(str(tmp_path / name))
         assert str(exc.value).startswith("prompts")
     assert config_from_dict({"prompts": "off"}).prompts == "off"
+
+
+def test_readme_family_table_is_the_analysis_table():
+    """README's "Supported model families" rows are analysis.families.FAMILY_TABLE, which also writes
+    the report's model notes: one table for both."""
+    from analysis.families import FAMILY_TABLE, family_notes
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for row in FAMILY_TABLE:
+        assert row.markdown() in readme, row.name
+    notes = family_notes("gemma3_text")
+    assert any("√d_model" in n and "query scaling" in n and "post-attention norm" in n for n in notes)
