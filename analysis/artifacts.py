@@ -177,8 +177,12 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
     The artifact-set manifest (``manifest.json``) is removed before the first rename and written
     last, atomically, listing every file of the set with its sha256 and the staleness key
     ``inputs`` (:mod:`analysis.staleness`): files of an earlier run with the same key stay listed,
-    others drop out. A set left half-renamed (a SIGKILL between two renames) has no manifest, which
-    ``headreport build`` takes as "re-analyse"."""
+    others drop out, and once the new manifest is in place the files that dropped out are removed
+    (:func:`remove_dropped`: only files the earlier manifest lists, unchanged since written, never
+    through a link), so that no optional artifact of another run (an explorer, the prompts) stays
+    beside the new set. :func:`load_artifacts` reads only what the manifest lists. A set left
+    half-renamed (a SIGKILL between two renames) has no manifest, which ``headreport build`` takes
+    as "re-analyse" and ``render`` refuses."""
     texts = {}
     for name, doc in docs.items():
         doc = canonical(doc)
@@ -202,15 +206,41 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
         files = {}
         same_inputs = previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs)
         if same_inputs:  # an earlier run with the same inputs: its files still belong to the set
-            files.update({n: h for n, h in previous["files"].items()
-                          if (out_dir / n).is_file() and sha256_text_file(out_dir / n) == h})
+            files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, h)})
         files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
                       if name != "timings.json"})
         manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
                     "inputs": inputs}
         validate(manifest, where=MANIFEST)
         atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+        if previous is not None:
+            remove_dropped(out_dir, previous["files"], keep=set(files) | set(texts))
     return [path for _, path in staged]
+
+
+def _is_own_file(out_dir: Path, name: str, sha256: str) -> bool:
+    """``out_dir/name`` is a plain file (no link) directly in ``out_dir`` whose content is still the
+    one a manifest recorded (``sha256``): a file this tool wrote and nobody changed since."""
+    path = out_dir / name
+    if Path(name).name != name or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        return sha256_bytes_of(path) == sha256
+    except OSError:
+        return False
+
+
+def remove_dropped(out_dir: Path, previous: dict[str, str], keep: set[str]) -> list[str]:
+    """Remove the files an earlier manifest listed (``previous``: name → sha256) that the new set
+    does not ``keep``: only those still as written (:func:`_is_own_file`); a changed file, a link or
+    a folder in their place is left alone (and is not part of the set). Returns the names removed."""
+    removed = []
+    for name, sha256 in sorted(previous.items()):
+        if name in keep or name == MANIFEST or not _is_own_file(out_dir, name, sha256):
+            continue
+        _unlink_quietly(out_dir / name)
+        removed.append(name)
+    return removed
 
 
 def _key_core(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +248,7 @@ def _key_core(inputs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in inputs.items() if k != "checkpoint_files"}
 
 
-def sha256_text_file(path: Path) -> str:
+def sha256_bytes_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -287,31 +317,59 @@ def read_artifact(path: str | Path, kind: str | None = None) -> dict[str, Any]:
 
 
 def load_artifacts(folder: str | Path) -> dict[str, Any]:
-    """All artifacts of a folder: ``{"model": ..., "heads": [...], "survey": ... | None, "timings": ... | None}``.
+    """The artifact set of a folder, as its manifest lists it: ``{"model": ..., "heads": [...],
+    "survey": ... | None, "timings": ... | None, "explorers": {...}, "vocabulary": ..., "prompts": ...}``.
 
-    ``model`` is ``model.json``; a folder with only a survey (no head analysed, for example because
-    no head beat chance) gets, in its place, the survey's model summary, config and provenance with
-    no heads, so the report still has its overview, survey and reproducibility pages."""
+    Only files that ``manifest.json`` lists are read, each checked against the sha256 recorded
+    there: a file of another run left in the folder (an explorer, the prompts), or one changed since
+    it was written, is never shown as this run's. ``timings.json`` (kept across runs by design,
+    :func:`merged_timings`) is read when present. ``model`` is ``model.json``; a set with only a
+    survey (no head analysed, for example because no head beat chance) gets, in its place, the
+    survey's model summary, config and provenance with no heads, so the report still has its
+    overview, survey and reproducibility pages."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"{folder}: artifacts folder does not exist (run `headreport analyze` first)")
-    survey = read_artifact(folder / "survey.json", kind="survey") if (folder / "survey.json").exists() else None
-    if (folder / "model.json").exists() or survey is None:
-        model = read_artifact(folder / "model.json", kind="model")
-    else:
+    manifest = read_manifest(folder)
+    if manifest is None:
+        state = "is not a valid artifact manifest" if (folder / MANIFEST).exists() else "is missing"
+        raise ArtifactError(f"{folder / MANIFEST}: {state}, so this folder holds no complete artifact set "
+                            "(an interrupted run, or files not written by headreport); run `headreport analyze` "
+                            "or `headreport build` again")
+    listed = manifest["files"]
+
+    def read(name: str, kind: str) -> dict[str, Any] | None:
+        if name not in listed:
+            return None
+        if not _is_own_file(folder, name, listed[name]):
+            raise ArtifactError(f"{folder / name}: missing or changed since it was written (its sha256 is not "
+                                f"the one {MANIFEST} records); run `headreport analyze` again")
+        return read_artifact(folder / name, kind=kind)
+
+    survey = read("survey.json", "survey")
+    model = read("model.json", "model")
+    if model is None:
+        if survey is None:
+            raise ArtifactError(f"{folder / MANIFEST}: lists neither model.json nor survey.json")
         settings = survey["results"]["settings"]
         model = {"schema_version": survey["schema_version"], "kind": "model", "config": survey["config"],
                  "provenance": survey["provenance"],
                  "results": {"model": survey["results"]["model"], "heads": [],
-                             "effective_embedding": {"variant": settings["effective_embedding_variant"]}}}
-    heads = [read_artifact(folder / head_filename(label), kind="head") for label in model["results"]["heads"]]
-    timings = read_artifact(folder / "timings.json") if (folder / "timings.json").exists() else None
-    explorers = {label: read_artifact(folder / explorer_filename(label), kind="explorer")
-                 for label in model["results"]["heads"] if (folder / explorer_filename(label)).exists()}
-    vocabulary = (read_artifact(folder / "vocabulary.json", kind="vocabulary")
-                  if explorers and (folder / "vocabulary.json").exists() else None)
+                             "effective_embedding": {"variant": settings["effective_embedding_variant"],
+                                                     "rank_variant": settings["rank_embedding"]}}}
+    heads = []
+    for label in model["results"]["heads"]:
+        doc = read(head_filename(label), "head")
+        if doc is None:
+            raise ArtifactError(f"{folder / MANIFEST}: model.json names head {label}, but "
+                                f"{head_filename(label)} is not in the set")
+        heads.append(doc)
+    timings = read_artifact(folder / "timings.json") if (folder / "timings.json").is_file() else None
+    explorers = {label: doc for label in model["results"]["heads"]
+                 if (doc := read(explorer_filename(label), "explorer")) is not None}
+    vocabulary = read("vocabulary.json", "vocabulary") if explorers else None
     check_explorers(folder, model, explorers, vocabulary)
-    prompts = read_artifact(folder / "prompts.json", kind="prompts") if (folder / "prompts.json").exists() else None
+    prompts = read("prompts.json", "prompts")
     if prompts is not None:
         check_prompts(folder / "prompts.json", prompts, model["results"]["heads"])
     return {"model": model, "heads": heads, "survey": survey, "timings": timings, "explorers": explorers,

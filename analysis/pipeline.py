@@ -304,12 +304,14 @@ def prepare(config: Config, timer: Timer, progress: bool, log, model: LoadedMode
 def run_analysis(
     config: Config, out_dir: Path, progress: bool = True, log=print, *,
     model: LoadedModel | None = None, layer0: Layer0 | None = None, timer: Timer | None = None,
+    key_config: Config | None = None,
 ) -> list[Path]:
     """Analyse every head of ``config``; write the artifacts into ``out_dir`` (the artifacts folder).
 
     ``model``/``layer0``/``timer``: reuse an already loaded model (with ``config``'s model and
     processing), its embeddings (``config``'s variant) and step timings — the survey passes them
-    when it analyses its top-ranked heads in the same process."""
+    when it analyses its top-ranked heads in the same process, with ``key_config``, the config
+    whose staleness key the artifact set records (the survey's: its survey.json stays in the set)."""
     timer = timer if timer is not None else Timer()
     torch.manual_seed(config.analysis.seed)
     prompt_set = load_prompts(config.prompts) if config.prompts != "off" else None  # a bad file fails fast
@@ -347,4 +349,4 @@ def run_analysis(
         with timer("vocabulary"):
             docs["vocabulary.json"] = vocabulary_document(model)
     docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
-    return write_artifacts(out_dir, docs, inputs=input_key(config, model.checkpoint_hashes))
+    return write_artifacts(out_dir, docs, inputs=input_key(key_config or config, model.checkpoint_hashes))

@@ -311,6 +311,7 @@ def run_survey(config: Config, out_dir: Path, progress: bool = True, log=print) 
                 + ", ".join(f"{a.label} with {b.label}" for a, b in config.compare))
         written_heads = run_analysis(
             config.replace(heads=top), out_dir, progress=progress, log=log, model=model, layer0=layer0, timer=timer,
+            key_config=config,
         )
         written = [p for p in written if p.name != "timings.json"] + written_heads
     return written

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import head_filename, read_manifest, sha256_text_file
+from analysis.artifacts import head_filename, read_manifest, sha256_bytes_of
 from analysis.config import Config
 from report.outputs import check_output_dir, foreign_files
 
@@ -34,7 +34,7 @@ def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
     for name in dict.fromkeys([*needed, *manifest["files"]]):
         recorded = manifest["files"].get(name)
         path = artifacts_dir / name
-        if recorded is None or not path.is_file() or sha256_text_file(path) != recorded:
+        if recorded is None or not path.is_file() or sha256_bytes_of(path) != recorded:
             return f"the artifact set is incomplete or changed ({name})"
     old = manifest["inputs"]
     reasons = changed_inputs(old, input_key(config, cache=old.get("checkpoint_files")))

@@ -152,13 +152,26 @@ def install(stage: Path, out_dir: Path, new_files: set[str], force: bool = False
             dst.unlink()  # ours (previous manifest) or, with --force, a same-named file
         os.replace(src, dst)
     for rel in sorted(previous - new_files, reverse=True):
+        if _through_link(out_dir, rel):
+            continue  # a link in its folders leads out of --out (or elsewhere in it): not ours to follow
         path = out_dir / rel
         if path.is_symlink() or path.is_file():
-            path.unlink()
+            path.unlink()  # the entry itself (a link is removed, never its target)
         _remove_empty_parents(path.parent, out_dir)
     doc = {"generator": GENERATOR, **(manifest or {}), "files": sorted(new_files)}
     atomic_write_text(out_dir / MANIFEST, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     return doc
+
+
+def _through_link(out_dir: Path, rel: str) -> bool:
+    """Whether a folder on the way from ``out_dir`` to ``rel`` is a link (or not a folder): then
+    ``out_dir / rel`` is not the file the manifest means, and nothing is deleted through it."""
+    folder = out_dir
+    for part in Path(rel).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink() or not folder.is_dir():
+            return True
+    return False
 
 
 def _blocked_by(out_dir: Path, rel: str, previous: set[str]) -> bool:
@@ -176,13 +189,16 @@ def _blocked_by(out_dir: Path, rel: str, previous: set[str]) -> bool:
 
 
 def _remove_empty_parents(folder: Path, out_dir: Path) -> None:
-    """Remove ``folder`` and its parents while they are empty, staying below ``out_dir``'s
-    output folders (an output folder itself is kept)."""
-    out_dir = out_dir.resolve()
-    folder = folder.resolve()
-    while folder.parent != out_dir and out_dir in folder.parents:
+    """Remove ``folder`` and its parents while they are empty real folders, staying below
+    ``out_dir``'s output folders (an output folder itself is kept). Paths are taken as written,
+    never resolved: a link is never followed, nor removed here."""
+    rel = folder.relative_to(out_dir)
+    while len(rel.parts) > 1:
+        path = out_dir / rel
+        if path.is_symlink() or not path.is_dir():
+            return
         try:
-            folder.rmdir()
+            path.rmdir()
         except OSError:
             return
-        folder = folder.parent
+        rel = rel.parent

@@ -34,6 +34,19 @@ def report_build(tmp_path_factory, tiny_config_text) -> Path:
     return out
 
 
+def reseal(folder: Path, add: tuple[str, ...] = ()) -> None:
+    """Record the current sha256 of every file the artifact manifest lists (and of ``add``, which
+    joins the set): for tests that edit or assemble artifact sets by hand to reach a check behind
+    the manifest's (render refuses a changed file and reads no unlisted one)."""
+    import hashlib
+
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["files"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                         for name in [*manifest["files"], *add] if (folder / name).is_file()}
+    path.write_text(json.dumps(manifest, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+
+
 def hostile_copy(src: Path, dst: Path) -> Path:
     """A copy of an artifacts folder whose first head's top tokens are :data:`HOSTILE_TOKENS`.
 
@@ -54,6 +67,7 @@ def hostile_copy(src: Path, dst: Path) -> Path:
     r["squared_cosine"]["w_ee"][0].update(PARTIAL_UTF8)
     r["subspace_alignment"]["groups"]["names"]["words"][0].update(word="<b>Bold</b>", token="<i>")
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    reseal(dst)
     return dst
 
 

@@ -16,7 +16,7 @@ from analysis import explorer
 from analysis.artifacts import load_artifacts
 from report.escaping import visible
 from tests.integration.test_browser import open_page
-from tests.report_fixtures import HOSTILE_TOKENS
+from tests.report_fixtures import HOSTILE_TOKENS, reseal
 
 LABEL = "1.2"
 PREFIX = "#hrx-1-2-"
@@ -159,6 +159,7 @@ def test_hostile_tokens_are_literal_and_inert_in_the_explorer(browser, explorer_
         tok.pop("bytes_hex", None)
         tok["token"] = text
     (arts / "prompts.json").write_text(json.dumps(prompts, ensure_ascii=False), encoding="utf-8")
+    reseal(arts)
     from report.render import render
 
     render(arts, tmp_path / "out", engine="pandoc")

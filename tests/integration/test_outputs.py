@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from headreport.cli import main
-from tests.report_fixtures import pdf_text
+from tests.report_fixtures import pdf_text, reseal
 
 #: an --out path with a newline, a backtick fence, a live script and Typst code in it
 HOSTILE_OUT = "evil\n```\n<script>alert(7)</script>\n#panic(\"typst ran\")\n"
@@ -113,6 +113,7 @@ def hostile_config_copy(src: Path, dst: Path) -> Path:
         if doc.get("kind") in ("head", "model"):
             doc["results"]["model"]["notes"].append("<script>alert(9)</script> ```")
         path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    reseal(dst)
     return dst
 
 
@@ -145,6 +146,7 @@ def test_an_unknown_variant_is_rejected_by_the_schema(tiny_artifacts, tmp_path, 
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["results"]["effective_embedding"]["variant"] = variant
     path.write_text(json.dumps(doc), encoding="utf-8")
+    reseal(arts)
     assert render(arts, tmp_path / "out") == 2
     assert "variant" in capsys.readouterr().err
     assert not (tmp_path / "out" / "site").exists()

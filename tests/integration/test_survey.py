@@ -16,6 +16,7 @@ from analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
 from analysis.config import HeadRef, config_from_dict
 from analysis.spectra import effective_rank, sigma1_share
 from analysis.survey import run_survey
+from tests.report_fixtures import reseal
 
 SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
 
@@ -135,6 +136,7 @@ def test_survey_page(survey_run, tiny_artifacts, tmp_path):
     _, out = survey_run
     shutil.copytree(tiny_artifacts, tmp_path / "a")
     shutil.copy(out / "survey.json", tmp_path / "a" / "survey.json")
+    reseal(tmp_path / "a", add=("survey.json",))
     arts = load_artifacts(tmp_path / "a")
     ctx = ReportContext(artifacts=arts, engine="pandoc", tool_versions={})
     [page] = survey_pages(ctx)
@@ -161,6 +163,7 @@ def test_every_table_of_a_report_with_a_survey_has_its_own_slug_and_compiles(sur
     _, out = survey_run
     shutil.copytree(tiny_artifacts, tmp_path / "a")
     shutil.copy(out / "survey.json", tmp_path / "a" / "survey.json")
+    reseal(tmp_path / "a", add=("survey.json",))
     ctx = ReportContext(artifacts=load_artifacts(tmp_path / "a"), engine="pandoc", tool_versions={})
     tables = [t for page in build_pages(ctx) for t in page.tables]
     assert tables == ctx.tables and [t.number for t in tables] == list(range(1, len(tables) + 1))
