@@ -15,7 +15,7 @@ from .checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
 from .config import Config, ModelConfig
 from .families import read_checkpoint_config, refuse_unsupported
 from .prompt_files import load_prompts
-from .sources import resolve_local_folder
+from .sources import checkpoint_folder
 from .staleness import checkpoint_digest, file_hashes
 from .words import load_word_list
 
@@ -34,7 +34,7 @@ def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any],
         path = BUNDLED_FILES[model_cfg.name]()
         hashes = file_hashes([path]) if path is not None else {}
         return None, provenance, hashes
-    folder, source = resolve_local_folder(model_cfg.name, model_cfg.revision)
+    folder, source = checkpoint_folder(model_cfg)  # the staleness key finds the files the same way
     files = checkpoint_files(folder)
     stats = [p.stat() for p in files]
     signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p, st in zip(files, stats, strict=True))
@@ -46,8 +46,9 @@ def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any],
     refuse_unsupported(config, repr(str(folder)))
     check_checkpoint(folder, config)
     hashes = file_hashes(files)
-    provenance["weights_sha256"] = {Path(p).name: h["sha256"] for p, h in hashes.items()
-                                    if p.endswith(WEIGHT_SUFFIXES)}
+    # by the checkpoint's file names: in the hub cache a snapshot's files are links to blobs named by hash
+    provenance["weights_sha256"] = {p.name: hashes[str(p.resolve())]["sha256"] for p in files
+                                    if p.name.endswith(WEIGHT_SUFFIXES)}
     provenance["checkpoint_sha256"] = checkpoint_digest(hashes)
     result = (folder, provenance, hashes)
     _resolved[(model_cfg.name, model_cfg.revision)] = (signature, copy.deepcopy(result))

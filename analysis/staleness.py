@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import checkpoint_files, sha256_file
-from .config import Config
+from .config import Config, ModelConfig
 from .prompt_files import prompt_source_bytes
 
 StatCache = dict[str, dict[str, Any]]  # path → {"size", "mtime_ns", "sha256"}
@@ -70,16 +70,18 @@ def checkpoint_digest(hashes: StatCache) -> str:
     return digest(json.dumps(sorted((Path(p).name, h["sha256"]) for p, h in hashes.items())))
 
 
-def model_files(model_name: str) -> list[Path] | None:
-    """The files of the configured model that feed the analysis, without loading it (None: a
-    bundled model that is not installed)."""
+def model_files(model: ModelConfig) -> list[Path] | None:
+    """The files of the configured model at its configured revision that feed the analysis, without
+    loading it (None: a bundled model that is not installed). The folder comes from
+    :func:`analysis.sources.checkpoint_folder`, the resolution loading uses: a cached pinned
+    revision is found offline, and no other branch is asked for."""
     from .bundled import BUNDLED_FILES
-    from .sources import resolve_local_folder
+    from .sources import checkpoint_folder
 
-    if model_name in BUNDLED_FILES:
-        path = BUNDLED_FILES[model_name]()
+    if model.name in BUNDLED_FILES:
+        path = BUNDLED_FILES[model.name]()
         return [path] if path is not None else None
-    folder, _ = resolve_local_folder(model_name, None)
+    folder, _ = checkpoint_folder(model)
     return checkpoint_files(folder)
 
 
@@ -90,7 +92,7 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
     from .words import read_word_source
 
     if checkpoint is None:
-        files = model_files(config.model.name)
+        files = model_files(config.model)
         checkpoint = file_hashes(files, cache) if files is not None else {}
     return {
         "config": config_digest(config.to_dict()),
