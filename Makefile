@@ -14,6 +14,9 @@ DEMO_OUT ?= build/demo
 PUBLISH_REMOTE ?= origin
 PUBLISH_BRANCH ?= gh-pages
 PUBLISH_FORCE ?=
+# Paths and names reach the recipes through the environment, quoted there ("$$OUT"): a space or a
+# quote in a value stays part of it and never becomes shell syntax.
+export CONFIG OUT DEMO_OUT PUBLISH_REMOTE PUBLISH_BRANCH PUBLISH_FORCE
 
 .PHONY: setup demo test report publish bench clean lint wheel-check
 
@@ -33,8 +36,8 @@ $(SMOLLM2_STAMP): $(STAMP)
 # Fully offline report on the bundled SmolLM2-135M-Instruct (4-bit GGUF): survey every head, analyse
 # the top-ranked ones (survey.analyze_top in demo.toml), render into $(DEMO_OUT)/site and /pdf.
 demo: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/headreport survey --config demo.toml --out $(DEMO_OUT)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/headreport render --artifacts $(DEMO_OUT)/artifacts --out $(DEMO_OUT)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/headreport survey --config demo.toml --out "$$DEMO_OUT"
+	HF_HUB_OFFLINE=1 $(VENV)/bin/headreport render --artifacts "$$DEMO_OUT/artifacts" --out "$$DEMO_OUT"
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
@@ -55,18 +58,18 @@ wheel-check: setup
 	@echo "wheel-check: the installed wheel rendered the report"
 
 report: setup
-	$(VENV)/bin/headreport build --config $(CONFIG) --out $(OUT)
+	$(VENV)/bin/headreport build --config "$$CONFIG" --out "$$OUT"
 
 # Push $(OUT)/site as a new commit on the $(PUBLISH_BRANCH) branch of $(PUBLISH_REMOTE) (a remote
 # name, URL or path). Build first with `make report`.
 publish: setup
-	$(PY) -m report.publish --site $(OUT)/site --remote '$(PUBLISH_REMOTE)' --branch '$(PUBLISH_BRANCH)' $(if $(PUBLISH_FORCE),--force)
+	$(PY) -m report.publish --site "$$OUT/site" --remote "$$PUBLISH_REMOTE" --branch "$$PUBLISH_BRANCH" $${PUBLISH_FORCE:+--force}
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out $(OUT)
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out "$$OUT"
 
 lint: setup
 	$(VENV)/bin/ruff check analysis report headreport templates bench tests
 
 clean:
-	rm -rf $(OUT)
+	rm -rf -- "$$OUT"

@@ -21,16 +21,27 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import attention_patterns
 from .errors import UserError
 
-SCHEMA_VERSION = "3.0"
+SCHEMA_VERSION = "3.1"
 MANIFEST = "manifest.json"
+#: the step timings: merged across the runs into one folder (:func:`merged_timings`), so not hashed
+TIMINGS = "timings.json"
+#: the other files this tool writes with its temp files: the manifests (artifacts, report)
+OWN_NAMES = {MANIFEST, "report.json"}
 SIGNIFICANT_DIGITS = 7
+
+
+class OutputOwnershipError(UserError):
+    """An output folder holds files of the names this tool writes that it did not write."""
 
 
 class ArtifactError(UserError):
@@ -111,10 +122,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+#: the names this tool writes in an artifacts folder (besides its own temp files)
+ARTIFACT_NAME = re.compile(r"\A(?:model|survey|timings|vocabulary|prompts|(?:head|explorer)_[0-9]{1,6}\.[0-9]{1,6})\.json\Z")
+#: a temp file of ours: ``.<artifact name>.headreport-<pid>-<random>.tmp`` (see :func:`_write_temp`)
+TEMP_NAME = re.compile(r"\A\.(?P<name>[^/]+)\.headreport-(?P<pid>[0-9]{1,10})-[A-Za-z0-9_]{4,32}\.tmp\Z")
+#: a render's staging folder of ours: ``.headreport-render-<pid>-<random>`` (report/render.py)
+STAGE_NAME = re.compile(r"\A\.headreport-render-(?P<pid>[0-9]{1,10})-[A-Za-z0-9_]{4,32}\Z")
+
+
 def remove_stale_temps(folder: Path) -> list[Path]:
-    """Remove the temp files (``.NAME.PID.*.tmp``) and staging folders (``.render-PID-*``) that a
-    killed headreport process (SIGKILL, power loss) left in ``folder``; a live process's are kept."""
-    import re
+    """Remove the temp files and staging folders that a killed headreport process (SIGKILL, power
+    loss) left in ``folder``: only names this tool makes (:data:`TEMP_NAME` for one of its own file
+    names, :data:`STAGE_NAME`), of a process that is no longer alive, and never through a link (a
+    link is removed itself, a real folder emptied). A live process's are kept; anything else is
+    never touched."""
     import shutil
 
     removed = []
@@ -123,10 +144,12 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        m = re.match(r"^\..+\.(\d+)\.[^.]+\.tmp$", entry.name) or re.match(r"^\.render-(\d+)-", entry.name)
-        if not m or pid_alive(int(m.group(1))):
+        temp, stage = TEMP_NAME.match(entry.name), STAGE_NAME.match(entry.name)
+        ours = (temp is not None and (ARTIFACT_NAME.match(temp["name"]) or temp["name"] in OWN_NAMES)
+                and not entry.is_dir()) or (stage is not None and entry.is_dir() and not entry.is_symlink())
+        if not ours or pid_alive(int((temp or stage)["pid"])):
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if stage is not None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             _unlink_quietly(entry)
@@ -138,7 +161,7 @@ def _write_temp(path: Path, text: str) -> Path:
     """Write ``text`` to a new temp file beside ``path`` (fsynced); removed again on any failure.
     The name carries this process's id, so a later run can tell a dead run's leftovers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.headreport-{os.getpid()}-", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -174,15 +197,17 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
     failure or Ctrl-C while writing leaves neither temp files nor a partial set of new artifacts.
     ``docs``: filename → document.
 
-    The artifact-set manifest (``manifest.json``) is removed before the first rename and written
-    last, atomically, listing every file of the set with its sha256 and the staleness key
-    ``inputs`` (:mod:`analysis.staleness`): files of an earlier run with the same key stay listed,
-    others drop out, and once the new manifest is in place the files that dropped out are removed
+    The folder must hold no file of ours' names that this tool did not write
+    (:func:`check_artifacts_owned`). The artifact-set manifest (``manifest.json``) lists every file
+    of the set with its sha256 and the staleness key ``inputs`` (:mod:`analysis.staleness`): files
+    of an earlier run with the same key stay listed, others drop out and are removed
     (:func:`remove_dropped`: only files the earlier manifest lists, unchanged since written, never
     through a link), so that no optional artifact of another run (an explorer, the prompts) stays
-    beside the new set. :func:`load_artifacts` reads only what the manifest lists. A set left
-    half-renamed (a SIGKILL between two renames) has no manifest, which ``headreport build`` takes
-    as "re-analyse" and ``render`` refuses."""
+    beside the new set; :func:`load_artifacts` reads only what the manifest lists. The order makes
+    every crash safe: the dropped files go first (still listed by the earlier manifest), then the new
+    manifest is written, atomically, then the files are renamed into place. A run killed between two
+    renames leaves a manifest whose sha256s do not match: ``render`` refuses such a set and
+    ``headreport build`` re-analyses it, and every file in it is still listed, so still ours."""
     texts = {}
     for name, doc in docs.items():
         doc = canonical(doc)
@@ -190,12 +215,29 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
         texts[name] = dumps(doc)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
+    check_artifacts_owned(out_dir, names=texts)
     previous = read_manifest(out_dir)
     staged: list[tuple[Path, Path]] = []
     try:
         for name, text in texts.items():
             staged.append((_write_temp(out_dir / name, text), out_dir / name))
-        _unlink_quietly(out_dir / MANIFEST)
+        if inputs is not None:
+            files = {}
+            same_inputs = previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs)
+            if same_inputs:  # an earlier run with the same inputs: its files still belong to the set
+                files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, {h})})
+            files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
+                          if name != TIMINGS})  # (timings differ run to run: the manifest stays deterministic)
+            manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
+                        "inputs": inputs}
+            if previous is not None:
+                remove_dropped(out_dir, previous, keep=set(files))
+            # until every rename is done, the files being replaced are ours by their old sha256 too
+            replacing = {name: sha256_bytes_of(out_dir / name) for name in texts
+                         if (out_dir / name).is_file() and not (out_dir / name).is_symlink()}
+            _write_manifest(out_dir, {**manifest, "replacing": dict(sorted(replacing.items()))})
+        else:
+            _unlink_quietly(out_dir / MANIFEST)  # a set without a key is no complete set
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException:
@@ -203,40 +245,104 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
             _unlink_quietly(tmp)
         raise
     if inputs is not None:
-        files = {}
-        same_inputs = previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs)
-        if same_inputs:  # an earlier run with the same inputs: its files still belong to the set
-            files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, h)})
-        files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
-                      if name != "timings.json"})
-        manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
-                    "inputs": inputs}
-        validate(manifest, where=MANIFEST)
-        atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
-        if previous is not None:
-            remove_dropped(out_dir, previous["files"], keep=set(files) | set(texts))
+        _write_manifest(out_dir, manifest)
     return [path for _, path in staged]
 
 
-def _is_own_file(out_dir: Path, name: str, sha256: str) -> bool:
-    """``out_dir/name`` is a plain file (no link) directly in ``out_dir`` whose content is still the
-    one a manifest recorded (``sha256``): a file this tool wrote and nobody changed since."""
+def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    validate(manifest, where=MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, sort_keys=True, indent=1) + "\n")
+
+
+def owned_hashes(manifest: dict[str, Any], name: str) -> set[str]:
+    """The contents (sha256) ``name`` may have and still be this tool's, by ``manifest``: the one it
+    lists and, while a write is renaming files into place, the one being replaced."""
+    return {h for h in (manifest.get("files", {}).get(name), (manifest.get("replacing") or {}).get(name))
+            if isinstance(h, str)}
+
+
+def _loose_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """``manifest.json`` read loosely, for ownership only: any JSON object of kind ``manifest`` with a
+    ``files`` object (this version's or an earlier one's), or None."""
+    path = out_dir / MANIFEST
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    ok = isinstance(doc, dict) and doc.get("kind") == "manifest" and isinstance(doc.get("files"), dict)
+    return doc if ok else None
+
+
+def foreign_artifacts(out_dir: Path, names: Iterable[str] = ()) -> list[str]:
+    """The entries of ``out_dir`` with a name this tool writes (an artifact name, ``manifest.json``,
+    or one of ``names``) that it did not write: not listed in the folder's manifest with their
+    current content (:func:`owned_hashes`), a link, or a folder; a ``manifest.json`` that is not a
+    manifest. Files with other names are never touched. ``timings.json``, which runs merge and the
+    manifest does not hash, is ours when it is a timings artifact."""
+    try:
+        present = [e for e in out_dir.iterdir()
+                   if ARTIFACT_NAME.match(e.name) or e.name == MANIFEST or e.name in set(names)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    manifest = _loose_manifest(out_dir)
+    foreign = []
+    for entry in present:
+        if entry.name == MANIFEST:
+            ours = manifest is not None
+        elif manifest is None:
+            ours = False
+        elif entry.name == TIMINGS:  # merged across runs, never hashed: ours when it is a timings artifact
+            ours = _loose_kind(entry) == "timings"
+        else:
+            ours = _is_own_file(out_dir, entry.name, owned_hashes(manifest, entry.name))
+        if not ours:
+            foreign.append(entry.name)
+    return sorted(foreign)
+
+
+def _loose_kind(path: Path) -> str | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return doc.get("kind") if isinstance(doc, dict) else None
+
+
+def check_artifacts_owned(out_dir: Path, names: Iterable[str] = ()) -> None:
+    """Refuse (:class:`OutputOwnershipError`, exit 2) an artifacts folder holding a file of ours' names
+    that this tool did not write: it would be overwritten or deleted. Checked before any heavy work,
+    and again right before writing."""
+    foreign = foreign_artifacts(out_dir, names)
+    if foreign:
+        shown = ", ".join(repr(str(out_dir / n)) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise OutputOwnershipError(
+            f"--out: {shown} {'is' if len(foreign) == 1 else 'are'} not headreport's (not listed in "
+            f"{str(out_dir / MANIFEST)!r} as written, or a link, or a folder): headreport writes artifacts of these names "
+            "there and never overwrites or deletes a file it did not write; move "
+            f"{'it' if len(foreign) == 1 else 'them'} away or choose another --out")
+
+
+def _is_own_file(out_dir: Path, name: str, hashes: set[str]) -> bool:
+    """``out_dir/name`` is a plain file (no link) directly in ``out_dir`` whose content is one a
+    manifest recorded (``hashes``, sha256): a file this tool wrote and nobody changed since."""
     path = out_dir / name
     if Path(name).name != name or path.is_symlink() or not path.is_file():
         return False
     try:
-        return sha256_bytes_of(path) == sha256
+        return sha256_bytes_of(path) in hashes
     except OSError:
         return False
 
 
-def remove_dropped(out_dir: Path, previous: dict[str, str], keep: set[str]) -> list[str]:
-    """Remove the files an earlier manifest listed (``previous``: name → sha256) that the new set
-    does not ``keep``: only those still as written (:func:`_is_own_file`); a changed file, a link or
-    a folder in their place is left alone (and is not part of the set). Returns the names removed."""
+def remove_dropped(out_dir: Path, previous: dict[str, Any], keep: set[str]) -> list[str]:
+    """Remove the files the ``previous`` manifest listed that the new set does not ``keep``: only
+    those still as written (:func:`_is_own_file`); a changed file, a link or a folder in their place
+    is left alone (and is not part of the set). Returns the names removed."""
     removed = []
-    for name, sha256 in sorted(previous.items()):
-        if name in keep or name == MANIFEST or not _is_own_file(out_dir, name, sha256):
+    for name in sorted(previous["files"]):
+        if name in keep or name == MANIFEST or not _is_own_file(out_dir, name, owned_hashes(previous, name)):
             continue
         _unlink_quietly(out_dir / name)
         removed.append(name)
@@ -322,8 +428,7 @@ def load_artifacts(folder: str | Path) -> dict[str, Any]:
 
     Only files that ``manifest.json`` lists are read, each checked against the sha256 recorded
     there: a file of another run left in the folder (an explorer, the prompts), or one changed since
-    it was written, is never shown as this run's. ``timings.json`` (kept across runs by design,
-    :func:`merged_timings`) is read when present. ``model`` is ``model.json``; a set with only a
+    it was written, is never shown as this run's. ``model`` is ``model.json``; a set with only a
     survey (no head analysed, for example because no head beat chance) gets, in its place, the
     survey's model summary, config and provenance with no heads, so the report still has its
     overview, survey and reproducibility pages."""
@@ -341,7 +446,7 @@ def load_artifacts(folder: str | Path) -> dict[str, Any]:
     def read(name: str, kind: str) -> dict[str, Any] | None:
         if name not in listed:
             return None
-        if not _is_own_file(folder, name, listed[name]):
+        if not _is_own_file(folder, name, {listed[name]}):
             raise ArtifactError(f"{folder / name}: missing or changed since it was written (its sha256 is not "
                                 f"the one {MANIFEST} records); run `headreport analyze` again")
         return read_artifact(folder / name, kind=kind)
@@ -364,7 +469,10 @@ def load_artifacts(folder: str | Path) -> dict[str, Any]:
             raise ArtifactError(f"{folder / MANIFEST}: model.json names head {label}, but "
                                 f"{head_filename(label)} is not in the set")
         heads.append(doc)
-    timings = read_artifact(folder / "timings.json") if (folder / "timings.json").is_file() else None
+    check_heads(folder, model, heads)
+    if survey is not None:
+        check_survey(folder / "survey.json", survey)
+    timings = read_artifact(folder / TIMINGS, kind="timings") if (folder / TIMINGS).is_file() else None
     explorers = {label: doc for label in model["results"]["heads"]
                  if (doc := read(explorer_filename(label), "explorer")) is not None}
     vocabulary = read("vocabulary.json", "vocabulary") if explorers else None
@@ -396,6 +504,52 @@ def check_explorers(folder: Path, model: dict[str, Any], explorers: dict[str, An
                 any(p > d_vocab for p in doc["palettes"].values()) or doc["raw_bytes"] != itemsize * values:
             raise ArtifactError(f"{where}: the explorer lists do not fit head {label} of a {d_vocab}-token model "
                                 f"(shapes {doc['shapes']}, {doc['raw_bytes']} bytes)")
+        check_explorer_payload(where, doc, d_vocab)
+
+
+def check_explorer_payload(where: Path, doc: dict[str, Any], d_vocab: int) -> None:
+    """The payload inflates to bytes with the sha256 it records, and every rank lies in 1..d_vocab and
+    every listed id in 0..d_vocab − 1 (the page would otherwise say "ranks 65,535 of 50,257")."""
+    import binascii
+    import zlib
+
+    from .explorer_codec import decode
+
+    try:
+        arrays = decode(doc)
+    except (ValueError, zlib.error, binascii.Error, IndexError, TypeError) as exc:
+        raise ArtifactError(f"{where}: the explorer payload is corrupt ({str(exc)[:200]})") from None
+    for field, a in arrays.items():
+        lo, hi = (1, d_vocab) if field.endswith("_rank") else (0, d_vocab - 1)
+        if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+            raise ArtifactError(f"{where}: explorer field {field} holds values outside {lo}..{hi} "
+                                f"(min {int(a.min())}, max {int(a.max())}) for a {d_vocab}-token model")
+
+
+def check_survey(where: Path, survey: dict[str, Any]) -> None:
+    """Every surveyed head is the head its label says, inside the model, and listed once."""
+    m = survey["results"]["model"]
+    seen = set()
+    for r in survey["results"]["heads"]:
+        if r["label"] != f"{r['layer']}.{r['head']}" or r["label"] in seen or not (
+                r["layer"] < m["n_layers"] and r["head"] < m["n_heads"] and r["kv_head"] < m["n_kv_heads"]):
+            raise ArtifactError(f"{where}: head record {r['label']} (layer {r['layer']}, head {r['head']}) does not "
+                                f"fit the model's {m['n_layers']} layers × {m['n_heads']} heads, or is listed twice")
+        seen.add(r["label"])
+
+
+def check_heads(folder: Path, model: dict[str, Any], heads: list[dict[str, Any]]) -> None:
+    """What the schema cannot say: each head file is the head its name says, inside the model."""
+    m = model["results"]["model"]
+    for label, doc in zip(model["results"]["heads"], heads, strict=True):
+        h = doc["results"]["head"]
+        where = folder / head_filename(label)
+        if h["label"] != label or f"{h['layer']}.{h['head']}" != label:
+            raise ArtifactError(f"{where}: holds head {h['label']} (layer {h['layer']}, head {h['head']}), "
+                                f"not head {label}")
+        if not (h["layer"] < m["n_layers"] and h["head"] < m["n_heads"] and h["kv_head"] < m["n_kv_heads"]):
+            raise ArtifactError(f"{where}: head {label} (key/value head {h['kv_head']}) is outside the model's "
+                                f"{m['n_layers']} layers × {m['n_heads']} heads ({m['n_kv_heads']} key/value heads)")
 
 
 def check_prompts(path: Path, doc: dict[str, Any], heads: list[str]) -> None:
@@ -408,8 +562,7 @@ def check_prompts(path: Path, doc: dict[str, Any], heads: list[str]) -> None:
     lengths = [len(p["tokens"]) for p in r["prompts"]]
     for label, h in r["heads"].items():
         ok = len(h["records"]) == len(lengths) and h["summary"]["n_prompts"] == len(lengths) and all(
-            len(rec["pattern"]) == n and len(rec["sources"]) == n
-            and all(len(row) == i + 1 for i, row in enumerate(rec["pattern"]))
+            attention_patterns.fits(rec["pattern"], n) and len(rec["sources"]) == n
             and [s["pos"] for s in rec["sources"]] == list(range(n))
             for rec, n in zip(h["records"], lengths))
         if not ok:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
-from .inputs import decode_utf8, read_limited
+from .inputs import check_path_text, decode_utf8, read_limited, shown
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["float32", "float64"]
@@ -68,7 +68,7 @@ class HeadRef:
         m = HEAD_RE.match(text) if isinstance(text, str) else None
         if m is None or max(int(m.group(1)), int(m.group(2))) > MAX_HEAD_INDEX:
             raise ConfigError(
-                f"{key}: {text!r} is not a head; write heads as \"L.H\" with 0-indexed layer L "
+                f"{key}: {shown(text)} is not a head; write heads as \"L.H\" with 0-indexed layer L "
                 f"and head H in ASCII digits, e.g. \"10.7\""
             )
         return cls(int(m.group(1)), int(m.group(2)))
@@ -246,14 +246,14 @@ def check_value(key: str, value: Any, hint: Any, metadata: Mapping[str, Any]) ->
             return value
     literals = [a for a in alternatives if get_origin(a) is Literal]
     if literals and isinstance(value, str) and not isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not allowed; choose {_describe(alternatives, key)}")
-    raise ConfigError(f"{key}: expected {_describe(alternatives, key)}, got {value!r}")
+        raise ConfigError(f"{key}: {shown(value)} is not allowed; choose {_describe(alternatives, key)}")
+    raise ConfigError(f"{key}: expected {_describe(alternatives, key)}, got {shown(value)}")
 
 
 def _section(name: str, raw: Any) -> dict[str, Any]:
     cls = SECTIONS[name]
     if not isinstance(raw, dict):
-        raise ConfigError(f"{name}: expected a table [{name}], got {raw!r}")
+        raise ConfigError(f"{name}: expected a table [{name}], got {shown(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
@@ -267,10 +267,10 @@ def _section(name: str, raw: Any) -> dict[str, Any]:
 
 def parse_heads(values: Any, key: str = "heads") -> tuple[HeadRef, ...]:
     if not isinstance(values, list) or not values:
-        raise ConfigError(f"{key}: expected a non-empty list of \"L.H\" strings, got {values!r}")
+        raise ConfigError(f"{key}: expected a non-empty list of \"L.H\" strings, got {shown(values)}")
     parsed = tuple(HeadRef.parse(h, key=key) for h in values)
     if len(set(parsed)) != len(parsed):
-        raise ConfigError(f"{key}: duplicate head in {values!r}")
+        raise ConfigError(f"{key}: duplicate head in {shown(values)}")
     return parsed
 
 
@@ -291,15 +291,21 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
         kwargs["output_dir"] = check_value("output_dir", raw["output_dir"], str, {})
         if not kwargs["output_dir"].strip():
             raise ConfigError("output_dir: must not be empty")
+        check_path_text(kwargs["output_dir"], "output_dir", ConfigError)
     if "prompts" in raw:
-        kwargs["prompts"] = resolve_prompt_source(check_value("prompts", raw["prompts"], str, {}), base_dir)
+        prompts = check_value("prompts", raw["prompts"], str, {})
+        check_path_text(prompts, "prompts", ConfigError)
+        kwargs["prompts"] = resolve_prompt_source(prompts, base_dir)
     if "compare" in raw:
         kwargs["compare"] = parse_compare(raw["compare"])
     sections = {name: _section(name, raw.get(name, {})) for name in SECTIONS}
     if not sections["model"].get("name", "x").strip():
         raise ConfigError("model.name: must not be empty; give a TransformerLens/HF model name or a checkpoint folder")
+    if "name" in sections["model"]:
+        check_path_text(sections["model"]["name"], "model.name", ConfigError)
     for key in ("names", "generic"):
         if key in sections["words"]:
+            check_path_text(sections["words"][key], f"words.{key}", ConfigError)
             sections["words"][key] = resolve_word_source(f"words.{key}", sections["words"][key], base_dir)
     for name, cls in SECTIONS.items():
         kwargs[name] = cls(**sections[name])
@@ -310,17 +316,17 @@ def parse_compare(values: Any) -> tuple[tuple[HeadRef, HeadRef], ...]:
     """``compare = [["10.7", "11.10"], ...]``: pairs of two different heads, each pair once."""
     if not isinstance(values, list) or len(values) > 20:
         raise ConfigError(f"compare: expected a list of at most 20 pairs of heads, e.g. [[\"10.7\", \"11.10\"]], "
-                          f"got {values!r}")
+                          f"got {shown(values)}")
     pairs = []
     for pair in values:
         if not isinstance(pair, list) or len(pair) != 2:
-            raise ConfigError(f"compare: each entry is a pair of heads, e.g. [\"10.7\", \"11.10\"]; got {pair!r}")
+            raise ConfigError(f"compare: each entry is a pair of heads, e.g. [\"10.7\", \"11.10\"]; got {shown(pair)}")
         a, b = (HeadRef.parse(h, key="compare") for h in pair)
         if a == b:
-            raise ConfigError(f"compare: {pair!r} compares head {a.label} with itself")
+            raise ConfigError(f"compare: {shown(pair)} compares head {a.label} with itself")
         pairs.append((a, b))
     if len({frozenset(p) for p in pairs}) != len(pairs):
-        raise ConfigError(f"compare: a pair of heads is listed twice in {values!r}")
+        raise ConfigError(f"compare: a pair of heads is listed twice in {shown(values)}")
     return tuple(pairs)
 
 
@@ -330,7 +336,7 @@ def resolve_prompt_source(value: str, base_dir: Path | None) -> str:
         return value
     if value.startswith("builtin:"):
         if value.removeprefix("builtin:") not in BUILTIN_PROMPTS:
-            raise ConfigError(f"prompts: unknown built-in prompt set {value!r}; choose "
+            raise ConfigError(f"prompts: unknown built-in prompt set {shown(value)}; choose "
                               + ", ".join(f"\"builtin:{n}\"" for n in BUILTIN_PROMPTS)
                               + ", a path to a UTF-8 file with one prompt per line, or \"off\"")
         return value
@@ -338,7 +344,7 @@ def resolve_prompt_source(value: str, base_dir: Path | None) -> str:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if not path.is_file():
-        raise ConfigError(f"prompts: {str(path)!r} is not a file; give a UTF-8 file with one prompt per line, "
+        raise ConfigError(f"prompts: {shown(str(path))} is not a file; give a UTF-8 file with one prompt per line, "
                           "\"builtin:ioi\" or \"off\"")
     return str(path.resolve())
 
@@ -368,7 +374,7 @@ def resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
         name = value.removeprefix("builtin:")
         if name not in BUILTIN_WORD_LISTS:
             raise ConfigError(
-                f"{key}: unknown built-in list {name!r}; built-in lists are "
+                f"{key}: unknown built-in list {shown(name)}; built-in lists are "
                 + ", ".join(f"builtin:{n}" for n in BUILTIN_WORD_LISTS)
                 + ", or give a path to a text file with one word per line"
             )
@@ -377,10 +383,10 @@ def resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if path.is_dir():
-        raise ConfigError(f"{key}: {str(path)!r} is a folder; give a path to a text file with one word per line")
+        raise ConfigError(f"{key}: {shown(str(path))} is a folder; give a path to a text file with one word per line")
     if not path.is_file():
         raise ConfigError(
-            f"{key}: word list file {str(path)!r} does not exist; give a path to a text file with "
+            f"{key}: word list file {shown(str(path))} does not exist; give a path to a text file with "
             f"one word per line, or a built-in list ({', '.join('builtin:' + n for n in BUILTIN_WORD_LISTS)})"
         )
     return str(path.resolve())
@@ -415,17 +421,22 @@ def load_config(path: str | Path | None) -> Config:
     """Load ``path`` (a TOML file); ``None`` gives the defaults (the notebook's run)."""
     if path is None:
         return Config()
+    check_path_text(str(path), "--config", ConfigError)
     path = Path(path)
     text = decode_utf8(read_limited(path, 1 << 20, ConfigError, "--config", "TOML file"), ConfigError, "--config", path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config: {str(path)!r} is not valid TOML ({exc})") from None
+        raise ConfigError(f"--config: {shown(str(path))} is not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"--config: {shown(str(path))} nests arrays or tables too deeply to be a configuration") from None
     return config_from_dict(raw, base_dir=path.parent)
 
 
-def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int) -> None:
-    """Raise a :class:`ConfigError` naming the key when a setting lies outside the loaded model."""
+def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int, d_vocab: int | None = None,
+                        survey: bool = False) -> None:
+    """Raise a :class:`ConfigError` naming the key when a setting lies outside the loaded model
+    (nothing is capped silently; ``survey``: the survey's settings too)."""
     for key, heads in (("heads", config.heads), ("compare", [h for pair in config.compare for h in pair])):
         for h in heads:
             if not (0 <= h.layer < n_layers and 0 <= h.head < n_heads):
@@ -440,6 +451,14 @@ def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int
     if a.subspace_rank is not None and a.subspace_rank > d_head:
         raise ConfigError(f"analysis.subspace_rank: {a.subspace_rank} is more than d_head = {d_head}; "
                           f"use at most {d_head}, or \"all\"")
+    if d_vocab is not None:
+        sizes = [("analysis.ov_sample_size", a.ov_mode, a.ov_sample_size)]
+        if survey:
+            sizes.append(("survey.sample_size", config.survey.mode, config.survey.sample_size))
+        for key, mode, size in sizes:
+            if mode == "sampled" and size > d_vocab:
+                raise ConfigError(f"{key}: {size:,} is more than the model's {d_vocab:,} tokens; sample at most "
+                                  f"{d_vocab:,}, or rank every token (mode \"exact\")")
 
 
 def check_heads_against_model(heads: tuple[HeadRef, ...], n_layers: int, n_heads: int) -> None:

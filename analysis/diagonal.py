@@ -233,7 +233,8 @@ def rank_evidence(summary: dict[str, Any]) -> dict[str, Any]:
     the middle) *and* the top-10 fraction is at least :data:`MIN_LIFT` times its chance value (in
     sampled mode, the lower end of its 95% interval is). ``excess`` is the chance-normalised top-10
     excess (f − c) / (1 − c), the survey score's ingredient; ``excess_low`` the same of the lower
-    bound."""
+    bound. ``reason`` names the rule that decided, not the numbers: the sentence that shows it
+    prints them, once, in one form (:func:`report.findings.rank_sentence`)."""
     if not summary.get("defined", True):
         return {"supported": False, "excess": None, "excess_low": None,
                 "reason": f"undefined: {summary.get('reason', 'degenerate circuit')}"}
@@ -244,12 +245,11 @@ def rank_evidence(summary: dict[str, Any]) -> dict[str, Any]:
     excess, excess_low = excess_over_chance(summary["fraction_top10"], chance), excess_over_chance(low, chance)
     needed = min(MIN_LIFT * chance, 0.5)
     if summary["median_rank"] > MAX_MEDIAN_SHARE * n:
-        reason = (f"the median rank ({summary['median_rank']:g} of {n}) is not within the best "
-                  f"{MAX_MEDIAN_SHARE:.0%} of the row")
+        reason = f"the median rank is not within the best {MAX_MEDIAN_SHARE:.0%} of the row"
         supported = False
     elif low < needed:
         reason = (f"the top-10 fraction{' (the lower end of its 95% interval)' if ci else ''} is below "
-                  f"{min(MIN_LIFT, 0.5 / chance):g} times chance ({TOP_K}/{n})")
+                  f"{min(MIN_LIFT, 0.5 / chance):g} times its chance value")
         supported = False
     else:
         reason = (f"the median rank is within the best {MAX_MEDIAN_SHARE:.0%} of the row and the top-10 "

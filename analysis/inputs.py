@@ -4,9 +4,41 @@ a file larger than its kind can be, with one message that names the key (or flag
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UserError
+
+#: the longest path (bytes, with its terminating NUL) and file name the system takes (Linux: 4096, 255)
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+NAME_MAX = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+#: how much of a value an error message shows
+SHOWN_CHARS = 120
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)``, cut after ``limit`` characters with a count of the rest: an error message is
+    one line, never the whole of a 900 KB value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def check_path_text(value: str, key: str, error: type[UserError]) -> None:
+    """A path the system can take: no NUL character, no name longer than :data:`NAME_MAX` bytes, the
+    whole shorter than :data:`PATH_MAX` bytes; else ``error`` naming ``key``, before any file is touched."""
+    if "\x00" in value:
+        raise error(f"{key}: {shown(value)} contains a NUL character, which no path can hold")
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeError:
+        raise error(f"{key}: {shown(value)} cannot be encoded as a file name on this system") from None
+    if len(encoded) >= PATH_MAX:
+        raise error(f"{key}: the path is {len(encoded):,} bytes long; this system takes at most {PATH_MAX - 1:,} "
+                    f"({shown(value, 60)})")
+    for part in Path(value).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise error(f"{key}: the name {shown(part, 60)} in the path is {len(os.fsencode(part)):,} bytes long; "
+                        f"a file or folder name is at most {NAME_MAX} bytes")
 
 
 def read_limited(path: Path, max_bytes: int, error: type[UserError], key: str, what: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import alignment, circuits, diagonal, explorer, spectra
+from . import alignment, circuits, diagonal, explorer, explorer_codec, spectra
 from .artifacts import (
     SCHEMA_VERSION,
     explorer_filename,
@@ -29,7 +29,7 @@ from .config import AnalysisConfig, Config, HeadRef, check_against_model
 from .embeddings import Layer0, effective_embedding
 from .models import LoadedModel, load_model
 from .prompt_files import load_prompts
-from .prompts import analyze_prompts
+from .prompts import analyze_prompts, tokenize
 from .staleness import analysis_code_digest, input_key
 from .tokens import token_records
 from .words import SkippedWord, WordToken, load_word_list, tokenize_words
@@ -169,7 +169,7 @@ def head_rank_metrics(circuits_of_layer: circuits.RankCircuits, head: int, *, mo
                       progress: bool = False, explore: bool = False) -> dict[str, Any]:
     """OV self-suppression and QK self-attention ranks, with the paper's fractions and evidence;
     with ``explore`` (exact mode), the token explorer's lists collected in the same two passes
-    (``"explorer"``: the :func:`analysis.explorer.encode` payload, None when a circuit is degenerate)."""
+    (``"explorer"``: the :func:`analysis.explorer_codec.encode` payload, None when a circuit is degenerate)."""
     ov_circuit, qk_circuit = circuits_of_layer.ov(head), circuits_of_layer.qk(head)
     lists = explorer.collectors(ov_circuit, qk_circuit) if explore and mode == "exact" else None
     with timer(f"{tag}/ov_self_suppression"):
@@ -183,7 +183,7 @@ def head_rank_metrics(circuits_of_layer: circuits.RankCircuits, head: int, *, mo
     if lists is not None:
         with timer(f"{tag}/explorer"):
             ok = ov_ranks is not None and qk_ranks is not None
-            out["explorer"] = (explorer.encode(explorer.arrays_of(lists, ov_ranks, qk_ranks), ov_circuit.n_rows)
+            out["explorer"] = (explorer_codec.encode(explorer.arrays_of(lists, ov_ranks, qk_ranks), ov_circuit.n_rows)
                                if ok else None)
     return out
 
@@ -285,7 +285,11 @@ def prepare(config: Config, timer: Timer, progress: bool, log, model: LoadedMode
     if model is None:
         with timer(f"{prefix}load_model"):
             model = load_model(config.model, config.processing)
-    check_against_model(config.replace(heads=()) if survey else config, model.n_layers, model.n_heads, model.d_head)
+    check_against_model(config.replace(heads=()) if survey else config, model.n_layers, model.n_heads, model.d_head,
+                        model.d_vocab, survey=survey)
+    if config.prompts != "off":  # every prompt within the token limit, before any heavy work (tokenizer only)
+        for text in load_prompts(config.prompts).texts:
+            tokenize(model, text)
     word_lists = tokenize_word_lists(config, words, model.tokenizer)
     for key, (_, skipped) in word_lists.items():
         if skipped:

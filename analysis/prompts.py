@@ -3,7 +3,8 @@ model's own forward pass (through the bridge's hooks, so every supported family 
 
 For each prompt, one forward pass records, for every analysed head h of layer L:
 
-* the attention pattern (``blocks.L.attn.hook_pattern``, query head h);
+* the attention pattern (``blocks.L.attn.hook_pattern``, query head h), stored compactly
+  (:mod:`analysis.attention_patterns`);
 * at the final position q, the head's output o = Σ_s a_qs · v_s W_O^h (``hook_v``, the head's
   key/value head under grouped-query attention), and its *direct effect* on the logit of token t:
   o passed through the final norm as the model normalised position q (``cache.apply_ln_to_stack``:
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from . import attention_patterns
 from .config import HeadRef
 from .errors import ConfigError, UserError
 from .prompt_files import MAX_PROMPT_TOKENS, PromptSet
@@ -34,28 +36,43 @@ from .tokens import token_record, token_records
 
 #: relative error above which a decomposition check fails
 CHECK_TOLERANCE = 1e-3
+#: how the records' patterns are stored (recorded in the artifact's results)
+PATTERN_FORMAT = {"pattern_encoding": attention_patterns.ENCODING, "pattern_scale": attention_patterns.SCALE}
 
 
 def _relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-def _round(x: float, digits: int = 5) -> float:
+def rounded(x: float, digits: int = 5) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _weight(x: torch.Tensor, digits: int = 5) -> float:
+def weight(x: torch.Tensor | float, digits: int = 5) -> float:
     """An attention weight, rounded, in [0, 1]."""
-    return min(1.0, max(0.0, _round(float(x), digits)))
+    return min(1.0, max(0.0, rounded(float(x), digits)))
+
+
+def encoded_pattern(pattern: torch.Tensor) -> str:
+    """The attention pattern [q, s] as the artifact stores it (:mod:`analysis.attention_patterns`:
+    row q's weights of positions 0..q, in units of 1/10000, packed into one string); the same
+    rounding as :func:`analysis.attention_patterns.quantize`, on the whole tensor."""
+    n = pattern.shape[0]
+    rows, cols = torch.tril_indices(n, n)  # row-major: row 0, then row 1, ...
+    stored = (pattern.to(torch.float64).clamp(0, 1) * attention_patterns.SCALE).round()[rows, cols].to(torch.int32)
+    planes = torch.cat([stored & 0xFF, stored >> 8]).to(torch.uint8)  # low bytes, then high bytes
+    return attention_patterns.deflate(planes.numpy().tobytes())
 
 
 def tokenize(model, text: str) -> torch.Tensor:
     """The prompt's tokens as the model reads them (with its beginning-of-sequence token, when the
     bridge prepends one)."""
-    toks = model.bridge.to_tokens(text)
-    if toks.shape[1] > MAX_PROMPT_TOKENS:
-        raise ConfigError(f"prompts: {text[:60]!r}… is {toks.shape[1]} tokens; a prompt is at most "
-                          f"{MAX_PROMPT_TOKENS}")
+    toks = model.bridge.to_tokens(text, truncate=False)  # (truncating would hide a prompt's end)
+    n_ctx = int(getattr(model.bridge.cfg, "n_ctx", 0) or 0)
+    limit = min(MAX_PROMPT_TOKENS, n_ctx) if n_ctx > 0 else MAX_PROMPT_TOKENS
+    if toks.shape[1] > limit:
+        context = f" (the model's context is {n_ctx} tokens)" if limit < MAX_PROMPT_TOKENS else ""
+        raise ConfigError(f"prompts: {text[:60]!r}… is {toks.shape[1]} tokens; a prompt is at most {limit}{context}")
     return toks
 
 
@@ -97,12 +114,12 @@ def run_prompt(model, heads: Sequence[HeadRef], toks: torch.Tensor) -> tuple[dic
             by_layer[L] = _layer_heads_output(model, cache, L)
         direct = (_apply_final_norm(cache, per_source, q).to(W_U.dtype) @ W_U).to(torch.float64)  # [s, vocab]
         total = direct.sum(dim=0)  # the head's whole output at q → every logit
-        sources = [{"pos": s, "weight": _weight(pattern[q, s]), "effect": _round(float(total[ids[s]])),
-                    "via_source": _round(float(direct[s, ids[s]]))} for s in range(q + 1)]
+        sources = [{"pos": s, "weight": weight(pattern[q, s]), "effect": rounded(float(total[ids[s]])),
+                    "via_source": rounded(float(direct[s, ids[s]]))} for s in range(q + 1)]
         out[head.label] = {
-            "pattern": [[_weight(x, 4) for x in pattern[i, : i + 1]] for i in range(q + 1)],
+            "pattern": encoded_pattern(pattern),
             "sources": sources,
-            "top_prediction": token_record(model.tokenizer, top, effect=_round(float(total[top]))),
+            "top_prediction": token_record(model.tokenizer, top, effect=rounded(float(total[top]))),
         }
     for L, heads_out in by_layer.items():
         attn_out = cache[f"blocks.{L}.hook_attn_out"][0].to(torch.float64)
@@ -162,9 +179,9 @@ def analyze_prompts(model, heads: Sequence[HeadRef], prompts: PromptSet, timer=N
         attn_error = max(v for k, v in checks.items() if k.startswith("attn_out"))
         if attn_error > CHECK_TOLERANCE:  # not separable per head: say so instead of guessing
             family = model.provenance.get("architecture") or "this model"
-            return {"source": prompts.source, "sha256": prompts.sha256, "prompts": [], "heads": {},
-                    "checks": {"attn_out_max_relative_error": _round(attn_error, 3),
-                               "logits_max_relative_error": _round(checks["logits"], 3),
+            return {"source": prompts.source, "sha256": prompts.sha256, "prompts": [], "heads": {}, **PATTERN_FORMAT,
+                    "checks": {"attn_out_max_relative_error": rounded(attn_error, 3),
+                               "logits_max_relative_error": rounded(checks["logits"], 3),
                                "direct_effects_exact": False},
                     "note": f"Not computed: on {family} the heads' outputs do not add up to the layer's attention "
                             f"output (relative error {attn_error:.2g}; for example a norm applied after attention), "
@@ -181,8 +198,9 @@ def analyze_prompts(model, heads: Sequence[HeadRef], prompts: PromptSet, timer=N
         "sha256": prompts.sha256,
         "prompts": listed,
         "heads": {label: {"records": recs, "summary": summary(recs, bos_flags)} for label, recs in per_head.items()},
-        "checks": {"attn_out_max_relative_error": _round(worst["attn_out"], 3),
-                   "logits_max_relative_error": _round(worst["logits"], 3),
+        **PATTERN_FORMAT,
+        "checks": {"attn_out_max_relative_error": rounded(worst["attn_out"], 3),
+                   "logits_max_relative_error": rounded(worst["logits"], 3),
                    "direct_effects_exact": exact},
         "note": ("Direct effects: the head's output through the final norm with the scale the model used at that "
                  "position, projected on the unembedding; biases of the unembedding excluded."

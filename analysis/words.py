@@ -14,10 +14,12 @@ from pathlib import Path
 
 from .config import BUILTIN_WORD_LISTS, WordForm
 from .errors import ConfigError
-from .inputs import decode_utf8, read_limited
+from .inputs import decode_utf8, read_limited, shown
 
 #: a word list file is at most this large (a list of words, not a corpus)
 MAX_WORD_LIST_BYTES = 4 << 20
+#: words a list may hold: what the artifact schema accepts per list (scored and skipped alike)
+MAX_WORDS = 100_000
 #: a word is at most this many characters
 MAX_WORD_CHARS = 200
 
@@ -70,7 +72,10 @@ def load_word_list(source: str, key: str = "words") -> list[str]:
     text = decode_utf8(read_word_source(source, key), ConfigError, key, source)
     words = parse_word_lines(text, repr(source), key)
     if not words:
-        raise ConfigError(f"{key}: word list {source!r} is empty")
+        raise ConfigError(f"{key}: word list {shown(source)} is empty")
+    if len(words) > MAX_WORDS:
+        raise ConfigError(f"{key}: word list {shown(source)} holds {len(words):,} words; a list holds at most "
+                          f"{MAX_WORDS:,} (the artifact records every word, scored or skipped)")
     return words
 
 

@@ -15,7 +15,10 @@ written to ``OUT/bench.json``:
   built-in prompts) and ``headreport survey`` (all 144 heads, sampled) in subprocesses: wall time,
   step times, peak RSS, the explorer payload's size;
 * ``render`` of the analysis (HTML + PDF, fresh), and ``headreport build`` again with nothing changed;
-  the site's size.
+  the site's size;
+* ``render`` at the documented maximum of prompts (200 of 256 tokens, the two heads of a ``compare``
+  pair; a synthetic prompts artifact, ``tests/prompt_load.py``): within 2 minutes and 2 GB (all its
+  processes together). ``--prompt-load-only`` runs just this (``OUT/bench-prompt-load.json``).
 
 Goals are ratios to the bound measured in the same run; the wall-time goals were set on a 2-core
 AMD EPYC whose bound is 115 GFLOP/s, and are scaled by 115 / bound on another machine. FLOPs are
@@ -176,6 +179,43 @@ def bench_commands(ckpt: Path, work: Path) -> dict[str, Any]:
     return r
 
 
+def bench_prompt_load(work: Path) -> dict[str, Any]:
+    """The documented maximum of prompts: 200 of 256 tokens, for the two heads of a ``compare``
+    pair. The copy-suppression checkpoint of the tests is analysed (2 heads, a compare pair, the
+    explorer) and its prompts artifact replaced by a synthetic one at that size
+    (``tests/prompt_load.py``); then ``render`` in a child process: wall time, peak RSS of its largest
+    process and of its whole process tree, the artifact's and the site's size."""
+    from tests.checkpoints import make_copy_suppression_checkpoint
+    from tests.prompt_load import measured_render, scale_prompts
+    from tests.report_fixtures import everywhere_config
+
+    folder = work / "prompt-load"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    ckpt = make_copy_suppression_checkpoint(folder / "checkpoint")[0]
+    config = folder / "everywhere.toml"
+    config.write_text(everywhere_config(ckpt), encoding="utf-8")
+    out = folder / "build"
+    r: dict[str, Any] = {"analyze": run_child(headreport("analyze", "--config", str(config), "--out", str(out),
+                                                         "--no-progress"), folder / "analyze.log")}
+    arts = out / "artifacts"
+    t0 = time.perf_counter()
+    doc = scale_prompts(arts)
+    r["synthesise_s"] = time.perf_counter() - t0
+    r["prompts"] = len(doc["results"]["prompts"])
+    r["tokens"] = max(len(p["tokens"]) for p in doc["results"]["prompts"])
+    r["heads"] = sorted(doc["results"]["heads"])
+    r["artifact_mb"] = (arts / "prompts.json").stat().st_size / 1e6
+    run = measured_render(arts, out)
+    (folder / "render.log").write_text(run.pop("log"), encoding="utf-8")
+    r["render"] = run
+    site = out / "site"
+    if site.is_dir():
+        r["site_mb"] = sum(p.stat().st_size for p in site.rglob("*") if p.is_file()) / 1e6
+        r["head_page_mb"] = max(p.stat().st_size for p in site.glob("head-*.html")) / 1e6
+    return r
+
+
 # --- goals -----------------------------------------------------------------------------------------
 
 def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -217,6 +257,25 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
          "target": "≤ 10 MB", "pass": bool(c["site_mb"] and c["site_mb"] <= 10)},
         {"goal": "peak RSS of analyze", "measured": f"{c['analyze']['peak_rss_gb']:.2f} GB", "target": "< 3 GB",
          "pass": c["analyze"]["peak_rss_gb"] < 3},
+    ] + prompt_load_goals(r["prompt_load"])
+
+
+def prompt_load_goals(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """The render of the documented maximum of prompts: within 2 minutes and 2 GB on 2 cores."""
+    run = p["render"]
+    ok = run["exit_code"] == 0
+    name = f"render {p['prompts']} prompts of {p['tokens']} tokens, heads {' and '.join(p['heads'])}"
+    return [
+        {"goal": f"{name} (HTML + PDF, fresh)", "measured": f"{run['wall_s']:.1f} s" if ok else "failed",
+         "target": "≤ 120 s", "pass": ok and run["wall_s"] <= 120},
+        {"goal": f"{name}: peak RSS, all its processes together",
+         "measured": f"{run['tree_peak_gb']:.2f} GB (largest process {run['peak_rss_gb']:.2f} GB)",
+         "target": "< 2 GB", "pass": ok and run["tree_peak_gb"] < 2},
+        {"goal": "prompts.json at that size", "measured": f"{p['artifact_mb']:.1f} MB", "target": "≤ 64 MB",
+         "pass": p["artifact_mb"] <= 64},
+        {"goal": "largest head page at that size (one prompt's data inline)",
+         "measured": f"{p['head_page_mb']:.1f} MB" if p.get("head_page_mb") else "—", "target": "≤ 8 MB",
+         "pass": bool(p.get("head_page_mb") and p["head_page_mb"] <= 8)},
     ]
 
 
@@ -236,11 +295,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build", help="output folder (default: build): OUT/bench.json, OUT/bench/")
     parser.add_argument("--reps", type=int, default=2, help="repeats of the in-process timings (best of; default 2)")
+    parser.add_argument("--prompt-load-only", action="store_true",
+                        help="only the render of the documented maximum of prompts (about a minute)")
     args = parser.parse_args(argv)
     out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     work = out / "bench"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.prompt_load_only:
+        log("prompt load: 200 prompts of 256 tokens, two heads")
+        p = bench_prompt_load(work)
+        p["goals"] = prompt_load_goals(p)
+        (out / "bench-prompt-load.json").write_text(json.dumps(p, indent=1, sort_keys=True, default=str) + "\n",
+                                                    encoding="utf-8")
+        for g in p["goals"]:
+            print(f"{'PASS' if g['pass'] else 'FAIL'}  {g['goal']}  {g['measured']}  {g['target']}")
+        print(f"\nsynthesised the artifact in {p['synthesise_s']:.0f} s; total {time.perf_counter() - t0:.0f} s; "
+              f"results in {out / 'bench-prompt-load.json'}")
+        return 0 if all(g["pass"] for g in p["goals"]) else 1
     r: dict[str, Any] = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__}}
     ckpt = checkpoint(work / "gpt2-small-random")
     log("sgemm bound")
@@ -249,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     r["in_process"] = bench_in_process(ckpt, args.reps)
     log("commands: analyze, survey, render, unchanged build")
     r["commands"] = bench_commands(ckpt, work)
+    log("prompt load: 200 prompts of 256 tokens, two heads")
+    r["prompt_load"] = bench_prompt_load(work)
     r["sgemm_end"] = sgemm_bound()
     r["bound_gflops"] = max(r["sgemm_start"], r["sgemm_end"])
     r["goals"] = goals(r)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import head_filename, read_manifest, sha256_bytes_of
+from analysis.artifacts import check_artifacts_owned, head_filename, read_manifest, sha256_bytes_of
 from analysis.config import Config
 from report.outputs import check_output_dir, foreign_files
 
@@ -51,6 +51,7 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
     artifacts_dir = out / "artifacts"
     check_output_dir(out)
     foreign_files(out, force)  # an output folder that is not ours is refused before the analysis
+    check_artifacts_owned(artifacts_dir)
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
         from analysis.preflight import preflight

@@ -7,17 +7,20 @@ Exit codes: 0 ok; 2 bad input (config, flags, model unavailable, bad artifacts);
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from analysis.artifacts import check_artifacts_owned
 from analysis.config import Config, apply_overrides, load_config, parse_heads
 from analysis.errors import UserError
-from analysis.inputs import check_output_target
+from analysis.inputs import check_output_target, check_path_text, shown
 
 DEFAULT_CONFIG = "report.toml"
 
@@ -62,9 +65,11 @@ def _print_paths(paths: list[Path]) -> None:
 
 
 def artifacts_dir(config: Config) -> Path:
-    """``output_dir/artifacts``, checked writable before any heavy work (nothing is created yet)."""
+    """``output_dir/artifacts``, checked writable, and holding no file of the names headreport writes
+    that it did not write, before any heavy work (nothing is created yet)."""
     out = Path(config.output_dir) / "artifacts"
     check_output_target(out, UserError, "--out" if config.output_dir else "output_dir")
+    check_artifacts_owned(out)
     return out
 
 
@@ -79,12 +84,58 @@ def preflight(config: Config) -> Path:
     return out
 
 
+#: the lock file of an output folder (:func:`output_lock`)
+LOCK = ".headreport-lock"
+
+
+@contextlib.contextmanager
+def output_lock(root: Path, key: str = "--out") -> Iterator[None]:
+    """One headreport at a time writes into an output folder: ``root/.headreport-lock`` is held with
+    ``flock`` while the command runs (the system releases it when the process ends, SIGKILL too) and
+    removed when the command ends, so it leaves nothing behind. A second command on the same folder
+    stops at once (exit 2) instead of silently replacing the first one's report. (A lock taken on a
+    lock file that a finishing command removed meanwhile is taken again on the new file.)"""
+    import fcntl
+
+    created = not root.exists()
+    path = root / LOCK
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise UserError(f"{key}: another headreport (pid {holder}) is writing into {shown(str(root))}; "
+                                "wait for it to finish, or choose another --out") from None
+            mine, now = os.fstat(fd), os.stat(path, follow_symlinks=False) if path.exists() else None
+            if now is not None and (now.st_ino, now.st_dev) == (mine.st_ino, mine.st_dev):
+                break
+            os.close(fd)  # the file was removed by a command that just finished: lock the new one
+        else:
+            raise UserError(f"{key}: cannot take the lock {shown(str(path))} (it keeps being replaced)")
+    except OSError as exc:
+        raise UserError(f"{key}: cannot create the lock file {shown(str(path))} ({exc.strerror or exc})") from None
+    try:
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            if created and not any(root.iterdir()):
+                root.rmdir()
+        os.close(fd)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     config = resolve_config(args)  # before torch is imported: a config error takes well under a second
     out = preflight(config)
     from analysis.pipeline import run_analysis
 
-    _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
+    with output_lock(out.parent):
+        _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
     return 0
 
 
@@ -102,7 +153,8 @@ def cmd_survey(args: argparse.Namespace) -> int:
     out = preflight(config)
     from analysis.survey import run_survey
 
-    _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
+    with output_lock(out.parent):
+        _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
     return 0
 
 
@@ -139,11 +191,14 @@ def _print_report(manifest: dict) -> None:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    check_path_text(str(args.artifacts), "--artifacts", UserError)
+    check_path_text(str(args.out), "--out", UserError)
     check_output_target(Path(args.out), UserError)
     from report.render import render
 
-    _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force,
-                         standalone=args.standalone))
+    with output_lock(Path(args.out)):
+        _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force,
+                             standalone=args.standalone))
     return 0
 
 
@@ -152,8 +207,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     artifacts_dir(config)  # the output folder is checked before anything heavy
     from .build import build
 
-    _print_report(build(config, engine=args.engine, progress=not args.no_progress,
-                        log=_log, force=args.force, standalone=args.standalone))
+    with output_lock(Path(config.output_dir)):
+        _print_report(build(config, engine=args.engine, progress=not args.no_progress,
+                            log=_log, force=args.force, standalone=args.standalone))
     return 0
 
 
@@ -177,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(p)
         p.set_defaults(func=func)
     return parser
+
+
+#: failures of the machine, not of headreport: errno → what to do about it
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "no space left on the device; free some space (or choose another --out) and run again",
+    errno.EDQUOT: "the disk quota is exhausted; free some space (or choose another --out) and run again",
+    errno.ENAMETOOLONG: "a path or a name in it is too long for the file system; choose a shorter one",
+    errno.EROFS: "the file system is read-only; choose an --out you can write to",
+    errno.EACCES: "permission denied; choose an --out you can write to",
+    errno.EIO: "an input/output error of the device",
+}
+
+
+def environment_error(exc: OSError) -> str | None:
+    """One line for an environment failure (a full disk, a name too long...): what failed, where, and
+    what to do; nothing half-written is left (every write goes through a temp file). None for other
+    errors (a bug)."""
+    advice = ENVIRONMENT_ERRORS.get(exc.errno)
+    if advice is None:
+        return None
+    where = f" writing {shown(str(exc.filename), 160)}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}: {advice}; nothing half-written was left behind"
 
 
 class Terminated(KeyboardInterrupt):
@@ -204,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("headreport: terminated (SIGTERM); nothing half-written was left behind", file=sys.stderr)
         return 143
+    except OSError as exc:
+        message = environment_error(exc)
+        if message is None:
+            traceback.print_exc()
+            print("headreport: internal error (a bug): please report it with the traceback above", file=sys.stderr)
+            return 1
+        print(f"headreport: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("headreport: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130

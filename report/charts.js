@@ -7,6 +7,9 @@
     renderer: "svg",
     actions: { export: true, source: false, compiled: false, editor: false },
   };
+  // spec id -> Promise of the chart's Vega view (null if it could not be drawn), for scripts that
+  // change a chart's data later (report/prompts.js)
+  var views = (window.headreportCharts = window.headreportCharts || {});
   document.querySelectorAll(".vega-chart[data-spec]").forEach(function (el) {
     var holder = document.getElementById(el.getAttribute("data-spec"));
     if (!holder) {
@@ -14,12 +17,14 @@
       return;
     }
     var spec = JSON.parse(holder.textContent);
-    window.vegaEmbed(el, spec, options).then(function () {
+    views[el.getAttribute("data-spec")] = window.vegaEmbed(el, spec, options).then(function (result) {
       el.setAttribute("data-rendered", "true");
+      return result.view;
     }).catch(function (err) {
       el.setAttribute("data-rendered", "error");
       el.textContent = "This chart could not be drawn: " + err;
       console.error(err);
+      return null;
     });
   });
 })();

@@ -15,6 +15,7 @@ colour-vision deficiencies), 12–14 px labels, no chart border.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -351,6 +352,24 @@ def heatmap_chart(rows: list[dict[str, Any]], title: str, description: str, log:
 
 
 # --- the head on prompts -------------------------------------------------------------------------
+#
+# The attention heatmap and the final-position chart show one prompt at a time. Their specs hold
+# the first prompt's rows as named inline data (so the static exports draw it); on the site,
+# ``report/prompts.js`` replaces that data set (``view.data(name, rows)``) with the rows of the
+# prompt chosen from the menu, built from the prompt's data script exactly as the rows below.
+
+#: the inline data sets that ``report/prompts.js`` replaces when another prompt is chosen
+ATTENTION_DATA, FINAL_DATA = "prompt_attention", "prompt_final"
+#: above this many prompts the summary is one point per prompt on two axes, not one labelled row each
+SUMMARY_ROWS_MAX = 40
+
+
+def _prompt_data(rows: list[dict[str, Any]], name: str) -> alt.InlineData:
+    """Rows as a named inline data set, held as one JSON string (Vega-Lite parses it): Altair's
+    validation then checks one string, not every row of a 256-token prompt's 32,896."""
+    return alt.InlineData(values=json.dumps(rows, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+                          format=alt.DataFormat(type="json"), name=name)
+
 
 def prompt_label(index: int, text: str, width: int = 60) -> str:
     """``"3: When Mary and John went…"``: the prompt's number and its start (a menu entry)."""
@@ -358,81 +377,76 @@ def prompt_label(index: int, text: str, width: int = 60) -> str:
     return f"{index + 1}: {short}"
 
 
-def _position_label(pos: int, token: Mapping[str, Any]) -> str:
+def position_label(pos: int, token: Mapping[str, Any]) -> str:
+    """``"  3 ␣cat"``: a position and its token's visible form (an axis label)."""
     return f"{pos:>3} {visible_token(token)}"
 
 
-def attention_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (prompt, query position, source position ≤ query): the attention weight."""
-    rows = []
-    for i, (p, rec) in enumerate(zip(prompts, records)):
-        labels = [_position_label(j, t) for j, t in enumerate(p["tokens"])]
-        for q, weights in enumerate(rec["pattern"]):
-            for s, w in enumerate(weights):
-                rows.append({"prompt": i + 1, "query_pos": q, "source_pos": s, "query": labels[q],
-                             "source": labels[s], "weight": w})
-    return rows
+def prompt_step(longest: int, budget: int, largest: int) -> int:
+    """Pixels per position for prompts of up to ``longest`` tokens: ``largest``, or less where the
+    longest prompt would make the chart wider than ``budget`` (at least 4)."""
+    return max(4, min(largest, budget // max(longest, 1)))
 
 
-def _prompt_param(prompts: list[Mapping[str, Any]], name: str) -> alt.Parameter:
-    n = len(prompts)
-    return alt.param(name=name, value=1, bind=alt.binding_select(
-        options=list(range(1, n + 1)), labels=[prompt_label(i, p["text"]) for i, p in enumerate(prompts)],
-        name="prompt "))
+def attention_rows(index: int, prompt: Mapping[str, Any], pattern: list[list[float]]) -> list[dict[str, Any]]:
+    """One row per (query position, source position ≤ query) of prompt ``index`` (0-based): the
+    attention weight (``pattern``: the artifact's pattern decoded into rows)."""
+    labels = [position_label(j, t) for j, t in enumerate(prompt["tokens"])]
+    return [{"prompt": index + 1, "query_pos": q, "source_pos": s, "query": labels[q], "source": labels[s],
+             "weight": w} for q, weights in enumerate(pattern) for s, w in enumerate(weights)]
 
 
-def attention_heatmap_chart(rows: list[dict[str, Any]], prompts: list[Mapping[str, Any]], label: str,
-                            param_name: str) -> alt.TopLevelMixin:
-    """The head's attention pattern on one prompt (chosen from a menu): queries down, sources across."""
-    select = _prompt_param(prompts, param_name)
-    return alt.Chart(_data(rows)).mark_rect().encode(
+def _position_axis(step: int, **kwargs: Any) -> alt.Axis:
+    """A positions axis: monospace labels, smaller (and thinned where they would overlap) when the
+    step is small."""
+    return alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=140, labelOverlap=step < 12,
+                    labelFontSize=11 if step >= 12 else max(6, step + 2), **kwargs)
+
+
+def attention_heatmap_chart(rows: list[dict[str, Any]], label: str, step: int = 15) -> alt.TopLevelMixin:
+    """The head's attention pattern on one prompt: queries down, sources across."""
+    return alt.Chart(_prompt_data(rows, ATTENTION_DATA)).mark_rect().encode(
         x=alt.X("source:O", sort=alt.SortField("source_pos"), title="source position (key)",
-                axis=alt.Axis(labelAngle=-60, labelFont="DejaVu Sans Mono, monospace", labelLimit=140)),
-        y=alt.Y("query:O", sort=alt.SortField("query_pos"), title="query position",
-                axis=alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=140)),
+                axis=_position_axis(step, labelAngle=-60)),
+        y=alt.Y("query:O", sort=alt.SortField("query_pos"), title="query position", axis=_position_axis(step)),
         color=alt.Color("weight:Q", title="attention", scale=alt.Scale(scheme="blues", domain=[0, 1])),
         tooltip=[alt.Tooltip("query:N"), alt.Tooltip("source:N"), alt.Tooltip("weight:Q", format=".3f")],
-    ).add_params(select).transform_filter(f"datum.prompt == {param_name}").properties(
-        width=alt.Step(15), height=alt.Step(15),
-        title=alt.Title(f"Head {label}: attention pattern", subtitle="choose the prompt from the menu below"))
+    ).properties(
+        width=alt.Step(step), height=alt.Step(step),
+        title=alt.Title(f"Head {label}: attention pattern", subtitle="one prompt (the HTML report has a menu)"))
 
 
-def final_position_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (prompt, source position) at the final query position: attention weight and the
-    direct effect of the head's output on the logit of that source's token."""
+def final_position_rows(index: int, prompt: Mapping[str, Any], record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per source position of prompt ``index`` at the final query position: attention weight
+    and the direct effect of the head's output on the logit of that source's token."""
     rows = []
-    for i, (p, rec) in enumerate(zip(prompts, records)):
-        for src in rec["sources"]:
-            tok = p["tokens"][src["pos"]]
-            rows.append({"prompt": i + 1, "pos": src["pos"], "source": _position_label(src["pos"], tok),
-                         "token": visible_token(tok), "weight": src["weight"], "effect": src["effect"],
-                         "via_source": src["via_source"]})
+    for src in record["sources"]:
+        tok = prompt["tokens"][src["pos"]]
+        rows.append({"prompt": index + 1, "pos": src["pos"], "source": position_label(src["pos"], tok),
+                     "token": visible_token(tok), "weight": src["weight"], "effect": src["effect"],
+                     "via_source": src["via_source"]})
     return rows
 
 
-def final_position_chart(rows: list[dict[str, Any]], prompts: list[Mapping[str, Any]], label: str,
-                         param_name: str) -> alt.TopLevelMixin:
+def final_position_chart(rows: list[dict[str, Any]], label: str, step: int = 14) -> alt.TopLevelMixin:
     """At the final position of one prompt: each source by attention weight (left) and the head's
     direct effect on that source token's logit (right; negative = suppression)."""
-    select = _prompt_param(prompts, param_name)
-    y = alt.Y("source:O", sort=alt.SortField("pos"), title="source position",
-              axis=alt.Axis(labelFont="DejaVu Sans Mono, monospace", labelLimit=140))
+    y = alt.Y("source:O", sort=alt.SortField("pos"), title="source position", axis=_position_axis(step))
     tooltip = [alt.Tooltip("source:N"), alt.Tooltip("weight:Q", title="attention", format=".3f"),
                alt.Tooltip("effect:Q", title="direct effect on its logit", format=".3f"),
                alt.Tooltip("via_source:Q", title="of which via this position", format=".3f")]
-    base = alt.Chart(_data(rows)).transform_filter(f"datum.prompt == {param_name}")
-    weight = base.mark_bar(color=OKABE_ITO["sky"]).encode(
+    weight = alt.Chart().mark_bar(color=OKABE_ITO["sky"]).encode(
         y=y, x=alt.X("weight:Q", title="attention weight", scale=alt.Scale(domain=[0, 1])), tooltip=tooltip,
-    ).add_params(select).properties(width=220, height=alt.Step(14), title="attention from the final position")
-    effect = base.mark_bar().encode(
+    ).properties(width=220, height=alt.Step(step), title="attention from the final position")
+    effect = alt.Chart().mark_bar().encode(
         y=alt.Y("source:O", sort=alt.SortField("pos"), axis=None),
         x=alt.X("effect:Q", title="direct effect on the source token's logit"),
         color=alt.condition("datum.effect < 0", alt.value(NEGATIVE), alt.value(POSITIVE)), tooltip=tooltip,
-    ).properties(width=260, height=alt.Step(14), title="head's effect on that token's logit")
-    rule = base.mark_rule(color="#888888").encode(x=alt.datum(0))
-    return alt.hconcat(weight, effect + rule, spacing=6).properties(title=alt.Title(
-        f"Head {label} at the final position", subtitle="negative effect = the head pushes that token's logit "
-        "down; choose the prompt from the menu below"))
+    ).properties(width=260, height=alt.Step(step), title="head's effect on that token's logit")
+    rule = alt.Chart().mark_rule(color="#888888").encode(x=alt.datum(0))
+    return alt.hconcat(weight, effect + rule, spacing=6, data=_prompt_data(rows, FINAL_DATA)).properties(
+        title=alt.Title(f"Head {label} at the final position", subtitle="negative effect = the head pushes that "
+                        "token's logit down; one prompt (the HTML report has a menu)"))
 
 
 def prompt_summary_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -448,19 +462,28 @@ def prompt_summary_rows(prompts: list[Mapping[str, Any]], records: list[Mapping[
 
 
 def prompt_summary_chart(rows: list[dict[str, Any]], label: str, share: str) -> alt.TopLevelMixin:
-    """Per prompt, the direct effect on the logit of the source token the head attends to most."""
+    """Per prompt, the direct effect on the logit of the source token the head attends to most: one
+    labelled row per prompt, or (more than :data:`SUMMARY_ROWS_MAX` prompts) one point per prompt
+    against that token's attention weight."""
+    color = alt.Color("suppressed:N", title="pushed down", scale=alt.Scale(domain=["yes", "no"],
+                                                                            range=[NEGATIVE, POSITIVE]))
+    tooltip = [alt.Tooltip("label:N", title="prompt"), alt.Tooltip("token:N", title="most-attended token"),
+               alt.Tooltip("weight:Q", title="attention", format=".3f"),
+               alt.Tooltip("effect:Q", title="direct effect", format=".3f")]
+    title = alt.Title(f"Head {label} across the prompts", subtitle=share)
+    effect = "direct effect on the logit of the most-attended source token"
+    if len(rows) > SUMMARY_ROWS_MAX:
+        points = alt.Chart(_data(rows)).mark_point(filled=True, size=40, opacity=0.7).encode(
+            x=alt.X("weight:Q", title="attention weight of the most-attended source token",
+                    scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("effect:Q", title=effect), color=color, tooltip=tooltip)
+        rule = alt.Chart(_data([{"y": 0}])).mark_rule(color="#888888").encode(y="y:Q")
+        return (rule + points).properties(width=WIDTH - 160, height=320, title=title)
     points = alt.Chart(_data(rows)).mark_point(filled=True, size=70).encode(
         y=alt.Y("label:N", sort=alt.SortField("prompt"), title=None, axis=alt.Axis(labelLimit=320)),
-        x=alt.X("effect:Q", title="direct effect on the logit of the most-attended source token"),
-        color=alt.Color("suppressed:N", title="pushed down", scale=alt.Scale(domain=["yes", "no"],
-                                                                             range=[NEGATIVE, POSITIVE])),
-        tooltip=[alt.Tooltip("label:N", title="prompt"), alt.Tooltip("token:N", title="most-attended token"),
-                 alt.Tooltip("weight:Q", title="attention", format=".3f"),
-                 alt.Tooltip("effect:Q", title="direct effect", format=".3f")],
-    )
+        x=alt.X("effect:Q", title=effect), color=color, tooltip=tooltip)
     rule = alt.Chart(_data([{"x": 0}])).mark_rule(color="#888888").encode(x="x:Q")
-    return (rule + points).properties(width=WIDTH - 200, height=alt.Step(16), title=alt.Title(
-        f"Head {label} across the prompts", subtitle=share))
+    return (rule + points).properties(width=WIDTH - 200, height=alt.Step(16), title=title)
 
 
 # --- comparison ------------------------------------------------------------------------------------

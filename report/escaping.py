@@ -7,9 +7,10 @@ this order:
 1. :func:`visible` turns the raw token into a *visible form*: one printable line that shows what
    the token is. Each space becomes ``␣`` (a leading space is how GPT-2 marks a word start), newline
    ``\\n``, tab ``\\t``, carriage return ``\\r``, a backslash ``\\\\`` (so the escapes stay
-   unambiguous), other control / format / separator characters ``\\xNN`` / ``\\uNNNN`` /
-   ``\\UNNNNNNNN`` (so a U+202E cannot flip the page), a literal ``␣`` ``\\u2423``, and bytes that are
-   not valid UTF-8 ``\\xNN`` (artifacts carry ``bytes_hex`` when the decoded token contains U+FFFD).
+   unambiguous), other control / format / separator characters ``\\xNN`` (ASCII, below 0x80) /
+   ``\\uNNNN`` / ``\\UNNNNNNNN`` (so a U+202E cannot flip the page), a literal ``␣`` ``\\u2423``, and
+   bytes that are not valid UTF-8 ``\\x80`` … ``\\xff`` (artifacts carry ``bytes_hex`` when the decoded
+   token contains U+FFFD): the raw byte 0xA0 and the character U+00A0 are ``\\xa0`` and ``\\u00a0``.
    The mapping is injective (two different tokens never share a visible form) up to
    :data:`MAX_SHOWN_CHARS` characters; a longer form is cut, with a marker.
 2. One escaper per target, applied to text that is *never* interpreted there:
@@ -66,9 +67,9 @@ EMPTY_TOKEN = "(empty)"
 
 def _code_point(ch: str) -> str:
     cp = ord(ch)
-    if 0xDC80 <= cp <= 0xDCFF:  # a raw byte carried through ``surrogateescape``
+    if 0xDC80 <= cp <= 0xDCFF:  # a raw byte carried through ``surrogateescape``: \x80 … \xff
         return f"\\x{cp - 0xDC00:02x}"
-    if cp < 0x100:
+    if cp < 0x80:  # an ASCII control character: \x00 … \x7f (never a raw byte's form)
         return f"\\x{cp:02x}"
     if cp < 0x10000:
         return f"\\u{cp:04x}"
@@ -109,9 +110,19 @@ def visible_token(record: Mapping[str, Any]) -> str:
     return visible(record["token"], record.get("bytes_hex"))
 
 
+#: bidirectional controls: one of them in a path or a name would reverse the text after it on a page
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def neutral(text: str) -> str:
+    """``text`` with every bidirectional control shown as its code point (``\\u202e``): no text that
+    reaches a page (a model path, a title, a note) can reverse what follows it."""
+    return _BIDI.sub(lambda m: _code_point(m.group()), text)
+
+
 def html_text(text: str) -> str:
-    """Escape for HTML text or a quoted attribute value."""
-    return html.escape(text, quote=True)
+    """Escape for HTML text or a quoted attribute value (bidirectional controls neutralised)."""
+    return html.escape(neutral(text), quote=True)
 
 
 def markdown_text(text: str) -> Safe:
@@ -121,13 +132,13 @@ def markdown_text(text: str) -> Safe:
     emphasis, math, citations (``@x``), raw HTML, headings, links, shortcodes and tables all stay
     text. Line breaks become spaces (a newline could end a table row or start a block).
     """
-    text = re.sub(r"[\r\n\u2028\u2029]+", " ", text)
+    text = re.sub(r"[\r\n\u2028\u2029]+", " ", neutral(text))
     return Safe("".join("\\" + ch if ch in _ASCII_PUNCT else ch for ch in text))
 
 
 def typst_markup(text: str) -> str:
     """Escape for Typst markup: ``\\`` before every ASCII punctuation mark; line breaks → spaces."""
-    text = re.sub(r"[\r\n\u2028\u2029]+", " ", text)
+    text = re.sub(r"[\r\n\u2028\u2029]+", " ", neutral(text))
     return "".join("\\" + ch if ch in _ASCII_PUNCT else ch for ch in text)
 
 
@@ -136,8 +147,9 @@ _TYPST_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t
 
 
 def typst_string(text: str) -> str:
-    """A Typst string literal (with the quotes) whose value is ``text``."""
-    return '"' + "".join(_TYPST_STRING_ESCAPES.get(ch, ch) for ch in text) + '"'
+    """A Typst string literal (with the quotes) whose value is ``text`` (bidirectional controls
+    neutralised)."""
+    return '"' + "".join(_TYPST_STRING_ESCAPES.get(ch, ch) for ch in neutral(text)) + '"'
 
 
 def typst_raw(text: str) -> str:

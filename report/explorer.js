@@ -189,17 +189,40 @@
 
   Explorer.prototype.normalise = function (q) { return q.replace(/ /g, OPEN_BOX); };
 
+  // the visible form of raw text, as report/escaping.py visible() makes it: a token's real text (a
+  // backslash, U+202E, a zero-width joiner, ESC...) finds the token, not only its visible form
+  var NAMED = {" ": OPEN_BOX, "\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"};
+  NAMED[OPEN_BOX] = "\\u2423";
+  var INVISIBLE = /^[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]$/u;
+  var hex = function (cp, n) { var h = cp.toString(16); while (h.length < n) h = "0" + h; return h; };
+  Explorer.prototype.visibleForm = function (raw) {
+    var out = "";
+    for (var ch of raw) {
+      var cp = ch.codePointAt(0);
+      if (NAMED.hasOwnProperty(ch)) out += NAMED[ch];
+      else if (INVISIBLE.test(ch)) out += cp < 0x80 ? "\\x" + hex(cp, 2) : cp < 0x10000 ? "\\u" + hex(cp, 4) : "\\U" + hex(cp, 8);
+      else out += ch;
+    }
+    return out;
+  };
+
   Explorer.prototype.matches = function (raw) {
-    var q = this.normalise(raw), out = [], seen = {}, t = this.tokens;
+    var out = [], seen = {}, t = this.tokens;
     var push = function (id) { if (!seen[id] && out.length < MAX_SUGGESTIONS) { seen[id] = true; out.push(id); } };
     var idMatch = /^#?([0-9]+)$/.exec(raw.trim());
     if (idMatch && +idMatch[1] < this.n) push(+idMatch[1]);
-    if (q === "") return out;
-    var order = this.sorted(), lo = 0, hi = order.length;
-    while (lo < hi) { var mid = (lo + hi) >> 1; if (t[order[mid]] < q) lo = mid + 1; else hi = mid; }
-    for (var i = lo; i < order.length && out.length < MAX_SUGGESTIONS && t[order[i]].indexOf(q) === 0; i++) push(order[i]);
-    if (out.length < MAX_SUGGESTIONS) { // then case-insensitive prefixes
-      var ql = q.toLowerCase();
+    // what was typed read as a visible form (`\n`, `␣`), then as a token's real text
+    var queries = [this.normalise(raw), this.visibleForm(raw)].filter(function (q, i, a) {
+      return q !== "" && a.indexOf(q) === i;
+    });
+    var order = this.sorted();
+    queries.forEach(function (q) {
+      var lo = 0, hi = order.length;
+      while (lo < hi) { var mid = (lo + hi) >> 1; if (t[order[mid]] < q) lo = mid + 1; else hi = mid; }
+      for (var i = lo; i < order.length && out.length < MAX_SUGGESTIONS && t[order[i]].indexOf(q) === 0; i++) push(order[i]);
+    });
+    if (out.length < MAX_SUGGESTIONS && queries.length) { // then case-insensitive prefixes
+      var ql = queries[0].toLowerCase();
       for (var j = 0; j < this.n && out.length < MAX_SUGGESTIONS; j++) {
         if (t[j].toLowerCase().indexOf(ql) === 0) push(j);
       }

@@ -1,6 +1,6 @@
 """A figure = one chart + its caption + its data, exported for papers and embedded in pages.
 
-:func:`export_figure` writes ``<figures>/<slug>.{svg,png,pdf,csv}`` (PNG at 2× scale) with
+:func:`export_figures` writes ``<figures>/<slug>.{svg,png,pdf,csv}`` (PNG at 1× scale) with
 vl-convert, so the static figures are drawn by the same Vega-Lite spec as the interactive charts.
 :func:`html_figure` and :func:`typst_figure` produce the two format-specific blocks a page embeds
 (see :mod:`report.pages`): the HTML one carries the spec as escaped JSON for vega-embed, the Typst
@@ -10,7 +10,11 @@ one includes the PDF export as a numbered ``#figure`` with its caption.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,10 +70,56 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+#: active content no vl-convert export holds: an SVG cache entry with any of it is not ours
+ACTIVE_SVG = re.compile(r"<\s*script|<\s*foreignObject|\son[a-z]+\s*=|javascript:|<\s*iframe|<\s*object|<\s*embed",
+                        re.IGNORECASE)
+#: the first bytes of each binary export
+MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}
+ENTRY = "entry.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def entry_is_valid(entry: Path, csv: str) -> bool:
+    """Whether a cache entry can be used as this figure's exports: a real folder of plain files whose
+    sha256s are those its ``entry.json`` recorded when this tool exported them, whose CSV is exactly
+    the figure's, whose SVG holds no active content (scripts, event handlers, foreign objects) and
+    whose PNG and PDF start as such files do. Anything else (a poisoned, truncated or edited entry,
+    a link) is exported again."""
+    try:
+        if entry.is_symlink() or not entry.is_dir():
+            return False
+        meta = json.loads((entry / ENTRY).read_text(encoding="utf-8"))
+        files = {fmt: entry / f"figure.{fmt}" for fmt in FORMATS}
+        if any(p.is_symlink() or not p.is_file() or _sha256(p) != meta["sha256"][fmt] for fmt, p in files.items()):
+            return False
+        if files["csv"].read_text(encoding="utf-8") != csv or ACTIVE_SVG.search(files["svg"].read_text(encoding="utf-8")):
+            return False
+        return all(files[fmt].read_bytes()[: len(magic)] == magic for fmt, magic in MAGIC.items())
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return False
+
+
+def _discard(entry: Path) -> None:
+    """Move an invalid cache entry out of the way (a link is removed itself, never followed)."""
+    import shutil
+    import tempfile
+
+    if entry.is_symlink() or entry.is_file():
+        entry.unlink()
+    elif entry.is_dir():
+        trash = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+        os.replace(entry, trash / "old")
+        shutil.rmtree(trash, ignore_errors=True)
+
+
 def _export(job: tuple[dict[str, Any], str, str]) -> str:
     """In a worker process: write the SVG, PNG and PDF of one spec into ``folder`` (the figure's cache
-    entry) via a temp folder renamed into place, so a cache entry is whole or absent."""
-    import os
+    entry, with the files' sha256s in ``entry.json``) via a temp folder renamed into place, so a
+    cache entry is whole or absent; the temp folder is removed on any failure (a full disk too)."""
+    import shutil
     import tempfile
 
     import vl_convert as vlc
@@ -77,16 +127,23 @@ def _export(job: tuple[dict[str, Any], str, str]) -> str:
     spec, csv, folder = job
     target = Path(folder)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    svg = vlc.vegalite_to_svg(spec)  # one Vega run; PNG and PDF are drawn from this SVG (resvg/svg2pdf)
-    (tmp / "figure.svg").write_text(svg, encoding="utf-8")
-    (tmp / "figure.png").write_bytes(vlc.svg_to_png(svg, scale=PNG_SCALE))
-    (tmp / "figure.pdf").write_bytes(vlc.svg_to_pdf(svg))
-    (tmp / "figure.csv").write_text(csv, encoding="utf-8")
     try:
+        svg = vlc.vegalite_to_svg(spec)  # one Vega run; PNG and PDF are drawn from this SVG (resvg/svg2pdf)
+        (tmp / "figure.svg").write_text(svg, encoding="utf-8")
+        (tmp / "figure.png").write_bytes(vlc.svg_to_png(svg, scale=PNG_SCALE))
+        (tmp / "figure.pdf").write_bytes(vlc.svg_to_pdf(svg))
+        (tmp / "figure.csv").write_text(csv, encoding="utf-8")
+        digests = {fmt: _sha256(tmp / f"figure.{fmt}") for fmt in FORMATS}
+        (tmp / ENTRY).write_text(json.dumps({"sha256": digests}, sort_keys=True), encoding="utf-8")
+        if target.exists() or target.is_symlink():
+            if entry_is_valid(target, csv):  # another render filled this entry meanwhile: same content
+                return folder
+            _discard(target)
         os.replace(tmp, target)
-    except OSError:  # another render filled this entry meanwhile: same content
-        import shutil
-
+    except OSError:
+        if not entry_is_valid(target, csv):
+            raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
@@ -107,7 +164,7 @@ def export_figures(figures: list[Figure], out_dir: Path, cache: Path, workers: i
     for fig in figures:
         csv = csv_text(fig.rows)
         entries.append((fig, csv, cache / figure_key(fig.spec(), csv, PNG_SCALE)))
-    missing = [(fig.spec(), csv, str(entry)) for fig, csv, entry in entries if not (entry / "figure.pdf").is_file()]
+    missing = [(fig.spec(), csv, str(entry)) for fig, csv, entry in entries if not entry_is_valid(entry, csv)]
     if len(missing) == 1 or workers <= 1:
         for job in missing:
             _export(job)

@@ -83,6 +83,11 @@ def fraction_text(summary: Mapping[str, Any], key: str) -> str:
     return f"{fmt.percent(summary[key], 3)}{ci_text}; chance {fmt.percent(summary['chance'][key], 2)}"
 
 
+def rank_text(rank: float) -> str:
+    """A rank as it is, never rounded: ``23,506``, or ``23,506.5`` for the median of an even count."""
+    return fmt.integer(int(rank)) if float(rank).is_integer() else f"{rank:,.1f}"
+
+
 def rank_sentence(summary: Mapping[str, Any], kind: str) -> Safe:
     """The rank metric's headline: rank 1 / top 10 / top 5% fractions against chance, the median
     rank, and the claim only when the artifact's evidence supports it."""
@@ -95,8 +100,8 @@ def rank_sentence(summary: Mapping[str, Any], kind: str) -> Safe:
              else f"{fmt.integer(summary['n_ranked'])} tokens sampled from {fmt.integer(n)}")
     numbers = (f"over {scope}, {what} is ranked 1 ({best}) for {fraction_text(summary, 'fraction_rank1')}, in "
                f"the top 10 for {fraction_text(summary, 'fraction_top10')}, and in the top 5% for "
-               f"{fraction_text(summary, 'fraction_top5pct')}; median rank {fmt.num(summary['median_rank'], 4)} "
-               f"of {fmt.integer(n)} (chance {fmt.num(summary['chance']['median_rank'], 4)})")
+               f"{fraction_text(summary, 'fraction_top5pct')}; median rank {rank_text(summary['median_rank'])} "
+               f"of {fmt.integer(n)} (chance {rank_text(summary['chance']['median_rank'])})")
     evidence = summary["evidence"]
     if evidence["supported"]:
         return Safe(f"**{claim}**: {numbers}.")

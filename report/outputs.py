@@ -134,10 +134,11 @@ def install(stage: Path, out_dir: Path, new_files: set[str], force: bool = False
     ``force``). Returns the manifest written (``files`` = ``new_files``, sorted)."""
     foreign = foreign_files(out_dir, force)
     previous = previous_files(out_dir) or set()
-    folders = sorted(f for f in new_files if _blocked_by(out_dir, f, previous))
-    if folders:
-        raise OutputError(f"--out: {str(out_dir / folders[0])!r} is in the way of a file the report writes "
-                          "(a folder where a file goes, or a file where a folder goes); move it away")
+    blocked = sorted((b, f) for f in new_files if (b := _blocked_by(out_dir, f, previous)) is not None)
+    if blocked:
+        what, rel = blocked[0]
+        raise OutputError(f"--out: {str(out_dir / what)!r} is in the way of {str(out_dir / rel)!r}, a file the report "
+                          "writes (a folder where a file goes, or a file or link where a folder goes); move it away")
     clashes = sorted(f for f in new_files if f in foreign)
     if clashes and not force:
         raise OutputError(
@@ -174,18 +175,19 @@ def _through_link(out_dir: Path, rel: str) -> bool:
     return False
 
 
-def _blocked_by(out_dir: Path, rel: str, previous: set[str]) -> bool:
-    """A folder stands where a new file goes, or a non-folder stands where a new folder goes."""
+def _blocked_by(out_dir: Path, rel: str, previous: set[str]) -> str | None:
+    """What stands in the way of new file ``rel`` (a path relative to ``out_dir``): a folder where the
+    file goes, or a non-folder (a file, a link) where one of its folders goes; None when nothing does."""
     target = out_dir / rel
     if target.is_dir() and not target.is_symlink():
-        return True
-    for parent in Path(rel).parents:
+        return rel
+    for parent in reversed(Path(rel).parents):
         if parent == Path("."):
-            break
+            continue
         p = out_dir / parent
         if (p.is_symlink() or (p.exists() and not p.is_dir())) and parent.as_posix() not in previous:
-            return True
-    return False
+            return parent.as_posix()
+    return None
 
 
 def _remove_empty_parents(folder: Path, out_dir: Path) -> None:

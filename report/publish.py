@@ -41,6 +41,13 @@ def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 TRAILER = "Published-by: headreport"
 
 
+def has_trailer(message: str) -> bool:
+    """Whether the commit message ends with the trailer line exactly (the last non-empty line is
+    ``Published-by: headreport``): a message that merely mentions it is not a headreport commit."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    return bool(lines) and lines[-1] == TRAILER
+
+
 def check_names(remote: str, branch: str) -> None:
     """Refuse a remote or branch that git could read as an option, and a branch that is no ref."""
     for what, value in (("--remote", remote), ("--branch", branch)):
@@ -81,7 +88,7 @@ def publish(site: str | Path, remote: str, branch: str = "gh-pages", message: st
             _git(["fetch", "-q", "--", url, f"refs/heads/{branch}"], cwd=work)
             parent = _git(["rev-parse", "--verify", "FETCH_HEAD^{commit}"], cwd=work)
             tip_message = _git(["log", "-1", "--format=%B", parent], cwd=work)
-            if TRAILER not in tip_message and not force:
+            if not has_trailer(tip_message) and not force:
                 raise PublishError(
                     f"--branch: {branch!r} exists on {url!r} and was not made by `make publish` (its tip "
                     f"{parent[:12]} has no '{TRAILER}' trailer): publishing would replace its files with the "

@@ -55,7 +55,7 @@ from typing import Any
 from analysis.artifacts import load_artifacts, remove_stale_temps
 from analysis.errors import UserError
 
-from . import explorer, incremental, outputs
+from . import explorer, incremental, outputs, prompt_data
 from .context import Page, ReportContext, environment, tool_versions
 from .escaping import markdown_text, typst_markup, typst_string
 from .figures import export_figures
@@ -153,10 +153,16 @@ ASSETS = {"assets/vega.js": lambda: vega_bundle(), "assets/charts.js": lambda: a
           "assets/style.css": lambda: asset("style.css")}
 
 
+def data_assets(artifacts: dict[str, Any]) -> dict[str, str]:
+    """The scripts a page loads on demand and their data: the token explorer's
+    (:func:`report.explorer.site_assets`) and the prompt menu's (:func:`report.prompt_data.site_assets`)."""
+    return explorer.site_assets(artifacts) | prompt_data.site_assets(artifacts)
+
+
 def write_assets(ctx: ReportContext, site_dir: Path) -> None:
     """One copy of the Vega, Vega-Lite and vega-embed scripts, the chart loader and the CSS per site,
-    and the token explorer's script and data (:func:`report.explorer.site_assets`)."""
-    files = {rel: content() for rel, content in ASSETS.items()} | explorer.site_assets(ctx.artifacts)
+    and the scripts loaded on demand with their data (:func:`data_assets`)."""
+    files = {rel: content() for rel, content in ASSETS.items()} | data_assets(ctx.artifacts)
     for rel, text in files.items():
         path = site_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +177,8 @@ def inline_script(text: str) -> str:
 def _html_page(ctx: ReportContext, page: Page, pages: list[Page], body: str, toc: str, inline: bool) -> str:
     versions = engine_versions("pandoc")
     inline_scripts = []
-    if inline and page.scripts:  # the explorer: its data first, then its code
-        data = explorer.site_assets(ctx.artifacts)
+    if inline and page.scripts:  # the explorer and the prompt menu: their data first, then their code
+        data = data_assets(ctx.artifacts)
         inline_scripts = [inline_script(text) for rel, text in data.items() if rel not in page.scripts]
         inline_scripts += [inline_script(data[rel]) for rel in page.scripts]
     return environment().get_template("page.html.j2").render(
@@ -277,7 +283,7 @@ def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -
     project.mkdir(parents=True, exist_ok=True)
     (project / "_quarto.yml").write_text(
         environment().get_template("_quarto.yml.j2").render(
-            pages=pages, site_title=site_title(ctx), resources=sorted(explorer.site_assets(ctx.artifacts))), encoding="utf-8")
+            pages=pages, site_title=site_title(ctx), resources=sorted(data_assets(ctx.artifacts))), encoding="utf-8")
     for page in pages:
         (project / f"{page.slug}.qmd").write_text(
             f"---\ntitle: {json.dumps(page.title, ensure_ascii=False)}\n---\n\n{page.markdown}", encoding="utf-8")
@@ -289,10 +295,11 @@ def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -
         "---\n\n" + combined_markdown(pages), encoding="utf-8")
     (project / "style.css").write_text(asset("style.css"), encoding="utf-8")
     (project / "vega-header.html").write_text(f"<script>\n{vega_bundle()}\n</script>\n", encoding="utf-8")
-    after = [asset("charts.js")] + ([asset("explorer.js")] if ctx.artifacts.get("explorers") else [])
+    after = [asset("charts.js")] + ([asset("explorer.js")] if ctx.artifacts.get("explorers") else []) + \
+        ([asset("prompts.js")] if prompt_data.has_menu(ctx.artifacts) else [])
     (project / "vega-after-body.html").write_text(
         "".join(f"<script>\n{inline_script(js)}\n</script>\n" for js in after), encoding="utf-8")
-    for rel, text in explorer.site_assets(ctx.artifacts).items():  # data loaded on demand, by relative path
+    for rel, text in data_assets(ctx.artifacts).items():  # data loaded on demand, by relative path
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text(text, encoding="utf-8")
     return project
@@ -351,7 +358,7 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     remove_stale_temps(out_dir)  # what a killed render left behind
-    stage = Path(tempfile.mkdtemp(prefix=f".render-{os.getpid()}-", dir=out_dir))
+    stage = Path(tempfile.mkdtemp(prefix=f".headreport-render-{os.getpid()}-", dir=out_dir))
     try:
         for name in OUTPUT_DIRS:
             (stage / name).mkdir()

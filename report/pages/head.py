@@ -13,7 +13,7 @@ from .. import tables as tb
 from ..context import Page, ReportContext
 from ..figures import Figure
 from ..outputs import head_slug, slug
-from .prompts import prompt_context, prompt_figures, prompt_table
+from .prompts import prompt_context, prompt_figures, prompt_scripts, prompt_table
 
 #: how the rank metrics are drawn and named: key → (title, x-axis title, colour, circuit text)
 RANK_METRICS = {
@@ -256,7 +256,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     )
     return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,
                 list(figs.values()) + list(prompt_figs.values()), shown,
-                scripts=[explorer_block.EXPLORER_JS] if has_explorer else [])
+                scripts=([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label))
 
 
 def head_pages(ctx: ReportContext) -> list[Page]:

@@ -1,13 +1,14 @@
 """The head on real prompts (``prompts.json``): a section of each head page — the attention heatmap
 and the final position's sources with their direct effects (one prompt at a time, chosen from a
-menu in the HTML report), the effect on the most-attended token across prompts, and a table."""
+menu in the HTML report, each prompt's data loaded when chosen: :mod:`report.prompt_data`; the
+first prompt in the PDF), the effect on the most-attended token across prompts, and a table."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from .. import charts
+from .. import charts, prompt_data
 from .. import formatting as fmt
 from .. import tables as tb
 from ..context import ReportContext
@@ -33,41 +34,58 @@ def share_text(summary: Mapping[str, Any]) -> str:
             "the token it attends to most")
 
 
+def figure_slugs(label: str) -> dict[str, str]:
+    key = slug(label.replace(".", "-"))
+    return {name: f"head-{key}-prompt-{name}" for name in ("summary", "attention", "final")}
+
+
 def prompt_figures(ctx: ReportContext, label: str) -> dict[str, Figure]:
+    """The summary across prompts and, for the first prompt only, the heatmap and the final position
+    (the site loads the other prompts' data when they are chosen: :mod:`report.prompt_data`)."""
     found = head_records(ctx, label)
     if found is None:
         return {}
     results, h = found
     prompts, records = results["prompts"], h["records"]
-    key = slug(label.replace(".", "-"))
+    slugs = figure_slugs(label)
     first = charts.prompt_label(0, prompts[0]["text"])
-    heat_rows = charts.attention_rows(prompts, records)
-    final_rows = charts.final_position_rows(prompts, records)
+    pattern = prompt_data.pattern_rows(results, records[0], len(prompts[0]["tokens"]))
+    heat_rows = charts.attention_rows(0, prompts[0], pattern)
+    final_rows = charts.final_position_rows(0, prompts[0], records[0])
     summary_rows = charts.prompt_summary_rows(prompts, records)
-    param = f"prompt_{key.replace('-', '_')}"
+    longest = max(len(p["tokens"]) for p in prompts)
+    n = len(prompts)
+    shown = (f"The HTML report has a menu of all {n} prompts and loads each one's data when it is chosen; the "
+             f"static exports and the CSV show prompt {first}")
+    per_prompt = ("one labelled row per prompt" if n <= charts.SUMMARY_ROWS_MAX
+                  else "one point per prompt, against the attention weight of that token")
     figs = {
         "summary": Figure(
-            f"head-{key}-prompt-summary", f"Head {label}: the most-attended token across prompts",
+            slugs["summary"], f"Head {label}: the most-attended token across prompts",
             f"Head {label}: for each prompt, the direct effect of the head's output at the final position on the "
-            f"logit of the source token it attends to most (the beginning-of-sequence token excluded); "
-            f"{share_text(h['summary'])}.",
+            f"logit of the source token it attends to most (the beginning-of-sequence token excluded), "
+            f"{per_prompt}; {share_text(h['summary'])}.",
             charts.prompt_summary_chart(summary_rows, label, share_text(h["summary"])), summary_rows),
         "attention": Figure(
-            f"head-{key}-prompt-attention", f"Head {label}: attention pattern on a prompt",
+            slugs["attention"], f"Head {label}: attention pattern on a prompt",
             f"Head {label}: attention weights on one prompt, query positions down, source positions across "
-            f"(each position labelled with its token). The HTML report has a menu of all {len(prompts)} "
-            f"prompts; the static exports show prompt {first}.",
-            charts.attention_heatmap_chart(heat_rows, prompts, label, param + "_a"), heat_rows),
+            f"(each position labelled with its token). {shown}.",
+            charts.attention_heatmap_chart(heat_rows, label, charts.prompt_step(longest, 640, 15)), heat_rows),
         "final": Figure(
-            f"head-{key}-prompt-final", f"Head {label}: the final position on a prompt",
+            slugs["final"], f"Head {label}: the final position on a prompt",
             f"Head {label}: at the final position of one prompt, the attention weight of every source position "
             f"(left) and the direct effect of the head's output on that position's token's logit (right; "
-            f"negative: the head pushes the token down). The static exports show prompt {first}.",
-            charts.final_position_chart(final_rows, prompts, label, param + "_f"), final_rows),
+            f"negative: the head pushes the token down). {shown}.",
+            charts.final_position_chart(final_rows, label, charts.prompt_step(longest, 900, 14)), final_rows),
     }
     for f in figs.values():
         ctx.number_figure(f)
     return figs
+
+
+def prompt_scripts(ctx: ReportContext, label: str) -> list[str]:
+    """The site scripts the head page runs for its prompt menu (none without prompt records)."""
+    return [prompt_data.PROMPTS_JS] if head_records(ctx, label) is not None else []
 
 
 def cut(text: str, width: int = PROMPT_CELL) -> str:
@@ -107,8 +125,10 @@ def prompt_context(ctx: ReportContext, label: str) -> dict[str, Any] | None:
     s = h["summary"]
     tokens = [markdown_token(p["tokens"][rec["largest"]["pos"]])
               for p, rec in zip(results["prompts"], h["records"]) if rec["largest"]["effect"] < 0][:5]
+    slugs = figure_slugs(label)
     return {
         "unavailable": None,
+        "menu": prompt_data.menu_block(label, results["prompts"], f"fig-{slugs['attention']}", f"fig-{slugs['final']}"),
         "n": len(results["prompts"]),
         "source": results["source"],
         "share": Safe(markdown_text(share_text(s)[0].upper() + share_text(s)[1:])),

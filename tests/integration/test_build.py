@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.artifacts import MANIFEST, read_manifest
+from analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
 from analysis.config import config_from_dict
 from analysis.pipeline import run_analysis
 from headreport.build import stale_reason
@@ -138,8 +138,9 @@ def test_a_changed_config_or_missing_head_is_stale(analysed, tmp_path):
 
 def test_sigkill_between_renames_is_detected_and_cleaned(analysed, tmp_path):
     """The process dies (os._exit, as under SIGKILL) after the first of its renames: a new model.json
-    beside the old head file and a leftover temp file. The set has no manifest, so the next build
-    re-analyses; the next write removes the dead process's temp files."""
+    beside the old head file and a leftover temp file. The new manifest (written before the renames)
+    does not match the files, so the next build re-analyses and render refuses the set; every file is
+    still listed, so still ours; the next write removes the dead process's temp files."""
     config, artifacts, _ = analysed
     arts = copy_of(artifacts, tmp_path)
     changed = config.replace(analysis=config.analysis.__class__(**{**config.analysis.__dict__, "top_k": 6}))
@@ -162,11 +163,13 @@ run_analysis(config, pathlib.Path({str(arts)!r}), progress=False, log=lambda m: 
 """
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
     assert proc.returncode == 137
-    assert not (arts / MANIFEST).exists()
+    assert (arts / MANIFEST).exists()
     leftovers = [p for p in arts.iterdir() if p.name.endswith(".tmp")]
     assert leftovers, "the dead process left its temp files"
-    assert "no manifest" in stale_reason(changed, arts)
-    assert "no manifest" in stale_reason(config, arts)
+    assert "incomplete or changed" in stale_reason(changed, arts)
+    assert "incomplete or changed" in stale_reason(config, arts)
+    with pytest.raises(ArtifactError, match="changed since it was written"):
+        load_artifacts(arts)
     run_analysis(changed, arts, progress=False, log=lambda m: None)
     assert stale_reason(changed, arts) is None
     assert not [p for p in arts.iterdir() if p.name.endswith(".tmp")]
@@ -188,7 +191,7 @@ def test_sigterm_during_render_leaves_nothing(tiny_artifacts, tmp_path):
                              "--out", str(out), "--engine", "pandoc"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
-        assert wait_for(lambda: any(p.name.startswith(".render-") for p in out.iterdir()))
+        assert wait_for(lambda: any(p.name.startswith(".headreport-render-") for p in out.iterdir()))
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -196,17 +199,23 @@ def test_sigterm_during_render_leaves_nothing(tiny_artifacts, tmp_path):
         proc.kill()
     assert proc.returncode == 143, err
     assert "terminated" in err and "Traceback" not in err
-    assert list(out.iterdir()) == []  # no staging folder, no half of a site
+    assert list(out.iterdir()) == []  # no staging folder, no half of a site, no lock
 
 
 def test_stale_staging_of_a_killed_render_is_removed_at_the_next_start(tiny_artifacts, tmp_path):
     from headreport.cli import main
 
     out = tmp_path / "out"
-    dead = out / ".render-999999999-abc"  # no such process
+    dead = out / ".headreport-render-999999999-abcd"  # no such process
     (dead / "site").mkdir(parents=True)
     (dead / "site" / "x.html").write_text("x", encoding="utf-8")
-    tmp = out / ".x.json.999999999.abc.tmp"
+    tmp = out / ".report.json.headreport-999999999-abcd.tmp"
     tmp.write_text("{}", encoding="utf-8")
+    # a user's look-alikes: not names this tool makes, so never removed
+    users = [out / ".render-999999999-abc", out / ".notes.999999999.abc.tmp", out / ".x.json.headreport-999999999-abcd.tmp"]
+    users[0].mkdir()
+    for p in users[1:]:
+        p.write_text("mine", encoding="utf-8")
     assert main(["render", "--artifacts", str(tiny_artifacts), "--out", str(out), "--engine", "pandoc"]) == 0
     assert not dead.exists() and not tmp.exists()
+    assert all(p.exists() for p in users)

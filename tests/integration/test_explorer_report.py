@@ -5,6 +5,7 @@ error and no request; hostile tokens are shown literally and stay inert."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import explorer
+from analysis import explorer, explorer_codec
 from analysis.artifacts import load_artifacts
 from report.escaping import visible
 from tests.integration.test_browser import open_page
@@ -43,7 +44,7 @@ def dense_circuits(folder):
 def test_explorer_lists_equal_a_dense_top_k(explorer_build, everywhere_checkpoint):
     arts = load_artifacts(explorer_build / "artifacts")
     assert set(arts["explorers"]) == {LABEL}  # the dead head 0.1 has degenerate circuits: no lists
-    got = explorer.decode(arts["explorers"][LABEL])
+    got = explorer_codec.decode(arts["explorers"][LABEL])
     dense = dense_circuits(everywhere_checkpoint[0])
     ov, qk = dense["ov"], dense["qk"]
     n = ov.shape[0]
@@ -145,7 +146,7 @@ def test_hostile_tokens_are_literal_and_inert_in_the_explorer(browser, explorer_
     arts = tmp_path / "artifacts"
     shutil.copytree(explorer_build / "artifacts", arts)
     vocab = json.loads((arts / "vocabulary.json").read_text(encoding="utf-8"))
-    got = explorer.decode(json.loads((arts / "explorer_1.2.json").read_text(encoding="utf-8")))
+    got = explorer_codec.decode(json.loads((arts / "explorer_1.2.json").read_text(encoding="utf-8")))
     victim = 294
     ids = [int(i) for i in got["ov_low"][victim][: len(HOSTILE_TOKENS)]]
     for i, text in zip(ids, HOSTILE_TOKENS):
@@ -188,4 +189,71 @@ def test_hostile_tokens_are_literal_and_inert_in_the_explorer(browser, explorer_
     axis = page.evaluate("""() => [...document.querySelectorAll(
         '#fig-head-1-2-prompt-attention svg .role-axis-label text')].map(e => e.textContent).join('|')""")
     assert "1 <script>alert(1)" in axis and "2 </div>" in axis and "3 *a*" in axis  # long labels are cut with …
+    page.close()
+
+
+def _explorer_render(explorer_build, tmp_path, edit):
+    from headreport.cli import main
+
+    arts = tmp_path / "artifacts"
+    shutil.copytree(explorer_build / "artifacts", arts)
+    path = arts / "explorer_1.2.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    edit(doc)
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    reseal(arts)
+    return main(["render", "--artifacts", str(arts), "--out", str(tmp_path / "out"), "--engine", "pandoc"])
+
+
+def _reencode(doc, change):
+    arrays = explorer_codec.decode(doc)
+    change(arrays)
+    # encoded for a slightly larger vocabulary (same id width), so that the encoder's own check lets the
+    # out-of-range value through, as a hostile or broken writer would
+    fresh = explorer_codec.encode({f: arrays[f] for f in explorer_codec.FIELDS}, doc["d_vocab"] + 100)
+    assert fresh["dtype"] == doc["dtype"]
+    doc.update({k: fresh[k] for k in ("data", "sha256", "palettes", "raw_bytes")})
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: _reencode(d, lambda a: a["ov_rank"].__setitem__(3, d["d_vocab"] + 7)), "ov_rank holds values outside"),
+    (lambda d: _reencode(d, lambda a: a["qk_keys"].__setitem__((5, 0), d["d_vocab"])), "qk_keys holds values outside|lists do not fit head 1.2"),
+    (lambda d: d.update(data=d["data"][:-40] + "A" * 40), "payload is corrupt"),
+    (lambda d: d.update(sha256="0" * 64), "sha256 mismatch"),
+    (lambda d: d.update(data=base64.b64encode(b"not deflated").decode()), "payload is corrupt"),
+])
+def test_explorer_ids_and_ranks_outside_the_vocabulary_or_a_corrupt_payload_are_refused(
+        edit, words, explorer_build, tmp_path, capsys):
+    """The page would say "ranks 65,535 of 50,257", or the browser only "Failed to fetch": render
+    refuses first, naming the file."""
+    code = _explorer_render(explorer_build, tmp_path, edit)
+    err = capsys.readouterr().err
+    import re
+
+    assert code == 2 and re.search(words, err) and "explorer_1.2.json" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "site").exists()
+
+
+@pytest.mark.parametrize("raw", ["a\\b", "\u202eevil", "x\u200dy", "\x1b[31m"])
+def test_the_explorer_finds_a_token_by_its_real_text(raw, browser, explorer_build, tmp_path):
+    """Typing a token's real text finds it even when its visible form differs (a backslash is shown
+    doubled, U+202E, a zero-width joiner and ESC as code points)."""
+    arts = tmp_path / "artifacts"
+    shutil.copytree(explorer_build / "artifacts", arts)
+    vocab = json.loads((arts / "vocabulary.json").read_text(encoding="utf-8"))
+    victim = 1500
+    vocab["tokens"][victim] = raw
+    (arts / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    reseal(arts)
+    from report.render import render
+
+    render(arts, tmp_path / "out", engine="pandoc")
+    page, errors, foreign, dialogs = open_page(browser, (tmp_path / "out" / "site" / "head-1.2.html").as_uri())
+    page.fill(".hrx-input", raw)
+    page.wait_for_selector(".hrx-option")
+    assert visible(raw) in page.locator(".hrx-option .hrx-token").all_inner_texts()
+    page.press(".hrx-input", "Enter")
+    page.wait_for_function(f"() => (document.querySelector('.hrx-result') || {{}}).getAttribute && "
+                           f"document.querySelector('.hrx-result').getAttribute('data-token') === '{victim}'")
+    assert errors == [] and dialogs == [] and foreign == []
     page.close()

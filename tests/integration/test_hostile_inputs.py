@@ -263,3 +263,141 @@ def test_a_word_list_with_nul_bytes(tiny_gpt2, tmp_path, capsys):
     err = capsys.readouterr().err
     assert_clean_refusal(code, err, "words.names", out)
     assert "NUL" in err
+
+
+def _tampered_render(tiny_artifacts, tmp_path, capsys, edit, name_of=None):
+    arts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, arts)
+    edit(arts)
+    reseal(arts, add=tuple(name_of(arts)) if name_of else ())
+    out = tmp_path / "out"
+    code = main(["render", "--artifacts", str(arts), "--out", str(out)])
+    return code, capsys.readouterr().err, out
+
+
+def _edit_head(arts: Path, change) -> None:
+    path = arts / "head_1.3.json"
+    doc = json.loads(path.read_text())
+    change(doc["results"]["head"])
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda h: h.update(layer=7, head=3, label="7.3"), "holds head 7.3"),
+    (lambda h: h.update(label="0.1", layer=0, head=1), "not head 1.3"),
+    (lambda h: h.update(kv_head=9), "outside the model"),
+])
+def test_a_head_file_that_is_not_its_head_or_outside_the_model_is_refused(change, words, tiny_artifacts, tmp_path,
+                                                                          capsys):
+    code, err, out = _tampered_render(tiny_artifacts, tmp_path, capsys, lambda a: _edit_head(a, change))
+    assert code == 2 and words in err and "head_1.3.json" in err and "Traceback" not in err, err
+    assert not (out / "site").exists()
+
+
+def test_a_head_outside_the_model_in_model_json_is_refused(tiny_artifacts, tmp_path, capsys):
+    def edit(arts):
+        doc = json.loads((arts / "model.json").read_text())
+        doc["results"]["heads"] = ["1.3", "5.0"]
+        (arts / "model.json").write_text(json.dumps(doc))
+        shutil.copy(arts / "head_1.3.json", arts / "head_5.0.json")
+        _edit_head(arts, lambda h: None)
+        path = arts / "head_5.0.json"
+        d = json.loads(path.read_text())
+        d["results"]["head"].update(label="5.0", layer=5, head=0)
+        path.write_text(json.dumps(d))
+
+    code, err, out = _tampered_render(tiny_artifacts, tmp_path, capsys, edit, lambda a: ["head_5.0.json"])
+    assert code == 2 and "outside the model" in err and "head_5.0.json" in err, err
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--out", "x" * 300], "--out"),
+    (["--out", "a/" * 2100], "--out"),
+    (["--model", "m" * 256], "model.name"),
+    (["--out", "bad\x00dir"], "--out"),
+])
+def test_paths_the_system_cannot_take_are_refused_at_once(args, key, tmp_path, monkeypatch, capsys):
+    """A name over 255 bytes, a path over the system's limit, a NUL: one line naming the key, exit 2,
+    before any model is looked for (no traceback, nothing created)."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    code = main(["analyze", "--head", "0.0", "--no-progress", *(["--model", str(tmp_path / "none")] if "--model" not in args else []),
+                 *args])
+    err = capsys.readouterr().err
+    assert code == 2 and time.perf_counter() - t0 < 5, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and len(err) < 600, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nul_in_output_dir_and_a_deeply_nested_config_are_refused(tmp_path, capsys):
+    (tmp_path / "nul.toml").write_text('output_dir = "bu\\u0000ild"\n', encoding="utf-8")
+    (tmp_path / "deep.toml").write_text("x = " + "[" * 1000 + "]" * 1000 + "\n", encoding="utf-8")
+    for name, words in (("nul.toml", "output_dir"), ("deep.toml", "nests")):
+        code = main(["analyze", "--config", str(tmp_path / name), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+
+
+def test_a_full_disk_while_rendering_is_one_clear_line(tiny_artifacts, tmp_path, monkeypatch, capsys):
+    """ENOSPC while the figures are exported: exit 2, the cause, the file and what to do; no site, no
+    staging folder, no temp folder in the figure cache."""
+    import errno
+
+    import report.render
+
+    def full(figures, out_dir, cache, workers=2):  # the disk fills up while the first export is written
+        (out_dir / "partial.svg").parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / "partial.svg").write_text("<svg", encoding="utf-8")
+        raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "figure.svg"))
+
+    monkeypatch.setattr(report.render, "export_figures", full)
+    out = tmp_path / "out"
+    code = main(["render", "--artifacts", str(tiny_artifacts), "--out", str(out), "--engine", "pandoc"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "free some space" in err and "figure.svg" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (out / "site").exists()
+    assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(".headreport-render")]
+    cache = out / ".headreport-cache"
+    assert not cache.exists() or not [p for p in cache.rglob(".tmp-*")]
+
+
+def test_limits_are_never_silent_caps(tmp_path, capsys):
+    """A sample larger than the vocabulary is refused, naming the key (it was capped silently), and a
+    word list longer than an artifact can record is refused before the model is looked for."""
+    from tests.families import make_family_checkpoint
+
+    folder = make_family_checkpoint("gpt2", tmp_path / "ckpt", vocab_size=4096)
+    config = tmp_path / "c.toml"
+    config.write_text(f'prompts = "off"\n[model]\nname = "{folder}"\ndevice = "cpu"\n'
+                      '[analysis]\nov_mode = "sampled"\nov_sample_size = 60000\n', encoding="utf-8")
+    code = main(["analyze", "--config", str(config), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "analysis.ov_sample_size: 60,000 is more than the model's 4,096 tokens" in err, err
+    words = tmp_path / "names.txt"
+    words.write_text("\n".join(f"w{i}" for i in range(100_001)), encoding="utf-8")
+    config.write_text(f'prompts = "off"\n[model]\nname = "{tmp_path / "absent"}"\n[words]\nnames = "{words}"\n',
+                      encoding="utf-8")
+    code = main(["analyze", "--config", str(config), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "words.names" in err and "100,001 words" in err and "at most 100,000" in err, err
+
+
+def test_an_over_long_prompt_is_refused_before_any_heavy_work(tiny_gpt2, tmp_path, monkeypatch, capsys):
+    """It was refused only after 127 s of analysis: now right after the model is loaded, before W_EE."""
+    import analysis.pipeline
+
+    def heavy(*args, **kwargs):
+        raise AssertionError("the effective embedding was computed before the prompts were checked")
+
+    monkeypatch.setattr(analysis.pipeline, "effective_embedding", heavy)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("A short one.\n" + " word" * 300 + "\n", encoding="utf-8")
+    config = tmp_path / "c.toml"
+    config.write_text(f'prompts = "{prompts}"\n[model]\nname = "{tiny_gpt2}"\ndevice = "cpu"\n', encoding="utf-8")
+    code = main(["analyze", "--config", str(config), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "prompts:" in err and "301 tokens; a prompt is at most 64 (the model's context is 64 tokens)" in err, err
+    assert not (tmp_path / "out" / "artifacts" / "model.json").exists()

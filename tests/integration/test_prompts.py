@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from analysis import attention_patterns
 from analysis.config import HeadRef, ModelConfig, ProcessingConfig
 from analysis.models import load_model
 from analysis.prompt_files import PromptSet, load_prompts
@@ -41,6 +42,11 @@ def test_planted_head_attends_to_the_repeated_token_and_pushes_it_down(everywher
         assert repeated > 0.95
         # its logit is the one pushed down most among the prompt's tokens
         assert largest["effect"] == min(s["effect"] for s in rec["sources"])
+        # the stored pattern: causal rows that sum to 1, the last one the final position's weights
+        pattern = attention_patterns.decode(rec["pattern"], len(ids))
+        assert all(abs(sum(row) - 1) < len(row) * 1e-4 for row in pattern)
+        assert all(abs(w - s["weight"]) <= 0.6e-4 for w, s in zip(pattern[-1], rec["sources"]))  # 1e-4 units
+    assert (r["pattern_encoding"], r["pattern_scale"]) == (attention_patterns.ENCODING, attention_patterns.SCALE)
     assert r["heads"]["1.2"]["summary"] == {"n_prompts": 4, "n_negative": 4, "share_negative": 1.0}
     dead = r["heads"]["0.1"]
     assert dead["summary"]["n_negative"] == 0
@@ -81,19 +87,46 @@ def test_comparison_page_renders(explorer_build, browser):
     page.close()
 
 
+LABELS = """() => [...document.querySelectorAll(
+    '#fig-head-1-2-prompt-FIG svg .role-axis-label text')].map(e => e.textContent).join('|')"""
+SHOWN = """() => ['attention', 'final'].map(f => document.getElementById('fig-head-1-2-prompt-' + f)
+    .getAttribute('data-prompt'))"""
+
+
+def switch_prompts(page) -> None:
+    """Choose prompt 21 in the menu: both charts draw it (the menu sits in the attention figure)."""
+    heat, final = LABELS.replace("FIG", "attention"), LABELS.replace("FIG", "final")
+    before, before_final = page.evaluate(heat), page.evaluate(final)
+    assert "ary" in before and "ary" in before_final  # prompt 1: "When Mary and John ..."
+    assert page.evaluate(SHOWN) == ["1", "1"]
+    page.locator("#fig-head-1-2-prompt-attention select").select_option(index=20)  # the first prose passage
+    page.wait_for_function(f"() => ({SHOWN})().every(n => n === '21')")
+    after, after_final = page.evaluate(heat), page.evaluate(final)
+    assert "ary" not in after and "comm" in after
+    assert "ary" not in after_final and "comm" in after_final
+    assert page.inner_text(".hr-prompt-status") == "Showing prompt 21 of 25."
+
+
 def test_prompt_menu_switches_the_charts(explorer_build, browser):
     from tests.integration.test_browser import open_page
 
     page, errors, foreign, _ = open_page(browser, explorer_build / "site" / "head-1.2.html")
-    fig = page.locator("#fig-head-1-2-prompt-attention")
-    labels = """() => [...document.querySelectorAll(
-        '#fig-head-1-2-prompt-attention svg .role-axis-label text')].map(e => e.textContent).join('|')"""
-    before = page.evaluate(labels)
-    assert "ary" in before  # prompt 1: "When Mary and John ..."
-    fig.locator("select").select_option(index=20)  # prompt 21, the first prose passage
-    page.wait_for_function(f"(before) => ({labels})() !== before", arg=before)
-    after = page.evaluate(labels)
-    assert "ary" not in after and "comm" in after
+    switch_prompts(page)
+    # the chosen prompt's data, and only it, came as its own script from file://
+    assert page.evaluate("""[...document.querySelectorAll('script[src*="assets/prompts/"]')]
+                            .map(s => s.getAttribute('src'))""") == ["assets/prompts/head-1.2/21.js"]
+    assert errors == [] and foreign == []
+    page.close()
+
+
+def test_the_standalone_report_switches_prompts_from_its_inline_data(explorer_build, browser, tmp_path):
+    from tests.integration.test_browser import open_page
+
+    lone = tmp_path / "report.html"  # away from the site: nothing beside it to load
+    lone.write_bytes((explorer_build / "site" / "report.html").read_bytes())
+    page, errors, foreign, _ = open_page(browser, lone)
+    switch_prompts(page)
+    assert page.evaluate("document.querySelectorAll('link[href], script[src]').length") == 0
     assert errors == [] and foreign == []
     page.close()
 

@@ -97,3 +97,40 @@ def test_publish_never_lets_a_name_become_an_option(remote, branch, tmp_path, ba
         publish(site, str(bare_remote) if remote == "REMOTE" else remote, branch)
     assert not (tmp_path / "PWNED").exists() and not (site / "PWNED").exists()
     assert _git("branch", "--list", cwd=bare_remote) == ""
+
+
+def test_a_tip_that_only_mentions_the_trailer_is_not_ours(tmp_path, bare_remote, identity):
+    """The guard compares the trailer line exactly: a commit that merely quotes it is refused."""
+    from report.publish import PublishError, has_trailer, publish
+
+    work = tmp_path / "work"
+    _git("init", "-q", "-b", "gh-pages", str(work))
+    (work / "README").write_text("docs", encoding="utf-8")
+    _git("add", "README", cwd=work)
+    _git("commit", "-q", "-m", "Docs: why we drop 'Published-by: headreport' commits\n\nhand-made", cwd=work)
+    _git("push", "-q", str(bare_remote), "gh-pages", cwd=work)
+    tip = _git("rev-parse", "gh-pages", cwd=bare_remote)
+    with pytest.raises(PublishError, match="was not made by `make publish`"):
+        publish(make_site(tmp_path), str(bare_remote), "gh-pages")
+    assert _git("rev-parse", "gh-pages", cwd=bare_remote) == tip
+    assert has_trailer("Publish\n\nPublished-by: headreport\n") and not has_trailer("Published-by: headreport!")
+    assert not has_trailer("x Published-by: headreport") and not has_trailer("Published-by: headreport\nmore")
+
+
+def test_make_publish_quotes_paths_and_names(tmp_path, identity):
+    """An output path with a space and a remote path with a quote stay values, never shell syntax."""
+    root = Path(__file__).resolve().parents[2]
+    odd = tmp_path / "it's a remote.git"
+    _git("init", "-q", "--bare", str(odd))
+    site = tmp_path / "my out" / "site"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<!DOCTYPE html><title>v1</title>", encoding="utf-8")
+    pwned = tmp_path / "PWNED"
+    cmd = ["make", "-s", "publish", f"OUT={tmp_path / 'my out'}", f"PUBLISH_REMOTE={odd}"]
+    proc = subprocess.run(cmd, check=False, cwd=root, capture_output=True, text=True, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    assert _git("ls-tree", "-r", "--name-only", "gh-pages", cwd=odd).splitlines() == [".nojekyll", "index.html"]
+    injected = f"x'; touch {pwned}; echo '"
+    proc = subprocess.run(["make", "-s", "publish", f"OUT={tmp_path / 'my out'}", f"PUBLISH_REMOTE={injected}"],
+                          check=False, cwd=root, capture_output=True, text=True, env=dict(os.environ))
+    assert proc.returncode != 0 and not pwned.exists()

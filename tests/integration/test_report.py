@@ -174,6 +174,8 @@ def test_sentences_hedge_when_the_evidence_is_weak():
     weak_ov = rank_summary(ranks, 50257, "exact", None, None)
     s = findings.rank_sentence(weak_ov, "ov")
     assert s.startswith("The numbers do not show that the head suppresses") and "**" not in s
+    # one number, one form: the median rank appears once, exactly, in the sentence and never elsewise
+    assert s.count("median rank 25,000 of 50,257") == 1 and "25000" not in s and "2.5" not in s
     strong = np.full(50257, 3)
     strong[::10] = 40
     strong_ov = rank_summary(strong, 50257, "exact", None, None)

@@ -28,6 +28,11 @@ def survey_run(tmp_path_factory, tiny_config_text):
     out.mkdir()
     (out / "timings.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "timings",
                                                   "seconds": {"earlier/step": 1.5}}))
+    # an earlier run's set (of other inputs): its manifest lists the timings, so they are headreport's
+    (out / "manifest.json").write_text(json.dumps({
+        "schema_version": SCHEMA_VERSION, "kind": "manifest", "files": {},
+        "inputs": {k: "0" * 64 for k in ("config", "analysis_code", "words.names", "words.generic", "checkpoint")}}))
+    reseal(out, add=("timings.json",))
     config = config_from_dict(tomllib.loads(tiny_config_text + SURVEY_SECTION))
     run_survey(config, out, progress=False, log=lambda m: None)
     return config, out
@@ -218,3 +223,16 @@ def test_a_head_that_beats_chance_is_ranked_first_and_analysed(everywhere):
     assert sentences["self_suppression"].startswith("**The head suppresses the token it attends to**")
     assert sentences["self_attention"].startswith("**The head attends to the token being predicted**")
     assert any("1.2" in line for line in logs)
+
+
+def test_a_survey_reports_rebuild_command_is_the_survey(everywhere, tmp_path):
+    """The reproducibility page shows the command that made the artifacts: a survey, not a build
+    (which would analyse the configured heads instead)."""
+    import html
+
+    from report.render import render
+
+    out, _ = everywhere
+    render(out, tmp_path / "report", engine="pandoc")
+    page = html.unescape((tmp_path / "report" / "site" / "reproducibility.html").read_text(encoding="utf-8"))
+    assert "headreport survey --config report.toml" in page and "headreport build --config" not in page

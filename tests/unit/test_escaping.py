@@ -107,3 +107,24 @@ def test_typst_escapes_compile_to_the_literal_text(tmp_path):
     for s in shown:
         assert text.count(s) >= 2, s  # once as markup, once as raw
     assert ".tail" in text
+
+
+def test_raw_bytes_and_characters_never_share_a_visible_form():
+    """GPT-2's id 254 is the raw byte 0xA0 and id 1849 the character U+00A0 (likewise 0xAD / U+00AD):
+    distinct tokens, distinct forms."""
+    from report.escaping import visible
+
+    for byte in (0xA0, 0xAD, 0x80, 0x9F):  # (printable characters such as U+00FF show as themselves)
+        assert visible("\ufffd", bytes_hex=f"{byte:02x}") == f"\\x{byte:02x}"
+        assert visible(chr(byte)) == f"\\u{byte:04x}"
+    assert visible("\x7f") == "\\x7f" and visible("\x00") == "\\x00"
+
+
+def test_direction_overrides_are_neutralised_in_every_target():
+    """A U+202E in a model path would reverse the site title and the PDF title page."""
+    from report.escaping import html_text, markdown_text, typst_markup, typst_string
+
+    path = "models/\u202egpt2\u2066x\u2069"
+    for out in (html_text(path), markdown_text(path), typst_markup(path), typst_string(path)):
+        assert "\u202e" not in out and "\u2066" not in out and "\u2069" not in out
+        assert "u202e" in out

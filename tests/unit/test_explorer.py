@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import explorer, rowscan
+from analysis import explorer, explorer_codec, rowscan
 
 
 @pytest.mark.parametrize("blocking", [rowscan.Blocking(16, 32), rowscan.Blocking(100, 128), rowscan.Blocking(512, 1024)])
@@ -58,13 +58,13 @@ def test_seeding_with_few_sampled_columns_is_still_exact(seed_size, monkeypatch)
 def test_payload_round_trips_and_is_compact():
     rng = np.random.default_rng(0)
     V = 50257
-    arrays = {f: rng.integers(0, V, size=(V, 10) if f not in ("ov_rank", "qk_rank") else (V,)) for f in explorer.FIELDS}
-    payload = explorer.encode(arrays, V)
+    arrays = {f: rng.integers(0, V, size=(V, 10) if f not in ("ov_rank", "qk_rank") else (V,)) for f in explorer_codec.FIELDS}
+    payload = explorer_codec.encode(arrays, V)
     assert payload["dtype"] == "uint16"
-    back = explorer.decode(payload)
-    for f in explorer.FIELDS:
+    back = explorer_codec.decode(payload)
+    for f in explorer_codec.FIELDS:
         np.testing.assert_array_equal(back[f], arrays[f])
-    assert explorer.encode(arrays, 70000)["dtype"] == "uint32"
+    assert explorer_codec.encode(arrays, 70000)["dtype"] == "uint32"
 
 
 def test_device_collectors_equal_the_dense_top_k():

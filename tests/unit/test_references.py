@@ -49,3 +49,12 @@ def test_no_published_values_under_other_definitions_or_heads():
     assert references.paper_values(GPT2, PROVENANCE, "10.6", Config().to_dict()) == {}
     assert references.paper_values({**GPT2, "d_model": 64}, PROVENANCE, "10.7", Config().to_dict()) == {}
     assert len(rank_table(results(), "qk_self_attention", {}).columns) == 3
+
+
+def test_the_timings_total_counts_every_step_once():
+    from report.pages.reproducibility import total_seconds
+
+    t = {"survey/load_model": 10.0, "survey/effective_embedding": 5.0, "survey/total_heads": 100.0,
+         "survey/spectra": 60.0, "survey/ov_self_suppression": 30.0, "survey/qr": 1.0, "10.7/spectra": 2.0}
+    assert total_seconds(t) == 117.0
+    assert total_seconds({"a": 1.0, "b/c": 2.0}) == 3.0
