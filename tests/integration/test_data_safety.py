@@ -248,3 +248,26 @@ def test_the_in_the_way_message_names_what_is_in_the_way(tiny_artifacts, tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and f"{str(out / 'site' / 'assets')!r} is in the way of" in err, err
     assert (out / "site" / "assets").read_text(encoding="utf-8").startswith("a user's file")
+
+
+def test_a_full_disk_during_a_figure_export_leaves_no_temp_folder_in_the_cache(tmp_path, monkeypatch):
+    """The export writes into a temp folder of the cache and renames it into place; when the disk
+    fills up half-way the temp folder goes, and no half entry is ever used."""
+    import errno
+
+    import vl_convert
+
+    from report.figures import _export, entry_is_valid
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vl_convert, "svg_to_pdf", full)
+    spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "data": {"values": [{"x": 1}]},
+            "mark": "point", "encoding": {"x": {"field": "x", "type": "quantitative"}}}
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        _export((spec, "x\n1\n", str(cache / "entry")))
+    assert list(cache.iterdir()) == []
+    assert not entry_is_valid(cache / "entry", "x\n1\n")
