@@ -40,6 +40,10 @@ from .escaping import (
 from .figures import Figure, html_figure, typst_figure
 from .outputs import anchor, head_slug
 
+#: the loader the explorer's and the prompt menu's scripts share (report/load.js): first, on every
+#: page that runs either
+LOADER_JS = "assets/load.js"
+
 
 @dataclass
 class Page:

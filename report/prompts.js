@@ -7,36 +7,9 @@
 (function () {
   "use strict";
   var registry = (window.headreportPrompts = window.headreportPrompts || {});
-  var scripts = {}; // src -> Promise
-
-  function loadScript(src, ready) {
-    if (ready()) return Promise.resolve();
-    if (!scripts[src]) {
-      scripts[src] = new Promise(function (resolve, reject) {
-        var s = document.createElement("script");
-        s.src = src;
-        s.onload = function () { ready() ? resolve() : reject(new Error(src + " did not register its data")); };
-        s.onerror = function () { delete scripts[src]; reject(new Error("could not load " + src)); };
-        document.head.appendChild(s);
-      });
-    }
-    return scripts[src];
-  }
-
-  function base64Bytes(text) {
-    var bin = atob(text);
-    var out = new Uint8Array(bin.length);
-    for (var i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
-  }
-
-  function inflate(bytes) {
-    if (typeof DecompressionStream === "undefined") {
-      return Promise.reject(new Error("this browser has no DecompressionStream, which the prompt menu needs"));
-    }
-    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
-    return new Response(stream).arrayBuffer().then(function (buf) { return new Uint8Array(buf); });
-  }
+  var load = window.headreportLoad; // report/load.js
+  var loadScript = load.script, base64Bytes = load.base64Bytes;
+  function inflate(bytes) { return load.inflate(bytes, "the prompt menu"); }
 
   // the n(n+1)/2 stored weights (analysis/attention_patterns.py): uint16 in byte planes, row by row
   function patternWeights(data) {

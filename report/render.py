@@ -56,7 +56,7 @@ from analysis.artifacts import load_artifacts, remove_stale_temps
 from analysis.errors import UserError
 
 from . import explorer, incremental, outputs, prompt_data
-from .context import Page, ReportContext, environment, tool_versions
+from .context import LOADER_JS, Page, ReportContext, environment, tool_versions
 from .escaping import markdown_text, typst_markup, typst_string
 from .figures import export_figures
 from .latex import TABLES_DIR, write_tables
@@ -155,8 +155,10 @@ ASSETS = {"assets/vega.js": lambda: vega_bundle(), "assets/charts.js": lambda: a
 
 def data_assets(artifacts: dict[str, Any]) -> dict[str, str]:
     """The scripts a page loads on demand and their data: the token explorer's
-    (:func:`report.explorer.site_assets`) and the prompt menu's (:func:`report.prompt_data.site_assets`)."""
-    return explorer.site_assets(artifacts) | prompt_data.site_assets(artifacts)
+    (:func:`report.explorer.site_assets`) and the prompt menu's (:func:`report.prompt_data.site_assets`),
+    with the loader both use (:data:`report.context.LOADER_JS`)."""
+    out = explorer.site_assets(artifacts) | prompt_data.site_assets(artifacts)
+    return {LOADER_JS: asset("load.js"), **out} if out else {}
 
 
 def write_assets(ctx: ReportContext, site_dir: Path) -> None:
@@ -218,7 +220,7 @@ def render_html_pandoc(ctx: ReportContext, pages: list[Page], site_dir: Path, sr
     if standalone:
         whole = Page("report", site_title(ctx), "Report", combined_markdown(pages),
                      [f for p in pages for f in p.figures], [t for p in pages for t in p.tables],
-                     scripts=sorted({s for p in pages for s in p.scripts}))
+                     scripts=list(dict.fromkeys(s for p in pages for s in p.scripts)))  # (the loader first)
         body, toc = _pandoc_html(whole.markdown, whole.title, template)
         # links between pages become links within the one document
         body = re.sub(r'href="([A-Za-z0-9._-]+)\.html"', lambda m: f'href="#{anchor(m.group(1))}"', body)
@@ -295,8 +297,9 @@ def write_quarto_project(ctx: ReportContext, pages: list[Page], project: Path) -
         "---\n\n" + combined_markdown(pages), encoding="utf-8")
     (project / "style.css").write_text(asset("style.css"), encoding="utf-8")
     (project / "vega-header.html").write_text(f"<script>\n{vega_bundle()}\n</script>\n", encoding="utf-8")
-    after = [asset("charts.js")] + ([asset("explorer.js")] if ctx.artifacts.get("explorers") else []) + \
+    on_demand = ([asset("explorer.js")] if ctx.artifacts.get("explorers") else []) + \
         ([asset("prompts.js")] if prompt_data.has_menu(ctx.artifacts) else [])
+    after = [asset("charts.js")] + ([asset("load.js")] + on_demand if on_demand else [])
     (project / "vega-after-body.html").write_text(
         "".join(f"<script>\n{inline_script(js)}\n</script>\n" for js in after), encoding="utf-8")
     for rel, text in data_assets(ctx.artifacts).items():  # data loaded on demand, by relative path

@@ -10,7 +10,7 @@ from .. import charts, findings, references
 from .. import explorer as explorer_block
 from .. import formatting as fmt
 from .. import tables as tb
-from ..context import Page, ReportContext
+from ..context import LOADER_JS, Page, ReportContext
 from ..figures import Figure
 from ..outputs import head_slug, slug
 from .prompts import prompt_context, prompt_figures, prompt_scripts, prompt_table
@@ -169,14 +169,14 @@ def comparison_table(r: Mapping[str, Any]) -> tb.Table | None:
 
 
 def rank_table(r: Mapping[str, Any], metric: str,
-               paper: Mapping[tuple[str, str], tuple[float, str, str]]) -> tb.Table:
+               paper: Mapping[tuple[str, str], tuple[str, str]]) -> tb.Table:
     """The paper's metrics with chance, the CIs in sampled mode, the rows with exact ties and, for
     GPT-2 small 10.7 under the paper's definitions, each published value beside its own statistic."""
     s = r[metric]
     title = RANK_METRICS[metric][0]
     label = r["head"]["label"]
     sources = [src for src in references.SOURCES
-               if any(m == metric and source == src for (m, _), (_, source, _) in paper.items())]
+               if any(m == metric and source == src for (m, _), (source, _) in paper.items())]
     columns = ["statistic", "this report", "chance"] + [references.SOURCES[src] for src in sources]
     pad = [tb.text("")] * len(sources)
     name = table_slug(r, metric.replace("_", "-"))
@@ -203,13 +203,18 @@ def rank_table(r: Mapping[str, Any], metric: str,
     out = []
     for key, row in rows:
         for src in sources:
-            _, source, printed = paper.get((metric, key), (None, None, "")) if key else (None, None, "")
+            source, printed = paper.get((metric, key), (None, "")) if key else (None, "")
             row.append(tb.number(printed if source == src else ""))
         out.append(row)
     extra = (" Raw queries (W_U) and raw keys (W_EE), as the paper's code." if s.get("normalization") == "none"
              else " Every query and key row scaled to norm √d_model." if s.get("normalization") == "sqrt_d_model"
              else "")
     return tb.Table(f"Head {label}: {title}; 95% Wilson intervals in sampled mode.{extra}", columns, out, slug=name)
+
+
+def with_loader(scripts: list[str]) -> list[str]:
+    """A page's on-demand scripts, after the loader they share (none without any)."""
+    return [LOADER_JS, *scripts] if scripts else []
 
 
 def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
@@ -256,7 +261,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     )
     return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,
                 list(figs.values()) + list(prompt_figs.values()), shown,
-                scripts=([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label))
+                scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)))
 
 
 def head_pages(ctx: ReportContext) -> list[Page]:
