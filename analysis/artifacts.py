@@ -261,18 +261,22 @@ def owned_hashes(manifest: dict[str, Any], name: str) -> set[str]:
             if isinstance(h, str)}
 
 
-def _loose_manifest(out_dir: Path) -> dict[str, Any] | None:
-    """``manifest.json`` read loosely, for ownership only: any JSON object of kind ``manifest`` with a
-    ``files`` object (this version's or an earlier one's), or None."""
-    path = out_dir / MANIFEST
+def _loose_json(path: Path) -> dict[str, Any] | None:
+    """A plain file's JSON object (never through a link), read loosely for ownership only; else None."""
     if path.is_symlink() or not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    ok = isinstance(doc, dict) and doc.get("kind") == "manifest" and isinstance(doc.get("files"), dict)
-    return doc if ok else None
+    return doc if isinstance(doc, dict) else None
+
+
+def _loose_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """``manifest.json`` read loosely, for ownership only: any JSON object of kind ``manifest`` with a
+    ``files`` object (this version's or an earlier one's), or None."""
+    doc = _loose_json(out_dir / MANIFEST)
+    return doc if doc is not None and doc.get("kind") == "manifest" and isinstance(doc.get("files"), dict) else None
 
 
 def foreign_artifacts(out_dir: Path, names: Iterable[str] = ()) -> list[str]:
@@ -294,20 +298,12 @@ def foreign_artifacts(out_dir: Path, names: Iterable[str] = ()) -> list[str]:
         elif manifest is None:
             ours = False
         elif entry.name == TIMINGS:  # merged across runs, never hashed: ours when it is a timings artifact
-            ours = _loose_kind(entry) == "timings"
+            ours = (_loose_json(entry) or {}).get("kind") == "timings"
         else:
             ours = _is_own_file(out_dir, entry.name, owned_hashes(manifest, entry.name))
         if not ours:
             foreign.append(entry.name)
     return sorted(foreign)
-
-
-def _loose_kind(path: Path) -> str | None:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not path.is_symlink() else None
-    except (OSError, ValueError, RecursionError):
-        return None
-    return doc.get("kind") if isinstance(doc, dict) else None
 
 
 def check_artifacts_owned(out_dir: Path, names: Iterable[str] = ()) -> None:

@@ -31,17 +31,17 @@ SOURCES = {"paper": f"paper ({PAPER})", "notebook": "authors' notebook (section_
 #: names under which GPT-2 small is loaded (TransformerLens alias, hub ids)
 GPT2_SMALL_NAMES = {"gpt2", "gpt2-small", "openai-community/gpt2"}
 GPT2_SMALL_SHAPE = {"n_layers": 12, "n_heads": 12, "d_model": 768, "d_vocab": 50257}
-#: (metric, statistic) → (published value, source, as printed), for GPT-2 small head 10.7; ranks 1-based
-GPT2_SMALL_10_7: dict[tuple[str, str], tuple[float, str, str]] = {
-    ("ov_self_suppression", "fraction_top10"): (0.8470, "paper", "84.70%"),
-    ("ov_self_suppression", "fraction_top5pct"): (0.9886, "paper", "98.86%"),
-    ("ov_self_suppression", "fraction_rank1"): (0.5726, "notebook", "57.26%"),
-    ("ov_self_suppression", "mean_rank"): (117.82, "notebook", "117.82"),
-    ("ov_self_suppression", "median_rank"): (1.0, "notebook", "1"),
-    ("qk_self_attention", "fraction_top10"): (0.9572, "paper", "95.72%"),
-    ("qk_self_attention", "fraction_rank1"): (0.7124, "notebook", "71.24%"),
-    ("qk_self_attention", "mean_rank"): (32.35, "notebook", "32.35"),
-    ("qk_self_attention", "median_rank"): (1.0, "notebook", "1"),
+#: (metric, statistic) → (source, the value as published), for GPT-2 small head 10.7; ranks 1-based
+GPT2_SMALL_10_7: dict[tuple[str, str], tuple[str, str]] = {
+    ("ov_self_suppression", "fraction_top10"): ("paper", "84.70%"),
+    ("ov_self_suppression", "fraction_top5pct"): ("paper", "98.86%"),
+    ("ov_self_suppression", "fraction_rank1"): ("notebook", "57.26%"),
+    ("ov_self_suppression", "mean_rank"): ("notebook", "117.82"),
+    ("ov_self_suppression", "median_rank"): ("notebook", "1"),
+    ("qk_self_attention", "fraction_top10"): ("paper", "95.72%"),
+    ("qk_self_attention", "fraction_rank1"): ("notebook", "71.24%"),
+    ("qk_self_attention", "mean_rank"): ("notebook", "32.35"),
+    ("qk_self_attention", "median_rank"): ("notebook", "1"),
 }
 #: the settings under which the published figures were computed (config path → value)
 PAPER_SETTINGS = {
@@ -73,7 +73,7 @@ def definition_mismatch(config: Mapping[str, Any]) -> str | None:
 
 
 def paper_values(model: Mapping[str, Any], provenance: Mapping[str, Any], label: str,
-                 config: Mapping[str, Any]) -> dict[tuple[str, str], tuple[float, str, str]]:
+                 config: Mapping[str, Any]) -> dict[tuple[str, str], tuple[str, str]]:
     """The published figures for this head ({} unless it is GPT-2 small head 10.7 analysed with the
     paper's definitions)."""
     if is_gpt2_small_10_7(model, provenance, label) and definition_mismatch(config) is None:

@@ -63,17 +63,22 @@ def identity(monkeypatch):
         monkeypatch.setenv(k, v)
 
 
+def pushed_branch(tmp_path: Path, remote: Path, branch: str, message: str) -> str:
+    """A commit that headreport did not make, pushed to ``branch`` of ``remote``; its sha."""
+    work = tmp_path / "work"
+    _git("init", "-q", "-b", branch, str(work))
+    (work / "README").write_text("project", encoding="utf-8")
+    _git("add", "README", cwd=work)
+    _git("commit", "-q", "-m", message, cwd=work)
+    _git("push", "-q", str(remote), branch, cwd=work)
+    return _git("rev-parse", branch, cwd=remote)
+
+
 def test_publish_refuses_a_branch_it_did_not_make(tmp_path, bare_remote, identity):
     """`--branch main` on a repository whose main holds the project: refused, main untouched."""
     from report.publish import PublishError, publish
 
-    work = tmp_path / "work"
-    _git("init", "-q", "-b", "main", str(work))
-    (work / "README").write_text("project", encoding="utf-8")
-    _git("add", "README", cwd=work)
-    _git("commit", "-q", "-m", "project", cwd=work)
-    _git("push", "-q", str(bare_remote), "main", cwd=work)
-    tip = _git("rev-parse", "main", cwd=bare_remote)
+    tip = pushed_branch(tmp_path, bare_remote, "main", "project")
     site = make_site(tmp_path)
     with pytest.raises(PublishError, match="was not made by `make publish`"):
         publish(site, str(bare_remote), "main")
@@ -103,13 +108,7 @@ def test_a_tip_that_only_mentions_the_trailer_is_not_ours(tmp_path, bare_remote,
     """The guard compares the trailer line exactly: a commit that merely quotes it is refused."""
     from report.publish import PublishError, has_trailer, publish
 
-    work = tmp_path / "work"
-    _git("init", "-q", "-b", "gh-pages", str(work))
-    (work / "README").write_text("docs", encoding="utf-8")
-    _git("add", "README", cwd=work)
-    _git("commit", "-q", "-m", "Docs: why we drop 'Published-by: headreport' commits\n\nhand-made", cwd=work)
-    _git("push", "-q", str(bare_remote), "gh-pages", cwd=work)
-    tip = _git("rev-parse", "gh-pages", cwd=bare_remote)
+    tip = pushed_branch(tmp_path, bare_remote, "gh-pages", "Docs: why we drop 'Published-by: headreport' commits\n\nhand-made")
     with pytest.raises(PublishError, match="was not made by `make publish`"):
         publish(make_site(tmp_path), str(bare_remote), "gh-pages")
     assert _git("rev-parse", "gh-pages", cwd=bare_remote) == tip
