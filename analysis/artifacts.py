@@ -216,7 +216,9 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
     check_artifacts_owned(out_dir, names=texts)
-    previous = read_manifest(out_dir)
+    previous = read_manifest(out_dir)  # this version's: its inputs can be compared
+    earlier = _loose_manifest(out_dir)  # any version's: which files are ours to drop
+    leftovers = upgrade_leftovers(out_dir, earlier)
     staged: list[tuple[Path, Path]] = []
     try:
         for name, text in texts.items():
@@ -230,8 +232,11 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
                           if name != TIMINGS})  # (timings differ run to run: the manifest stays deterministic)
             manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
                         "inputs": inputs}
-            if previous is not None:
-                remove_dropped(out_dir, previous, keep=set(files))
+            if earlier is not None:
+                remove_dropped(out_dir, earlier, keep=set(files))
+            for name in leftovers:  # an earlier version's unlisted files of ours: not part of this set
+                if name not in files and name != TIMINGS:
+                    _unlink_quietly(out_dir / name)
             # until every rename is done, the files being replaced are ours by their old sha256 too
             replacing = {name: sha256_bytes_of(out_dir / name) for name in texts
                          if (out_dir / name).is_file() and not (out_dir / name).is_symlink()}
@@ -279,18 +284,40 @@ def _loose_manifest(out_dir: Path) -> dict[str, Any] | None:
     return doc if doc is not None and doc.get("kind") == "manifest" and isinstance(doc.get("files"), dict) else None
 
 
+def _kind_of_name(name: str) -> str | None:
+    """The artifact kind a file of this name holds (``head_1.2.json`` → ``head``), or None."""
+    if not ARTIFACT_NAME.match(name):
+        return None
+    stem = name.removesuffix(".json")
+    return stem.split("_")[0] if "_" in stem else stem
+
+
+def upgrade_leftovers(out_dir: Path, manifest: dict[str, Any] | None) -> list[str]:
+    """Files an earlier headreport left unlisted beside its manifest (a manifest of an earlier schema
+    version, which kept a survey or an explorer of other inputs on disk without listing it): artifact
+    names whose JSON is the artifact kind the name says. They are ours, so a new run may replace or
+    remove them; under this version's manifest every file of ours is listed, and none is adopted."""
+    if manifest is None or manifest.get("schema_version") == SCHEMA_VERSION:
+        return []
+    listed = set(manifest["files"])
+    return sorted(e.name for e in out_dir.iterdir() if e.name not in listed and _kind_of_name(e.name)
+                  and (_loose_json(e) or {}).get("kind") == _kind_of_name(e.name))
+
+
 def foreign_artifacts(out_dir: Path, names: Iterable[str] = ()) -> list[str]:
     """The entries of ``out_dir`` with a name this tool writes (an artifact name, ``manifest.json``,
     or one of ``names``) that it did not write: not listed in the folder's manifest with their
     current content (:func:`owned_hashes`), a link, or a folder; a ``manifest.json`` that is not a
     manifest. Files with other names are never touched. ``timings.json``, which runs merge and the
-    manifest does not hash, is ours when it is a timings artifact."""
+    manifest does not hash, is ours when it is a timings artifact, and so are an earlier version's
+    unlisted leftovers (:func:`upgrade_leftovers`)."""
     try:
         present = [e for e in out_dir.iterdir()
                    if ARTIFACT_NAME.match(e.name) or e.name == MANIFEST or e.name in set(names)]
     except (FileNotFoundError, NotADirectoryError):
         return []
     manifest = _loose_manifest(out_dir)
+    leftovers = set(upgrade_leftovers(out_dir, manifest))
     foreign = []
     for entry in present:
         if entry.name == MANIFEST:
@@ -300,7 +327,7 @@ def foreign_artifacts(out_dir: Path, names: Iterable[str] = ()) -> list[str]:
         elif entry.name == TIMINGS:  # merged across runs, never hashed: ours when it is a timings artifact
             ours = (_loose_json(entry) or {}).get("kind") == "timings"
         else:
-            ours = _is_own_file(out_dir, entry.name, owned_hashes(manifest, entry.name))
+            ours = entry.name in leftovers or _is_own_file(out_dir, entry.name, owned_hashes(manifest, entry.name))
         if not ours:
             foreign.append(entry.name)
     return sorted(foreign)
@@ -333,7 +360,7 @@ def _is_own_file(out_dir: Path, name: str, hashes: set[str]) -> bool:
 
 
 def remove_dropped(out_dir: Path, previous: dict[str, Any], keep: set[str]) -> list[str]:
-    """Remove the files the ``previous`` manifest listed that the new set does not ``keep``: only
+    """Remove the files the ``previous`` manifest (of any version) listed that the new set does not ``keep``: only
     those still as written (:func:`_is_own_file`); a changed file, a link or a folder in their place
     is left alone (and is not part of the set). Returns the names removed."""
     removed = []

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
+from analysis.config import HeadRef
 from headreport.cli import main
 from tests.families import make_family_checkpoint
 
@@ -271,3 +272,32 @@ def test_a_full_disk_during_a_figure_export_leaves_no_temp_folder_in_the_cache(t
         _export((spec, "x\n1\n", str(cache / "entry")))
     assert list(cache.iterdir()) == []
     assert not entry_is_valid(cache / "entry", "x\n1\n")
+
+
+def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_config_text, tmp_path):
+    """A folder an earlier headreport wrote: its manifest is of an earlier schema version, and beside
+    it lies a survey.json that version kept on disk without listing it. The new run neither refuses
+    the folder nor leaves the old files: the listed ones are replaced or removed as ours, the unlisted
+    artifact of the kind its name says is adopted and removed, a file of another name is untouched."""
+    import shutil
+    import tomllib
+
+    from analysis.artifacts import foreign_artifacts
+    from analysis.config import config_from_dict
+    from analysis.pipeline import run_analysis
+
+    arts = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, arts)
+    manifest = json.loads((arts / MANIFEST).read_text(encoding="utf-8"))
+    manifest["schema_version"] = "3.0"
+    (arts / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    (arts / "survey.json").write_text(json.dumps({"schema_version": "3.0", "kind": "survey"}), encoding="utf-8")
+    (arts / "explorer_9.9.json").write_text(json.dumps({"kind": "model"}), encoding="utf-8")  # not what it says
+    assert foreign_artifacts(arts) == ["explorer_9.9.json"]
+    (arts / "explorer_9.9.json").unlink()
+    (arts / "notes.json").write_text("mine", encoding="utf-8")
+    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(heads=(HeadRef(1, 3),))
+    run_analysis(config, arts, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in arts.iterdir()) == ["head_1.3.json", "manifest.json", "model.json", "notes.json",
+                                                     "timings.json"]
+    assert foreign_artifacts(arts) == [] and load_artifacts(arts)["survey"] is None
