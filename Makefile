@@ -63,7 +63,7 @@ report: setup
 # Push $(OUT)/site as a new commit on the $(PUBLISH_BRANCH) branch of $(PUBLISH_REMOTE) (a remote
 # name, URL or path). Build first with `make report`.
 publish: setup
-	$(PY) -m report.publish --site "$$OUT/site" --remote "$$PUBLISH_REMOTE" --branch "$$PUBLISH_BRANCH" $${PUBLISH_FORCE:+--force}
+	$(PY) -m headreport.report.publish --site "$$OUT/site" --remote "$$PUBLISH_REMOTE" --branch "$$PUBLISH_BRANCH" $${PUBLISH_FORCE:+--force}
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py --out "$$OUT"

@@ -72,7 +72,7 @@ def dumps(doc: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(resources.files("analysis.data").joinpath("artifact.schema.json").read_text("utf-8"))
+    return json.loads(resources.files("headreport.analysis.data").joinpath("artifact.schema.json").read_text("utf-8"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -38,7 +38,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from .config import HeadRef
-from .models import LoadedModel
+from .model.loader import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
-from .inputs import check_path_text, decode_utf8, read_limited, shown
+from .inputs.text import check_path_text, decode_utf8, read_limited, shown
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["float32", "float64"]

@@ -44,7 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .config import EmbeddingVariant
-from .models import LoadedModel
+from .model.loader import LoadedModel
 
 HOOK_POS_EMBED = "hook_pos_embed"
 HOOK_RESID_PRE = "blocks.0.hook_resid_pre"

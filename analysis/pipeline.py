@@ -27,12 +27,12 @@ from .artifacts import (
 )
 from .config import AnalysisConfig, Config, HeadRef, check_against_model
 from .embeddings import Layer0, effective_embedding
-from .models import LoadedModel, load_model
-from .prompt_files import load_prompts
+from .inputs.prompt_files import load_prompts
+from .inputs.words import SkippedWord, WordToken, load_word_list, tokenize_words
+from .model.loader import LoadedModel, load_model
 from .prompts import analyze_prompts, tokenize
 from .staleness import analysis_code_digest, input_key
 from .tokens import token_records
-from .words import SkippedWord, WordToken, load_word_list, tokenize_words
 
 
 class Timer:

@@ -31,7 +31,7 @@ import torch
 from . import attention_patterns
 from .config import HeadRef
 from .errors import ConfigError, UserError
-from .prompt_files import MAX_PROMPT_TOKENS, PromptSet
+from .inputs.prompt_files import MAX_PROMPT_TOKENS, PromptSet
 from .tokens import token_record, token_records
 
 #: relative error above which a decomposition check fails

@@ -21,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import checkpoint_files, sha256_file
 from .config import Config, ModelConfig
-from .prompt_files import prompt_source_bytes
+from .inputs.prompt_files import prompt_source_bytes
+from .model.checkpoint import checkpoint_files, sha256_file
 
 StatCache = dict[str, dict[str, Any]]  # path → {"size", "mtime_ns", "sha256"}
 
@@ -35,7 +35,7 @@ def digest(data: bytes | str) -> str:
 def analysis_code_digest() -> str:
     """sha256 over the analysis package's source and data."""
     h = hashlib.sha256()
-    root = Path(str(resources.files("analysis")))
+    root = Path(str(resources.files("headreport.analysis")))
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.suffix in (".py", ".txt", ".json") and "__pycache__" not in path.parts:
             h.update(path.relative_to(root).as_posix().encode())
@@ -75,8 +75,8 @@ def model_files(model: ModelConfig) -> list[Path] | None:
     loading it (None: a bundled model that is not installed). The folder comes from
     :func:`analysis.sources.checkpoint_folder`, the resolution loading uses: a cached pinned
     revision is found offline, and no other branch is asked for."""
-    from .bundled import BUNDLED_FILES
-    from .sources import checkpoint_folder
+    from .model.bundled import BUNDLED_FILES
+    from .model.sources import checkpoint_folder
 
     if model.name in BUNDLED_FILES:
         path = BUNDLED_FILES[model.name]()
@@ -89,7 +89,7 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
     """The staleness key of ``config`` (see the module docstring). ``checkpoint``: the model's file
     hashes when the caller has them (a load records them); else they are computed, reusing
     ``cache`` (the previous key's ``checkpoint_files``)."""
-    from .words import read_word_source
+    from .inputs.words import read_word_source
 
     if checkpoint is None:
         files = model_files(config.model)

@@ -43,7 +43,7 @@ from . import alignment, circuits, diagonal, spectra
 from .artifacts import SCHEMA_VERSION, merged_timings, write_artifacts
 from .config import Config, HeadRef
 from .embeddings import Layer0
-from .models import LoadedModel, single_threaded
+from .model.loader import LoadedModel, single_threaded
 from .pipeline import (
     LayerCache,
     Timer,

@@ -31,10 +31,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from checkpoints import gpt2_tokenizer_files, make_gpt2_checkpoint, randomize_norms_and_biases
 
-from analysis import circuits, diagonal, explorer, spectra
-from analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
-from analysis.embeddings import effective_embedding
-from analysis.models import load_model
+from headreport.analysis import circuits, diagonal, explorer, spectra
+from headreport.analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
 
 
 def timed(fn):
@@ -138,8 +138,8 @@ def main() -> int:
 
 def survey_and_analysis(report: dict, gpu, ck: Path, dev: str, out: Path, head: HeadRef) -> int:
     """The exact survey of every head on the device, then the full analysis of ``head``."""
-    from analysis.pipeline import run_analysis
-    from analysis.survey import run_survey
+    from headreport.analysis.pipeline import run_analysis
+    from headreport.analysis.survey import run_survey
 
     del gpu  # the runs load their own copy
     base = Config(model=ModelConfig(name=str(ck), device=dev), heads=(head,), output_dir=str(out / "build"))

@@ -121,10 +121,10 @@ def sgemm_bound(n: int = 4096, reps: int = 5) -> float:
 
 def bench_in_process(ckpt: Path, reps: int) -> dict[str, Any]:
     """W_EE against the notebook, one layer's factor products, head 10.7's exact rank passes."""
-    from analysis import circuits, rowscan
-    from analysis.config import HeadRef, ModelConfig, ProcessingConfig
-    from analysis.embeddings import effective_embedding
-    from analysis.models import load_model
+    from headreport.analysis import circuits, rowscan
+    from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+    from headreport.analysis.embeddings import effective_embedding
+    from headreport.analysis.model.loader import load_model
     from tests.notebook import notebook_effective_embedding, notebook_flops, project_flops
 
     model = load_model(ModelConfig(name=str(ckpt), device="cpu"), ProcessingConfig())

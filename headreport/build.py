@@ -15,14 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import check_artifacts_owned, head_filename, read_manifest, sha256_bytes_of
-from analysis.config import Config
-from report.outputs import check_output_dir, foreign_files
+from headreport.analysis.artifacts import (
+    check_artifacts_owned,
+    head_filename,
+    read_manifest,
+    sha256_bytes_of,
+)
+from headreport.analysis.config import Config
+from headreport.report.outputs import check_output_dir, foreign_files
 
 
 def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
     """Why the artifacts must be recomputed, or None when they are up to date."""
-    from analysis.staleness import changed_inputs, input_key
+    from headreport.analysis.staleness import changed_inputs, input_key
 
     if not (artifacts_dir / "model.json").exists():
         return "no artifacts yet"
@@ -45,7 +50,7 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
           log: Callable[[str], None] = print, force: bool = False, standalone: bool = False) -> dict[str, Any]:
     """Analyse if :func:`stale_reason` says so, then :func:`report.render.render`. Returns the
     render manifest plus ``analysed`` (bool) and ``analysis_reason``."""
-    from report.render import render
+    from headreport.report.render import render
 
     out = Path(config.output_dir)
     artifacts_dir = out / "artifacts"
@@ -54,10 +59,12 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
     check_artifacts_owned(artifacts_dir)
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
-        from analysis.preflight import preflight
+        from headreport.analysis.inputs.preflight import preflight
 
         preflight(config)  # bad word lists, prompts or checkpoints fail before torch is imported
-        from analysis.pipeline import run_analysis  # torch and the model only when analysing
+        from headreport.analysis.pipeline import (
+            run_analysis,  # torch and the model only when analysing
+        )
 
         log(f"analysing: {reason}")
         run_analysis(config, artifacts_dir, progress=progress, log=log)

@@ -17,10 +17,10 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from analysis.artifacts import check_artifacts_owned
-from analysis.config import Config, apply_overrides, load_config, parse_heads
-from analysis.errors import UserError
-from analysis.inputs import check_output_target, check_path_text, shown
+from headreport.analysis.artifacts import check_artifacts_owned
+from headreport.analysis.config import Config, apply_overrides, load_config, parse_heads
+from headreport.analysis.errors import UserError
+from headreport.analysis.inputs.text import check_output_target, check_path_text, shown
 
 DEFAULT_CONFIG = "report.toml"
 
@@ -77,7 +77,7 @@ def preflight(config: Config) -> Path:
     """Every check that needs no torch, before torch is imported (a bad input fails in a second or
     two): the output folder, the word lists and prompts, the checkpoint (family, headers, shapes,
     finiteness). Returns the artifacts folder."""
-    from analysis import preflight as checks
+    from headreport.analysis.inputs import preflight as checks
 
     out = artifacts_dir(config)
     checks.preflight(config)  # loading the model reuses the checkpoint's check
@@ -132,7 +132,7 @@ def output_lock(root: Path, key: str = "--out") -> Iterator[None]:
 def cmd_analyze(args: argparse.Namespace) -> int:
     config = resolve_config(args)  # before torch is imported: a config error takes well under a second
     out = preflight(config)
-    from analysis.pipeline import run_analysis
+    from headreport.analysis.pipeline import run_analysis
 
     with output_lock(out.parent):
         _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
@@ -151,7 +151,7 @@ def _add_survey_options(p: argparse.ArgumentParser) -> None:
 def cmd_survey(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     out = preflight(config)
-    from analysis.survey import run_survey
+    from headreport.analysis.survey import run_survey
 
     with output_lock(out.parent):
         _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
@@ -194,7 +194,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     check_path_text(str(args.artifacts), "--artifacts", UserError)
     check_path_text(str(args.out), "--out", UserError)
     check_output_target(Path(args.out), UserError)
-    from report.render import render
+    from headreport.report.render import render
 
     with output_lock(Path(args.out)):
         _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force,

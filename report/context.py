@@ -60,7 +60,7 @@ class Page:
 
 def template_source(name: str) -> str:
     """A template's text, read from the package resources."""
-    return resources.files("report.templates").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("headreport.report.templates").joinpath(name).read_text(encoding="utf-8")
 
 
 def _load(name: str) -> tuple[str, None, Any]:

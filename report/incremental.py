@@ -31,7 +31,7 @@ ARTIFACT_NAMES = ("model.json", "survey.json", "timings.json", "vocabulary.json"
 def report_code_digest() -> str:
     """sha256 over the report package's code and assets and the templates."""
     h = hashlib.sha256()
-    for package in ("report", "report.pages", "report.templates"):
+    for package in ("headreport.report", "headreport.report.pages", "headreport.report.templates"):
         root = Path(str(resources.files(package)))
         for path in sorted(root.iterdir()):
             if path.is_file() and path.suffix in (".py", ".j2", ".css", ".js", ".typ", ".sty"):

@@ -218,7 +218,7 @@ def latex_table(table: Table, label: str) -> str:
 
 def style_file() -> str:
     """The text of ``headreport.sty`` (a package resource)."""
-    return resources.files("report").joinpath(STYLE_FILE).read_text(encoding="ascii")
+    return resources.files("headreport.report").joinpath(STYLE_FILE).read_text(encoding="ascii")
 
 
 def write_tables(tables: list[Table], folder: Path) -> dict[str, Path]:

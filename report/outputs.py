@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import atomic_write_text
-from analysis.errors import UserError
+from headreport.analysis.artifacts import atomic_write_text
+from headreport.analysis.errors import UserError
 
 OUTPUT_DIRS = ("site", "pdf", "figures", "tables", "source")
 MANIFEST = "report.json"

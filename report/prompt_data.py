@@ -87,7 +87,7 @@ def site_assets(artifacts: Mapping[str, Any]) -> dict[str, str]:
     if not has_menu(artifacts):
         return {}
     results = artifacts["prompts"]["results"]
-    out = {PROMPTS_JS: resources.files("report").joinpath("prompts.js").read_text(encoding="utf-8")}
+    out = {PROMPTS_JS: resources.files("headreport.report").joinpath("prompts.js").read_text(encoding="utf-8")}
     for label, h in results["heads"].items():
         for i, (prompt, record) in enumerate(zip(results["prompts"], h["records"])):
             out[data_path(label, i)] = data_script(label, i, prompt, record, results["pattern_scale"])

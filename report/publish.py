@@ -12,7 +12,7 @@ refused unless ``force``. Remote and branch names that start with ``-`` are refu
 must be valid refs, and ``--`` ends the options of every git call, so no name can become a git
 option (``--upload-pack=...``).
 
-    python -m report.publish --site build/site --remote origin --branch gh-pages
+    python -m headreport.report.publish --site build/site --remote origin --branch gh-pages
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from analysis.errors import UserError
+from headreport.analysis.errors import UserError
 
 
 class PublishError(UserError):
@@ -109,7 +109,7 @@ def publish(site: str | Path, remote: str, branch: str = "gh-pages", message: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m report.publish", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m headreport.report.publish", description=__doc__.split("\n\n")[0])
     parser.add_argument("--site", default="build/site", help="the built site folder (default: build/site)")
     parser.add_argument("--remote", default="origin", help="git remote name, URL or path (default: origin)")
     parser.add_argument("--branch", default="gh-pages", help="branch to publish to (default: gh-pages)")

@@ -52,8 +52,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from analysis.artifacts import load_artifacts, remove_stale_temps
-from analysis.errors import UserError
+from headreport.analysis.artifacts import load_artifacts, remove_stale_temps
+from headreport.analysis.errors import UserError
 
 from . import explorer, incremental, outputs, prompt_data
 from .context import LOADER_JS, Page, ReportContext, environment, tool_versions
@@ -120,7 +120,7 @@ def run_pandoc(markdown: str, to: str, extra: list[str] | None = None) -> str:
 
 def asset(name: str) -> str:
     """A file shipped in the ``report`` package (CSS, JS, Typst style)."""
-    return resources.files("report").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("headreport.report").joinpath(name).read_text(encoding="utf-8")
 
 
 @functools.lru_cache(maxsize=1)

@@ -71,7 +71,7 @@ def make_gpt2_checkpoint(
 
 def planted_token_ids(tokenizer, source: str = "builtin:census_names", form: str = "space_prefixed") -> list[int]:
     """The single-token words of a word list, as the analysis tokenizes them in ``form``."""
-    from analysis.words import load_word_list, tokenize_words
+    from headreport.analysis.inputs.words import load_word_list, tokenize_words
 
     kept, _ = tokenize_words(load_word_list(source), tokenizer, form)
     return sorted({w.token_id for w in kept})

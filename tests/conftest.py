@@ -42,8 +42,8 @@ def tiny_artifacts(tmp_path_factory, tiny_config_text) -> Path:
     """Artifacts of the tiny checkpoint (heads 1.3 and 0.1), computed once per session."""
     import tomllib
 
-    from analysis.config import config_from_dict
-    from analysis.pipeline import run_analysis
+    from headreport.analysis.config import config_from_dict
+    from headreport.analysis.pipeline import run_analysis
 
     out = tmp_path_factory.mktemp("tiny_build")
     config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(out))
@@ -54,8 +54,8 @@ def tiny_artifacts(tmp_path_factory, tiny_config_text) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_gpt2):
     """``tiny_gpt2`` loaded through ``analysis.models.load_model`` with all four processing flags."""
-    from analysis.config import ModelConfig, ProcessingConfig
-    from analysis.models import load_model
+    from headreport.analysis.config import ModelConfig, ProcessingConfig
+    from headreport.analysis.model.loader import load_model
 
     return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig())
 
@@ -63,8 +63,8 @@ def tiny_model(tiny_gpt2):
 @pytest.fixture(scope="session")
 def tiny_model_unprocessed(tiny_gpt2):
     """``tiny_gpt2`` loaded with every processing flag off."""
-    from analysis.config import ModelConfig, ProcessingConfig
-    from analysis.models import load_model
+    from headreport.analysis.config import ModelConfig, ProcessingConfig
+    from headreport.analysis.model.loader import load_model
 
     return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig(False, False, False, False))
 
@@ -73,7 +73,7 @@ def tiny_model_unprocessed(tiny_gpt2):
 def tiny_layer0(tiny_model):
     """W_E, W_EE (notebook variant) and the rank metrics' W_EE (the paper's block-0 residual) of
     ``tiny_model`` for the whole vocabulary, computed once."""
-    from analysis.embeddings import effective_embedding
+    from headreport.analysis.embeddings import effective_embedding
 
     return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False,
                                rank_variant="residual")

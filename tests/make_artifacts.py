@@ -8,8 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from analysis.config import config_from_dict
-from analysis.pipeline import run_analysis
+from headreport.analysis.config import config_from_dict
+from headreport.analysis.pipeline import run_analysis
 from tests.checkpoints import make_gpt2_checkpoint
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from analysis.artifacts import dumps
-from analysis.prompt_files import MAX_PROMPT_TOKENS, MAX_PROMPTS
-from analysis.prompts import encoded_pattern, largest_source, rounded, summary, weight
+from headreport.analysis.artifacts import dumps
+from headreport.analysis.inputs.prompt_files import MAX_PROMPT_TOKENS, MAX_PROMPTS
+from headreport.analysis.prompts import encoded_pattern, largest_source, rounded, summary, weight
 from tests.report_fixtures import HOSTILE_TOKENS, reseal
 
 
@@ -85,7 +85,7 @@ def scale_prompts(artifacts: Path, n_prompts: int = MAX_PROMPTS, n_tokens: int =
 
 
 ROOT = Path(__file__).resolve().parents[1]
-RENDER = "import sys; from report.render import render; render(sys.argv[1], sys.argv[2], engine='pandoc')"
+RENDER = "import sys; from headreport.report.render import render; render(sys.argv[1], sys.argv[2], engine='pandoc')"
 
 
 def _tree_memory(root: int) -> tuple[int, int]:

@@ -79,7 +79,7 @@ def hostile_artifacts(tmp_path_factory, tiny_artifacts) -> Path:
 @pytest.fixture(scope="session")
 def hostile_build(hostile_artifacts) -> tuple[Path, dict]:
     """The hostile artifacts rendered with the pandoc engine: (out dir, manifest)."""
-    from report.render import render
+    from headreport.report.render import render
 
     out = hostile_artifacts.parent / "build"
     return out, render(hostile_artifacts, out, engine="pandoc")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 
-from analysis.config import config_to_toml
+from headreport.analysis.config import config_to_toml
 
 from .. import formatting as fmt
 from .. import tables as tb

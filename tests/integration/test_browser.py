@@ -6,7 +6,7 @@ are in the page's visible text and in the chart tooltips, escaped)."""
 
 from __future__ import annotations
 
-from report.escaping import visible
+from headreport.report.escaping import visible
 from tests.report_fixtures import HOSTILE_TOKENS
 
 CHART_MARKS_JS = """() => [...document.querySelectorAll('div.vega-chart')].map(el => ({
@@ -113,7 +113,7 @@ def test_the_site_works_from_a_web_server(browser, report_build):
 
 
 def test_the_standalone_report_is_one_file_that_draws_every_chart(browser, tiny_artifacts, tmp_path):
-    from report.render import render
+    from headreport.report.render import render
 
     out = tmp_path / "out"
     render(tiny_artifacts, out, engine="pandoc", standalone=True)

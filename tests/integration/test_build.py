@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
-from analysis.config import config_from_dict
-from analysis.pipeline import run_analysis
+from headreport.analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
+from headreport.analysis.config import config_from_dict
+from headreport.analysis.pipeline import run_analysis
 from headreport.build import stale_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,9 +147,9 @@ def test_sigkill_between_renames_is_detected_and_cleaned(analysed, tmp_path):
     script = f"""
 import os, sys
 sys.path.insert(0, {str(ROOT)!r})
-from analysis.config import config_from_dict
+from headreport.analysis.config import config_from_dict
 import tomllib, pathlib
-from analysis.pipeline import run_analysis
+from headreport.analysis.pipeline import run_analysis
 real, calls = os.replace, []
 def dying_replace(a, b):
     calls.append(b)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformer_lens import FactoredMatrix
 
-from analysis import circuits, diagonal, spectra
-from analysis.config import HeadRef
+from headreport.analysis import circuits, diagonal, spectra
+from headreport.analysis.config import HeadRef
 
 N = 300
 HEAD = HeadRef(1, 3)

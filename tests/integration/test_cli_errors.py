@@ -40,16 +40,16 @@ ov_sample_size = 50
 def cached_tiny_model(tiny_gpt2, tiny_model, monkeypatch):
     """Full runs reuse the session's loaded tiny model (loading is tested in test_models.py; the
     CLI path is otherwise unchanged). Other model names still go through the real loader."""
-    import analysis.pipeline
+    import headreport.analysis.pipeline
 
-    real = analysis.pipeline.load_model
+    real = headreport.analysis.pipeline.load_model
 
     def load(model_cfg, processing):
         if model_cfg.name == str(tiny_gpt2) and processing == type(processing)():
             return tiny_model
         return real(model_cfg, processing)
 
-    monkeypatch.setattr(analysis.pipeline, "load_model", load)
+    monkeypatch.setattr(headreport.analysis.pipeline, "load_model", load)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -106,12 +106,12 @@ def test_missing_model_folder(tmp_path, capsys):
 
 
 def test_empty_words_file(tmp_path, capsys, tiny_gpt2, monkeypatch):
-    import analysis.pipeline
+    import headreport.analysis.pipeline
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the word lists were checked")
 
-    monkeypatch.setattr(analysis.pipeline, "load_model", no_load)  # fail fast: before the model load
+    monkeypatch.setattr(headreport.analysis.pipeline, "load_model", no_load)  # fail fast: before the model load
     (tmp_path / "empty.txt").write_text("# only a comment\n\n   \n")
     cfg = write_config(tmp_path, '[words]\nnames = "empty.txt"\n' + FAST, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(tmp_path / "out"))
@@ -164,7 +164,7 @@ def test_offline_hub_name_not_cached_subprocess(tmp_path):
 
 
 def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
-    import analysis.diagonal
+    import headreport.analysis.diagonal
 
     calls = []
 
@@ -174,8 +174,8 @@ def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monke
             raise RuntimeError("simulated failure")  # the first head's results must not be written
         return real(*a, **k)
 
-    real = analysis.diagonal.rank_pass
-    monkeypatch.setattr(analysis.diagonal, "rank_pass", boom)
+    real = headreport.analysis.diagonal.rank_pass
+    monkeypatch.setattr(headreport.analysis.diagonal, "rank_pass", boom)
     cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--head", "0.1", "--out", str(tmp_path / "out"))
     assert len(calls) == 3
@@ -186,7 +186,7 @@ def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monke
 
 def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
     """Ctrl-C while the artifact files are being written: no temp file, no partial set of artifacts."""
-    import analysis.artifacts
+    import headreport.analysis.artifacts
 
     real_fsync = os.fsync
     calls = []
@@ -197,7 +197,7 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, mon
             raise KeyboardInterrupt
         return real_fsync(fd)
 
-    monkeypatch.setattr(analysis.artifacts.os, "fsync", interrupted_fsync)
+    monkeypatch.setattr(headreport.analysis.artifacts.os, "fsync", interrupted_fsync)
     cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(tmp_path / "out"))
     assert len(calls) == 2
@@ -210,12 +210,12 @@ def test_interrupt_during_analysis_keeps_previous_artifacts(tmp_path, capsys, ti
     out = tmp_path / "out"
     assert run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(out))[0] == 0
     before = {p: p.read_bytes() for p in files_under(out)}
-    import analysis.spectra
+    import headreport.analysis.spectra
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(analysis.spectra, "singular_directions", interrupt)
+    monkeypatch.setattr(headreport.analysis.spectra, "singular_directions", interrupt)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(out))
     assert rc == 130 and "Traceback" not in err
     assert {p: p.read_bytes() for p in files_under(out)} == before

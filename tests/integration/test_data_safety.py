@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
-from analysis.config import HeadRef
+from headreport.analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
+from headreport.analysis.config import HeadRef
 from headreport.cli import main
 from tests.families import make_family_checkpoint
 
@@ -172,8 +172,8 @@ def test_a_poisoned_figure_cache_is_never_published(tiny_artifacts, tmp_path):
     import hashlib
     import shutil
 
-    from report.figures import entry_is_valid
-    from report.render import render
+    from headreport.report.figures import entry_is_valid
+    from headreport.report.render import render
 
     first = tmp_path / "first"
     render(tiny_artifacts, first, engine="pandoc")
@@ -258,7 +258,7 @@ def test_a_full_disk_during_a_figure_export_leaves_no_temp_folder_in_the_cache(t
 
     import vl_convert
 
-    from report.figures import _export, entry_is_valid
+    from headreport.report.figures import _export, entry_is_valid
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -282,9 +282,9 @@ def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_
     import shutil
     import tomllib
 
-    from analysis.artifacts import foreign_artifacts
-    from analysis.config import config_from_dict
-    from analysis.pipeline import run_analysis
+    from headreport.analysis.artifacts import foreign_artifacts
+    from headreport.analysis.config import config_from_dict
+    from headreport.analysis.pipeline import run_analysis
 
     arts = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts, arts)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import tomllib
 
-from analysis.config import config_from_dict
-from analysis.pipeline import run_analysis
+from headreport.analysis.config import config_from_dict
+from headreport.analysis.pipeline import run_analysis
 
 
 def test_two_runs_give_identical_bytes(tiny_artifacts, tiny_config_text, tmp_path):

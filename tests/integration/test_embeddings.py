@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 import torch
 
-from analysis.embeddings import attention_bias_constant, effective_embedding
+from headreport.analysis.embeddings import attention_bias_constant, effective_embedding
 
 IDS = torch.cat([torch.tensor([0, 1, 198, 220, 50255, 50256]),
                  torch.randperm(50257, generator=torch.Generator().manual_seed(0))[:294]])

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import explorer, explorer_codec
-from analysis.artifacts import load_artifacts
-from report.escaping import visible
+from headreport.analysis import explorer, explorer_codec
+from headreport.analysis.artifacts import load_artifacts
+from headreport.report.escaping import visible
 from tests.integration.test_browser import open_page
 from tests.report_fixtures import HOSTILE_TOKENS, reseal
 
@@ -26,10 +26,10 @@ PREFIX = "#hrx-1-2-"
 def dense_circuits(folder):
     """The head's OV and QK circuits as dense vocab × vocab matrices, from the same factors the
     analysis ranks (float64 products)."""
-    from analysis.circuits import RankCircuits
-    from analysis.config import ModelConfig, ProcessingConfig
-    from analysis.embeddings import effective_embedding
-    from analysis.models import load_model
+    from headreport.analysis.circuits import RankCircuits
+    from headreport.analysis.config import ModelConfig, ProcessingConfig
+    from headreport.analysis.embeddings import effective_embedding
+    from headreport.analysis.model.loader import load_model
 
     model = load_model(ModelConfig(name=str(folder), device="cpu"), ProcessingConfig())
     layer0 = effective_embedding(model, "residual", progress=False)
@@ -161,7 +161,7 @@ def test_hostile_tokens_are_literal_and_inert_in_the_explorer(browser, explorer_
         tok["token"] = text
     (arts / "prompts.json").write_text(json.dumps(prompts, ensure_ascii=False), encoding="utf-8")
     reseal(arts)
-    from report.render import render
+    from headreport.report.render import render
 
     render(arts, tmp_path / "out", engine="pandoc")
     page, errors, foreign, dialogs = open_page(browser, (tmp_path / "out" / "site" / "head-1.2.html").as_uri()
@@ -245,7 +245,7 @@ def test_the_explorer_finds_a_token_by_its_real_text(raw, browser, explorer_buil
     vocab["tokens"][victim] = raw
     (arts / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     reseal(arts)
-    from report.render import render
+    from headreport.report.render import render
 
     render(arts, tmp_path / "out", engine="pandoc")
     page, errors, foreign, dialogs = open_page(browser, (tmp_path / "out" / "site" / "head-1.2.html").as_uri())

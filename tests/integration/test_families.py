@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis import circuits
-from analysis.config import HeadRef, ModelConfig, ProcessingConfig
-from analysis.embeddings import effective_embedding
-from analysis.models import LoadedModel, load_model
+from headreport.analysis import circuits
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import LoadedModel, load_model
 from headreport.cli import main
 from tests.families import FAMILIES, make_family_checkpoint
 
@@ -187,8 +187,8 @@ def test_prompt_evidence_decomposes_exactly_or_is_not_computed(family, family_fo
     """On a real prompt, through the model's own forward pass: the heads' outputs add up to the
     layer's attention output and the frozen-norm logits equal the model's; families where a head's
     output is not separable get no numbers and a note that says why."""
-    from analysis import prompts
-    from analysis.prompt_files import PromptSet
+    from headreport.analysis import prompts
+    from headreport.analysis.inputs.prompt_files import PromptSet
 
     m = loaded(family, family_folders)
     texts = ("When Mary and John went to the store, John gave a drink to",)

@@ -345,14 +345,14 @@ def test_a_full_disk_while_rendering_is_one_clear_line(tiny_artifacts, tmp_path,
     staging folder, no temp folder in the figure cache."""
     import errno
 
-    import report.render
+    import headreport.report.render
 
     def full(figures, out_dir, cache, workers=2):  # the disk fills up while the first export is written
         (out_dir / "partial.svg").parent.mkdir(parents=True, exist_ok=True)
         (out_dir / "partial.svg").write_text("<svg", encoding="utf-8")
         raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "figure.svg"))
 
-    monkeypatch.setattr(report.render, "export_figures", full)
+    monkeypatch.setattr(headreport.report.render, "export_figures", full)
     out = tmp_path / "out"
     code = main(["render", "--artifacts", str(tiny_artifacts), "--out", str(out), "--engine", "pandoc"])
     err = capsys.readouterr().err
@@ -387,12 +387,12 @@ def test_limits_are_never_silent_caps(tmp_path, capsys):
 
 def test_an_over_long_prompt_is_refused_before_any_heavy_work(tiny_gpt2, tmp_path, monkeypatch, capsys):
     """It was refused only after 127 s of analysis: now right after the model is loaded, before W_EE."""
-    import analysis.pipeline
+    import headreport.analysis.pipeline
 
     def heavy(*args, **kwargs):
         raise AssertionError("the effective embedding was computed before the prompts were checked")
 
-    monkeypatch.setattr(analysis.pipeline, "effective_embedding", heavy)
+    monkeypatch.setattr(headreport.analysis.pipeline, "effective_embedding", heavy)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("A short one.\n" + " word" * 300 + "\n", encoding="utf-8")
     config = tmp_path / "c.toml"

@@ -144,12 +144,12 @@ def env(tmp_path, monkeypatch, hub, no_internet) -> Env:
 @pytest.fixture
 def no_render(monkeypatch):
     """``headreport build`` without the render engines: the staleness decision is what is tested."""
-    import report.render
+    import headreport.report.render
 
     def render(artifacts_dir, out, **kwargs):
         return {"site": str(Path(out) / "site"), "pdf": str(Path(out) / "pdf"), "up_to_date": True, "engine": "stub"}
 
-    monkeypatch.setattr(report.render, "render", render)
+    monkeypatch.setattr(headreport.report.render, "render", render)
 
 
 def cli(capsys, command: str, config: Path, model: str, out: Path) -> tuple[int, str]:
@@ -351,7 +351,7 @@ def test_offline_without_the_revision_cached(env, hub, capsys):
 
 def test_a_proxy_means_no_direct_probe(monkeypatch):
     """Behind a proxy the direct probe says nothing: it is skipped, and the client is left to try."""
-    from analysis import sources
+    from headreport.analysis.model import sources
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)

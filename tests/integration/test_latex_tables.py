@@ -11,8 +11,8 @@ import re
 import shutil
 from pathlib import Path
 
-from report.escaping import visible
-from report.latex import STYLE_FILE
+from headreport.report.escaping import visible
+from headreport.report.latex import STYLE_FILE
 from tests.report_fixtures import HOSTILE_TOKENS, compile_latex, pdf_text, pdflatex_view
 
 

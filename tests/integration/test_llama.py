@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis import circuits
-from analysis.config import HeadRef, ModelConfig, ProcessingConfig
-from analysis.embeddings import effective_embedding
-from analysis.models import load_model
+from headreport.analysis import circuits
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
 
 N_LAYERS, N_HEADS, N_KV, D_MODEL = 2, 4, 2, 64
 D_HEAD = D_MODEL // N_HEADS
@@ -114,16 +114,16 @@ def test_rotary_refactor_is_a_config_error(llama_folder, tmp_path, capsys):
 
 def test_llama_survey_and_analysis(llama, tmp_path):
     """The survey and the per-head analysis run on a GQA model and record the key/value head."""
-    from analysis.config import AnalysisConfig, Config, SurveyConfig
-    from analysis.pipeline import Timer, run_analysis
-    from analysis.survey import survey_documents
+    from headreport.analysis.config import AnalysisConfig, Config, SurveyConfig
+    from headreport.analysis.pipeline import Timer, run_analysis
+    from headreport.analysis.survey import survey_documents
 
     config = Config(
         heads=(HeadRef(1, 3),), model=ModelConfig(name="llama", device="cpu"), processing=NO_REFACTOR,
         analysis=AnalysisConfig(ov_mode="sampled", ov_sample_size=300, bootstrap_resamples=200),
         survey=SurveyConfig(sample_size=300),
     )
-    from analysis.pipeline import load_words, tokenize_word_lists
+    from headreport.analysis.pipeline import load_words, tokenize_word_lists
 
     layer0 = effective_embedding(llama, progress=False)
     word_lists = tokenize_word_lists(config, load_words(config), llama.tokenizer)

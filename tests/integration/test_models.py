@@ -10,9 +10,9 @@ import shutil
 import pytest
 import torch
 
-from analysis.config import ModelConfig, ProcessingConfig
-from analysis.errors import ModelUnavailableError
-from analysis.models import load_model
+from headreport.analysis.config import ModelConfig, ProcessingConfig
+from headreport.analysis.errors import ModelUnavailableError
+from headreport.analysis.model.loader import load_model
 
 SEQUENCES = [
     [50256, 464, 3290, 318, 257, 1332, 13],

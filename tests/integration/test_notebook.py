@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.artifacts import load_artifacts
-from analysis.config import Config
+from headreport.analysis.artifacts import load_artifacts
+from headreport.analysis.config import Config
 from tests.notebook import notebook_circuits, notebook_effective_embedding
 
 
@@ -37,7 +37,7 @@ def test_default_spectra_are_the_notebooks(tiny_model, tiny_W_EE, tiny_artifacts
 def test_default_words_are_the_notebooks():
     c = Config()
     assert c.words.names == "builtin:ioi_names" and c.words.form == "bare"
-    from analysis.words import load_word_list
+    from headreport.analysis.inputs.words import load_word_list
 
     names = load_word_list("builtin:ioi_names")
     assert len(names) == 109 and names[:3] == ["Aaron", "Adam", "Alan"] and "William" in names

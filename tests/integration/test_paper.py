@@ -14,12 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import circuits, diagonal
-from analysis.artifacts import load_artifacts
-from analysis.config import AnalysisConfig, Config, HeadRef, ModelConfig, ProcessingConfig
-from analysis.embeddings import effective_embedding
-from analysis.models import load_model
-from analysis.pipeline import run_analysis
+from headreport.analysis import circuits, diagonal
+from headreport.analysis.artifacts import load_artifacts
+from headreport.analysis.config import (
+    AnalysisConfig,
+    Config,
+    HeadRef,
+    ModelConfig,
+    ProcessingConfig,
+)
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
+from headreport.analysis.pipeline import run_analysis
 from tests import paper
 from tests.checkpoints import make_copy_suppression_checkpoint
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from transformer_lens import FactoredMatrix
 
-from analysis import alignment, circuits, diagonal, spectra
-from analysis.artifacts import load_artifacts
-from analysis.config import HeadRef, ModelConfig, ProcessingConfig, config_from_dict
-from analysis.embeddings import effective_embedding
-from analysis.models import load_model
-from analysis.pipeline import run_analysis
+from headreport.analysis import alignment, circuits, diagonal, spectra
+from headreport.analysis.artifacts import load_artifacts
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig, config_from_dict
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
+from headreport.analysis.pipeline import run_analysis
 from tests.checkpoints import make_planted_gpt2_checkpoint
 
 PLANTED, DEAD, CONTROL = "1.2", "1.3", "1.0"
@@ -202,7 +202,7 @@ def test_the_dead_head_is_undefined_never_copy_suppression(results):
         assert dead[key]["defined"] is False, key
         assert dead[key]["fraction_rank1"] is None and not dead[key]["evidence"]["supported"]
         assert "σ₁ = 0" in dead[key]["reason"]
-    from report.findings import head_findings
+    from headreport.report.findings import head_findings
 
     sentences = head_findings(dead)
     assert "Undefined" in sentences["self_suppression"] and "Undefined" in sentences["self_attention"]

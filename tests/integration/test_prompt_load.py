@@ -16,11 +16,11 @@ import shutil
 
 import pytest
 
-from analysis import attention_patterns
-from analysis.attention_patterns import n_weights
-from analysis.prompt_files import MAX_PROMPT_TOKENS, MAX_PROMPTS
-from report import charts
-from report.escaping import visible
+from headreport.analysis import attention_patterns
+from headreport.analysis.attention_patterns import n_weights
+from headreport.analysis.inputs.prompt_files import MAX_PROMPT_TOKENS, MAX_PROMPTS
+from headreport.report import charts
+from headreport.report.escaping import visible
 from tests.prompt_load import measured_render, scale_prompts
 from tests.report_fixtures import HOSTILE_TOKENS, pdf_text
 

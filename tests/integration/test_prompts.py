@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from analysis import attention_patterns
-from analysis.config import HeadRef, ModelConfig, ProcessingConfig
-from analysis.models import load_model
-from analysis.prompt_files import PromptSet, load_prompts
-from analysis.prompts import analyze_prompts
+from headreport.analysis import attention_patterns
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from headreport.analysis.inputs.prompt_files import PromptSet, load_prompts
+from headreport.analysis.model.loader import load_model
+from headreport.analysis.prompts import analyze_prompts
 
 #: each prompt ends on a token that occurred earlier
 REPEATS = (
@@ -54,7 +54,7 @@ def test_planted_head_attends_to_the_repeated_token_and_pushes_it_down(everywher
 
 
 def test_prompt_artifact_and_pages(explorer_build):
-    from analysis.artifacts import load_artifacts
+    from headreport.analysis.artifacts import load_artifacts
 
     arts = load_artifacts(explorer_build / "artifacts")  # schema-valid and consistent with the heads
     doc = arts["prompts"]
@@ -132,8 +132,8 @@ def test_the_standalone_report_switches_prompts_from_its_inline_data(explorer_bu
 
 
 def test_the_comparison_of_a_copy_suppression_head_with_itself_is_refused():
-    from analysis.config import config_from_dict
-    from analysis.errors import ConfigError
+    from headreport.analysis.config import config_from_dict
+    from headreport.analysis.errors import ConfigError
 
     with pytest.raises(ConfigError):
         config_from_dict({"compare": [["1.2", "1.2"]]})

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from report import findings
-from report.escaping import visible
+from headreport.report import findings
+from headreport.report.escaping import visible
 from tests.report_fixtures import HOSTILE_TOKENS, pdf_pages, pdf_text
 
 
@@ -58,7 +58,7 @@ def test_pages_load_one_shared_copy_of_the_scripts_and_nothing_from_elsewhere(re
 
 
 def test_figure_csv_matches_the_artifact(report_build):
-    from analysis.artifacts import load_artifacts
+    from headreport.analysis.artifacts import load_artifacts
 
     arts = load_artifacts(report_build / "artifacts")
     head = arts["heads"][0]["results"]
@@ -76,7 +76,7 @@ def test_pdf_has_title_contents_sections_tokens_and_figures(report_build):
     for title in ("Contents", "Overview", "Head 1.3", "Head 0.1", "Reproducibility",
                   "Singular-value spectra", "Names versus generic words", "OV self-suppression"):
         assert title in text, title
-    from analysis.artifacts import load_artifacts
+    from headreport.analysis.artifacts import load_artifacts
 
     head = load_artifacts(report_build / "artifacts")["heads"][0]["results"]
     for tok in head["singular_directions"]["effective_qk"][0]["query"][:3]:
@@ -96,8 +96,8 @@ def test_reproducibility_page_has_the_rebuild_command_and_config(report_build):
     assert "headreport build --config report.toml --out" in page
     toml_block = html.unescape(re.search(r'<pre class="code toml"><code>(.*?)</code></pre>', page, re.DOTALL).group(1))
 
-    from analysis.artifacts import load_artifacts
-    from analysis.config import config_from_dict
+    from headreport.analysis.artifacts import load_artifacts
+    from headreport.analysis.config import config_from_dict
 
     config = load_artifacts(report_build / "artifacts")["model"]["config"]
     assert config_from_dict(tomllib.loads(toml_block)).to_dict() == config
@@ -106,7 +106,7 @@ def test_reproducibility_page_has_the_rebuild_command_and_config(report_build):
 def test_incremental_build_skips_unchanged_analysis(report_build, tiny_config_text, tmp_path):
     import tomllib
 
-    from analysis.config import config_from_dict
+    from headreport.analysis.config import config_from_dict
     from headreport.build import stale_reason
 
     config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(report_build))
@@ -146,7 +146,7 @@ def test_hostile_tokens_are_literal_in_html_and_pdf(hostile_build, report_build)
 
 
 def test_sentences_hedge_when_the_evidence_is_weak():
-    from analysis.alignment import ratio_evidence
+    from headreport.analysis.alignment import ratio_evidence
 
     base = {"random_baseline": 1.0, "groups": {"names": {"summary": {"median": 1.2}},
                                                "generic": {"summary": {"median": 1.0}}}}
@@ -166,7 +166,7 @@ def test_sentences_hedge_when_the_evidence_is_weak():
     assert s.startswith("No claim") and "not entirely above 1.2" in s.replace("\\", "") and "**" not in s
     s = findings.subspace_sentence(subspace(0.5, [0.4, 0.6], 1e-6))
     assert s.startswith("**Names score lower than generic words**")
-    from analysis.diagonal import rank_summary
+    from headreport.analysis.diagonal import rank_summary
 
     # 4 of 50,257 tokens at rank 1 with the median rank in the middle: no claim, whatever the p-value
     ranks = np.full(50257, 25000)
@@ -186,10 +186,10 @@ def test_sentences_hedge_when_the_evidence_is_weak():
 
 
 def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path):
-    from analysis.artifacts import load_artifacts
-    from report import render as rnd
-    from report.context import ReportContext
-    from report.pages import build_pages
+    from headreport.analysis.artifacts import load_artifacts
+    from headreport.report import render as rnd
+    from headreport.report.context import ReportContext
+    from headreport.report.pages import build_pages
 
     monkeypatch.setattr(rnd.shutil, "which", lambda name: None)
     assert rnd.select_engine("auto") == "pandoc"

@@ -1,4 +1,4 @@
-from analysis.artifacts import load_artifacts
+from headreport.analysis.artifacts import load_artifacts
 
 
 def test_tiny_artifacts_load_and_validate(tiny_artifacts):

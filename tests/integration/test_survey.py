@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import circuits, diagonal
-from analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
-from analysis.config import HeadRef, config_from_dict
-from analysis.spectra import effective_rank, sigma1_share
-from analysis.survey import run_survey
+from headreport.analysis import circuits, diagonal
+from headreport.analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
+from headreport.analysis.config import HeadRef, config_from_dict
+from headreport.analysis.spectra import effective_rank, sigma1_share
+from headreport.analysis.survey import run_survey
 from tests.report_fixtures import reseal
 
 SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
@@ -134,9 +134,9 @@ def test_cli_survey_bad_flag_value(tiny_gpt2, tmp_path, capsys):
 def test_survey_page(survey_run, tiny_artifacts, tmp_path):
     """The report's survey page: one heatmap per statistic (exact values in the tooltip), the ranked
     table, links to the heads that have a page; no page without survey.json."""
-    from report.context import ReportContext
-    from report.pages import PAGE_BUILDERS
-    from report.pages.survey import survey_pages
+    from headreport.report.context import ReportContext
+    from headreport.report.pages import PAGE_BUILDERS
+    from headreport.report.pages.survey import survey_pages
 
     _, out = survey_run
     shutil.copytree(tiny_artifacts, tmp_path / "a")
@@ -159,10 +159,10 @@ def test_survey_page(survey_run, tiny_artifacts, tmp_path):
 def test_every_table_of_a_report_with_a_survey_has_its_own_slug_and_compiles(survey_run, tiny_artifacts, tmp_path):
     """All pages (overview, heads, survey, reproducibility): every numbered table is on its page, in
     reading order, with a slug (file name and label) no other table has; all compile in one pdflatex run."""
-    from report.context import ReportContext
-    from report.latex import latex_label, write_tables
-    from report.outputs import slug
-    from report.pages import build_pages
+    from headreport.report.context import ReportContext
+    from headreport.report.latex import latex_label, write_tables
+    from headreport.report.outputs import slug
+    from headreport.report.pages import build_pages
     from tests.report_fixtures import compile_latex, pdf_text
 
     _, out = survey_run
@@ -217,7 +217,7 @@ def test_a_head_that_beats_chance_is_ranked_first_and_analysed(everywhere):
     assert arts["model"]["results"]["heads"] == ["1.2"]
     head = arts["heads"][0]["results"]
     assert head["ov_self_suppression"]["mode"] == "exact" and head["ov_self_suppression"]["fraction_top10"] > 0.9
-    from report.findings import head_findings
+    from headreport.report.findings import head_findings
 
     sentences = head_findings(head)
     assert sentences["self_suppression"].startswith("**The head suppresses the token it attends to**")
@@ -230,7 +230,7 @@ def test_a_survey_reports_rebuild_command_is_the_survey(everywhere, tmp_path):
     (which would analyse the configured heads instead)."""
     import html
 
-    from report.render import render
+    from headreport.report.render import render
 
     out, _ = everywhere
     render(out, tmp_path / "report", engine="pandoc")

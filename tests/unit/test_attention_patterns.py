@@ -11,9 +11,9 @@ import zlib
 import pytest
 import torch
 
-from analysis import attention_patterns as ap
-from analysis.prompts import encoded_pattern
-from report.prompt_data import pattern_rows
+from headreport.analysis import attention_patterns as ap
+from headreport.analysis.prompts import encoded_pattern
+from headreport.report.prompt_data import pattern_rows
 
 
 def causal_softmax(n: int, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.config import (
+from headreport.analysis.config import (
     AnalysisConfig,
     Config,
     HeadRef,
@@ -18,7 +18,7 @@ from analysis.config import (
     config_from_dict,
     load_config,
 )
-from analysis.errors import ConfigError
+from headreport.analysis.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -205,7 +205,7 @@ def test_heads_checked_against_model():
 def test_config_to_toml_round_trips_hostile_strings():
     """The reproducibility page and the benchmark write configs back as TOML: quotes, backslashes,
     control characters and non-ASCII in a value must survive."""
-    from analysis.config import config_to_toml
+    from headreport.analysis.config import config_to_toml
 
     name = 'we"ird\\model\tname\nwith ünïcode'
     c = Config().replace(model=Config().model.__class__(name=name))
@@ -215,7 +215,7 @@ def test_config_to_toml_round_trips_hostile_strings():
 
 
 def test_config_checked_against_the_model():
-    from analysis.config import check_against_model
+    from headreport.analysis.config import check_against_model
 
     c = Config(heads=(HeadRef(1, 1),))
     check_against_model(c, n_layers=2, n_heads=4, d_head=16)
@@ -227,7 +227,7 @@ def test_config_checked_against_the_model():
 
 
 def test_apply_overrides_validates_like_the_file():
-    from analysis.config import apply_overrides
+    from headreport.analysis.config import apply_overrides
 
     c = apply_overrides(Config(), {"model.name": "x", "survey.mode": "exact", "output_dir": None})
     assert c.model.name == "x" and c.survey.mode == "exact" and c.output_dir == "build"
@@ -265,7 +265,7 @@ def test_compare_heads_are_analysed_and_checked_against_the_model():
 
 
 def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
-    from analysis.prompt_files import load_prompts
+    from headreport.analysis.inputs.prompt_files import load_prompts
 
     good = tmp_path / "p.txt"
     good.write_text("# comment\nOne prompt\n\nAnother prompt  \n", encoding="utf-8")
@@ -286,7 +286,7 @@ def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
 def test_readme_family_table_is_the_analysis_table():
     """README's "Supported model families" rows are analysis.families.FAMILY_TABLE, which also writes
     the report's model notes: one table for both."""
-    from analysis.families import FAMILY_TABLE, family_notes
+    from headreport.analysis.model.families import FAMILY_TABLE, family_notes
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for row in FAMILY_TABLE:

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from report import escaping as esc
+from headreport.report import escaping as esc
 
 HOSTILE = ["<script>alert(1)</script>", "</div>", "*a*", "#set page(width: 1pt)", "$x$", "\\", "@fig",
            "{{ x }}", "<|endoftext|>", "\n", "`", "``a", "[x](y)", "| a |", "// c", "<!--", "\u202e"]
@@ -66,7 +66,7 @@ def test_csv_cell_guards_formulas_and_round_trips():
 
 
 def _pandoc(markdown: str, to: str) -> str:
-    from report.render import run_pandoc
+    from headreport.report.render import run_pandoc
 
     return run_pandoc(markdown, to)
 
@@ -112,7 +112,7 @@ def test_typst_escapes_compile_to_the_literal_text(tmp_path):
 def test_raw_bytes_and_characters_never_share_a_visible_form():
     """GPT-2's id 254 is the raw byte 0xA0 and id 1849 the character U+00A0 (likewise 0xAD / U+00AD):
     distinct tokens, distinct forms."""
-    from report.escaping import visible
+    from headreport.report.escaping import visible
 
     for byte in (0xA0, 0xAD, 0x80, 0x9F):  # (printable characters such as U+00FF show as themselves)
         assert visible("\ufffd", bytes_hex=f"{byte:02x}") == f"\\x{byte:02x}"
@@ -122,7 +122,7 @@ def test_raw_bytes_and_characters_never_share_a_visible_form():
 
 def test_direction_overrides_are_neutralised_in_every_target():
     """A U+202E in a model path would reverse the site title and the PDF title page."""
-    from report.escaping import html_text, markdown_text, typst_markup, typst_string
+    from headreport.report.escaping import html_text, markdown_text, typst_markup, typst_string
 
     path = "models/\u202egpt2\u2066x\u2069"
     for out in (html_text(path), markdown_text(path), typst_markup(path), typst_string(path)):

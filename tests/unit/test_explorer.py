@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import explorer, explorer_codec, rowscan
+from headreport.analysis import explorer, explorer_codec, rowscan
 
 
 @pytest.mark.parametrize("blocking", [rowscan.Blocking(16, 32), rowscan.Blocking(100, 128), rowscan.Blocking(512, 1024)])

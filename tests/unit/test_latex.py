@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from report import latex
-from report import tables as tb
-from report.escaping import visible
+from headreport.report import latex
+from headreport.report import tables as tb
+from headreport.report.escaping import visible
 from tests.report_fixtures import HOSTILE_TOKENS, compile_latex, pdf_text, pdflatex_view
 
 #: token strings that would run, break or hide something in LaTeX if they were not escaped

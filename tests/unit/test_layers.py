@@ -1,12 +1,15 @@
 """The data flows one way, and the imports say so:
 
-* ``analysis/`` imports neither ``report`` nor ``headreport`` (it knows tensors, never HTML);
-* ``report/`` imports from ``analysis`` only the shared base — config, errors, artifact I/O —
-  and never ``headreport``;
+* ``analysis/`` (installed as ``headreport.analysis``) imports neither ``headreport.report`` nor the
+  command-line layer (``headreport``'s own modules): it knows tensors, never HTML;
+* ``report/`` (``headreport.report``) imports from ``headreport.analysis`` only the shared base —
+  config, errors, artifact I/O — and never the command-line layer;
 * no module of ``report/`` imports another lazily to dodge a cycle: the import graph inside each
-  package has no cycle.
+  package has no cycle;
+* the front end (``analysis/inputs/``, ``analysis/model/``) is torch-free at module level, except the
+  model loader: a bad input is refused before torch is imported.
 
-Every import statement counts, at module level or inside a function.
+Every import statement counts, at module level or inside a function (module level only for torch).
 """
 
 from __future__ import annotations
@@ -17,18 +20,31 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_BASE = {"analysis.config", "analysis.errors", "analysis.artifacts"}
+ANALYSIS, REPORT = "headreport.analysis", "headreport.report"
+SHARED_BASE = {f"{ANALYSIS}.config", f"{ANALYSIS}.errors", f"{ANALYSIS}.artifacts"}
+#: each installed package and the folder it lives in (pyproject's package-dir)
+FOLDERS = {ANALYSIS: "analysis", REPORT: "report", "headreport": "headreport"}
+TORCH_AT_MODULE_LEVEL = {f"{ANALYSIS}.model.loader"}
 
 
 def modules(package: str) -> dict[str, Path]:
     out = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
-        rel = path.relative_to(ROOT).with_suffix("")
-        parts = list(rel.parts)
+    for path in sorted((ROOT / FOLDERS[package]).rglob("*.py")):
+        parts = list(path.relative_to(ROOT / FOLDERS[package]).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        out[".".join(parts)] = path
+        out[".".join([package, *parts])] = path
     return out
+
+
+def is_cli(name: str) -> bool:
+    """The command-line layer: ``headreport`` and its own modules, not the two stages under it."""
+    return name.split(".")[0] == "headreport" and not any(name == p or name.startswith(p + ".")
+                                                            for p in (ANALYSIS, REPORT))
+
+
+def under(names: set[str], package: str) -> set[str]:
+    return {n for n in names if n == package or n.startswith(package + ".")}
 
 
 def imports_of(name: str, path: Path) -> set[str]:
@@ -52,29 +68,61 @@ def imports_of(name: str, path: Path) -> set[str]:
     return found
 
 
-def first_party(names: set[str], roots: tuple[str, ...]) -> set[str]:
-    return {n for n in names if n.split(".")[0] in roots}
-
-
-@pytest.mark.parametrize("name, path", sorted(modules("analysis").items()))
+@pytest.mark.parametrize("name, path", sorted(modules(ANALYSIS).items()))
 def test_analysis_imports_neither_report_nor_the_cli(name, path):
-    bad = first_party(imports_of(name, path), ("report", "headreport"))
+    imported = imports_of(name, path)
+    bad = under(imported, REPORT) | {n for n in imported if is_cli(n)}
     assert not bad, f"{name} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("name, path", sorted(modules("report").items()))
+@pytest.mark.parametrize("name, path", sorted(modules(REPORT).items()))
 def test_report_imports_only_the_shared_base_of_analysis(name, path):
     imported = imports_of(name, path)
-    assert not first_party(imported, ("headreport",)), name
-    from_analysis = {n for n in first_party(imported, ("analysis",))}
-    bad = {n for n in from_analysis if not any(n == b or n.startswith(b + ".") for b in SHARED_BASE)}
+    assert not {n for n in imported if is_cli(n)}, name
+    bad = {n for n in under(imported, ANALYSIS) if not any(n == b or n.startswith(b + ".") for b in SHARED_BASE)}
     assert not bad, f"{name} imports {sorted(bad)} (report/ may use only {sorted(SHARED_BASE)})"
 
 
-@pytest.mark.parametrize("package", ["analysis", "report"])
+def module_level_imports(path: Path) -> set[str]:
+    """Names imported by statements that run when the module is imported (not inside a function)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and not child.level:
+                found.add(child.module or "")
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+FRONT_END = {n: p for n, p in modules(ANALYSIS).items()
+             if n.startswith((f"{ANALYSIS}.inputs", f"{ANALYSIS}.model"))}
+
+
+@pytest.mark.parametrize("name, path", sorted(FRONT_END.items()))
+def test_the_front_end_imports_torch_only_in_the_model_loader(name, path):
+    heavy = {n for n in module_level_imports(path) if n.split(".")[0] in ("torch", "transformers", "transformer_lens")}
+    if name in TORCH_AT_MODULE_LEVEL:
+        assert "torch" in heavy  # the check below sees a module-level torch import
+    else:
+        assert not heavy, f"{name} imports {sorted(heavy)} at module level"
+
+
+def test_the_front_end_is_found():
+    assert {f"{ANALYSIS}.inputs.preflight", f"{ANALYSIS}.model.sources"} <= set(FRONT_END)
+    assert TORCH_AT_MODULE_LEVEL <= set(FRONT_END)
+
+
+@pytest.mark.parametrize("package", [ANALYSIS, REPORT])
 def test_no_import_cycle_inside_a_package(package):
     mods = modules(package)
-    graph = {name: {m for m in first_party(imports_of(name, path), (package,)) if m in mods and m != name}
+    graph = {name: {m for m in under(imports_of(name, path), package) if m in mods and m != name}
              for name, path in mods.items()}
     # a package's __init__ importing its submodules is not a cycle of theirs
     for name in graph:
@@ -96,7 +144,11 @@ def test_no_import_cycle_inside_a_package(package):
 
 
 def test_the_checker_sees_a_forbidden_import(tmp_path):
-    """The test above can fail: a module importing report from analysis is reported."""
+    """The tests above can fail: a lazy import of report from analysis is reported, and a module-level
+    torch import in the front end is seen (a function-level one is not module level)."""
     path = tmp_path / "x.py"
-    path.write_text("def f():\n    from report.render import render\n", encoding="utf-8")
-    assert first_party(imports_of("analysis.x", path), ("report",)) == {"report.render", "report.render.render"}
+    path.write_text("import os\nif os:\n    import torch.nn\n"
+                    "def f():\n    from headreport.report.render import render\n    import transformers\n",
+                    encoding="utf-8")
+    assert under(imports_of(f"{ANALYSIS}.x", path), REPORT) == {f"{REPORT}.render", f"{REPORT}.render.render"}
+    assert module_level_imports(path) == {"os", "torch.nn"}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.alignment import compare_groups, squared_cosine, subspace_scores, summarize
-from analysis.diagonal import rank_histogram, rank_summary, sample_rows, wilson_interval
+from headreport.analysis.alignment import compare_groups, squared_cosine, subspace_scores, summarize
+from headreport.analysis.diagonal import rank_histogram, rank_summary, sample_rows, wilson_interval
 
 
 def test_separated_groups_have_auc_one():

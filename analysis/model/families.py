@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelUnavailableError
-from .inputs import decode_utf8, read_limited
+from ..errors import ModelUnavailableError
+from ..inputs.text import decode_utf8, read_limited
 
 #: model_type values of state-space / recurrent models (no attention heads to analyse)
 STATE_SPACE = {"mamba", "mamba2", "falcon_mamba", "rwkv", "rwkv5", "rwkv6", "recurrent_gemma", "xlstm",

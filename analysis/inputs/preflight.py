@@ -10,13 +10,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from .bundled import BUNDLED_FILES
-from .checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
-from .config import Config, ModelConfig
-from .families import read_checkpoint_config, refuse_unsupported
+from ..config import Config, ModelConfig
+from ..model.bundled import BUNDLED_FILES
+from ..model.checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
+from ..model.families import read_checkpoint_config, refuse_unsupported
+from ..model.sources import checkpoint_folder
+from ..staleness import checkpoint_digest, file_hashes
 from .prompt_files import load_prompts
-from .sources import checkpoint_folder
-from .staleness import checkpoint_digest, file_hashes
 from .words import load_word_list
 
 #: (name, revision) → (the files' stat signature, the result): the CLI checks a checkpoint before

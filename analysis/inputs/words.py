@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import BUILTIN_WORD_LISTS, WordForm
-from .errors import ConfigError
-from .inputs import decode_utf8, read_limited, shown
+from ..config import BUILTIN_WORD_LISTS, WordForm
+from ..errors import ConfigError
+from .text import decode_utf8, read_limited, shown
 
 #: a word list file is at most this large (a list of words, not a corpus)
 MAX_WORD_LIST_BYTES = 4 << 20
@@ -62,7 +62,7 @@ def read_word_source(source: str, key: str = "words") -> bytes:
         name = source.removeprefix("builtin:")
         if name not in BUILTIN_WORD_LISTS:
             raise ConfigError(f"{key}: unknown built-in list {name!r}")
-        return resources.files("analysis.data").joinpath(BUILTIN_WORD_LISTS[name]).read_bytes()
+        return resources.files("headreport.analysis.data").joinpath(BUILTIN_WORD_LISTS[name]).read_bytes()
     return read_limited(Path(source), MAX_WORD_LIST_BYTES, ConfigError, key, "word list")
 
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
+from ..config import ModelConfig, ProcessingConfig
+from ..errors import ConfigError, ModelUnavailableError
+from ..inputs.preflight import resolve_source
 from .bundled import SMOLLM2_ID, smollm2_135m_instruct
-from .config import ModelConfig, ProcessingConfig
-from .errors import ConfigError, ModelUnavailableError
-from .preflight import resolve_source
 
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
 

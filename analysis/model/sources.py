@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ..errors import ModelUnavailableError
 from .bundled import BUNDLED_FILES
 from .checkpoint import WEIGHT_SUFFIXES
-from .errors import ModelUnavailableError
 
 if TYPE_CHECKING:
-    from .config import ModelConfig
+    from ..config import ModelConfig
 
 #: the files of a snapshot that the analysis reads (weights, config.json, tokenizer files)
 PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "merges.txt", "vocab.*"]

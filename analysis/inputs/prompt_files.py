@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .config import BUILTIN_PROMPTS
-from .errors import ConfigError
-from .inputs import decode_utf8, read_limited
+from ..config import BUILTIN_PROMPTS
+from ..errors import ConfigError
+from .text import decode_utf8, read_limited
 
 #: a prompt file is at most this large, holds at most this many prompts of at most this many tokens
 MAX_PROMPT_FILE_BYTES = 1 << 20
@@ -32,7 +32,7 @@ def prompt_source_bytes(source: str, key: str = "prompts") -> bytes:
         if name not in BUILTIN_PROMPTS:
             raise ConfigError(f"{key}: unknown built-in prompt set {name!r}; built-in sets are "
                               + ", ".join(f"builtin:{n}" for n in BUILTIN_PROMPTS) + ", or a file path, or \"off\"")
-        return resources.files("analysis.data").joinpath(BUILTIN_PROMPTS[name]).read_bytes()
+        return resources.files("headreport.analysis.data").joinpath(BUILTIN_PROMPTS[name]).read_bytes()
     return read_limited(Path(source), MAX_PROMPT_FILE_BYTES, ConfigError, key, "prompt file")
 
 
