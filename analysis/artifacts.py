@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -31,13 +32,25 @@ from typing import Any
 from . import attention_patterns
 from .errors import UserError
 
-SCHEMA_VERSION = "3.1"
+SCHEMA_VERSION = "3.2"
 MANIFEST = "manifest.json"
 #: the step timings: merged across the runs into one folder (:func:`merged_timings`), so not hashed
 TIMINGS = "timings.json"
 #: the other files this tool writes with its temp files: the manifests (artifacts, report)
 OWN_NAMES = {MANIFEST, "report.json"}
 SIGNIFICANT_DIGITS = 7
+
+
+def package_versions(names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The installed version of each distribution (``"not installed"`` when absent), from its
+    metadata: nothing is imported."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 class OutputOwnershipError(UserError):

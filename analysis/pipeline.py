@@ -83,7 +83,9 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
     if model.provenance.get("quantization_note"):
         notes.append(model.provenance["quantization_note"])
     return {
-        "name": model.provenance.get("repo_id") or model.provenance.get("requested_name"),
+        # a model from memory is named by its config's name_or_path (the provenance says it came from memory)
+        "name": (model.provenance.get("repo_id") or model.provenance.get("name_or_path")
+                 or model.provenance.get("requested_name")),
         "architecture": model.provenance.get("architecture"),
         "n_layers": model.n_layers,
         "n_heads": model.n_heads,
@@ -317,6 +319,18 @@ def run_analysis(
     when it analyses its top-ranked heads in the same process, with ``key_config``, the config
     whose staleness key the artifact set records (the survey's: its survey.json stays in the set)."""
     timer = timer if timer is not None else Timer()
+    docs, model = analysis_documents(config, progress, log, model=model, layer0=layer0, timer=timer)
+    docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
+    return write_artifacts(out_dir, docs, inputs=input_key(key_config or config, model.checkpoint_hashes))
+
+
+def analysis_documents(
+    config: Config, progress: bool = True, log=print, *,
+    model: LoadedModel | None = None, layer0: Layer0 | None = None, timer: Timer | None = None,
+) -> tuple[dict[str, dict[str, Any]], LoadedModel]:
+    """Every artifact document of the analysis of ``config`` by file name (validated when written,
+    :func:`analysis.artifacts.write_artifacts`; the timings not among them), and the model used."""
+    timer = timer if timer is not None else Timer()
     torch.manual_seed(config.analysis.seed)
     prompt_set = load_prompts(config.prompts) if config.prompts != "off" else None  # a bad file fails fast
     model, layer0, word_lists = prepare(config, timer, progress, log, model, layer0)
@@ -352,5 +366,4 @@ def run_analysis(
     if any(name.startswith("explorer_") for name in docs):
         with timer("vocabulary"):
             docs["vocabulary.json"] = vocabulary_document(model)
-    docs["timings.json"] = merged_timings(out_dir, timer.seconds, model.provenance.get("device"))
-    return write_artifacts(out_dir, docs, inputs=input_key(key_config or config, model.checkpoint_hashes))
+    return docs, model

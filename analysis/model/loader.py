@@ -28,6 +28,7 @@ from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError, ModelUnavailableError
 from ..inputs.preflight import resolve_source
 from .bundled import SMOLLM2_ID, smollm2_135m_instruct
+from .gguf import load_gguf
 
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
 
@@ -172,7 +173,8 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
 
 
 def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: dict[str, Any]) -> Any:
-    """The ``TransformerBridge`` of the checkpoint (or bundled model), loaded with the hub offline."""
+    """The ``TransformerBridge`` of the checkpoint folder, GGUF file or bundled model (``folder`` None),
+    loaded with the hub offline."""
     import transformers
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -180,11 +182,14 @@ def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: d
     transformers.utils.logging.disable_progress_bar()
     dtype = getattr(torch, model_cfg.dtype)
     with _hub_offline(), single_threaded():  # local from here on: never a network retry loop
-        if folder is None:
-            hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
-            provenance.update(extra)
+        if folder is None or folder.is_file():
+            if folder is None:
+                hf_model, tokenizer, extra = BUNDLED_MODELS[model_cfg.name](model_cfg)
+                provenance.update(extra)
+            else:  # a GGUF file, checked by the preflight
+                hf_model, tokenizer = load_gguf(folder)
             return TransformerBridge.boot_transformers(
-                extra.get("hf_name", model_cfg.name), hf_model=hf_model, tokenizer=tokenizer,
+                provenance.get("hf_name", str(folder or model_cfg.name)), hf_model=hf_model, tokenizer=tokenizer,
                 device=device, dtype=dtype,
             )
         try:
@@ -253,6 +258,12 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
     device = resolve_device(model_cfg.device)
     folder, provenance, hashes = resolve_source(model_cfg)
     bridge = boot(folder, model_cfg, device, provenance)
+    return processed_model(bridge, model_cfg, processing, device, provenance, hashes)
+
+
+def processed_model(bridge: Any, model_cfg: ModelConfig, processing: ProcessingConfig, device: str,
+                    provenance: dict[str, Any], hashes: dict[str, dict[str, Any]]) -> LoadedModel:
+    """Apply ``processing`` to a booted bridge and record what was done: the :class:`LoadedModel`."""
     applied, notes = process(bridge, processing, model_cfg.name)
     provenance.update({
         "architecture": type(bridge.original_model).__name__,

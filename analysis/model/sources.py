@@ -22,6 +22,9 @@ from ..errors import ModelUnavailableError
 from .bundled import BUNDLED_FILES
 from .checkpoint import WEIGHT_SUFFIXES
 
+#: how ``model.name`` records a model that was analysed in memory (:mod:`analysis.model.memory`)
+MEMORY_PREFIX = "memory:"
+
 if TYPE_CHECKING:
     from ..config import ModelConfig
 
@@ -347,4 +350,10 @@ def checkpoint_folder(model_cfg: ModelConfig) -> tuple[Path, dict[str, Any]]:
     """The folder of ``model_cfg``'s checkpoint at ``model_cfg.revision`` and where it came from —
     the one resolution that loading (:func:`analysis.preflight.resolve_source`) and the staleness
     key (:func:`analysis.staleness.model_files`) share, so that both see the same files."""
+    if model_cfg.name.startswith(MEMORY_PREFIX):
+        raise ModelUnavailableError(
+            f"model.name: {model_cfg.name!r} was a model in memory (headreport.analyze in a notebook); there is no "
+            "file to load it from or to compare the artifacts against, so they cannot be rebuilt or checked for "
+            "staleness here: run headreport.analyze(model) again in the notebook, or set model.name to a hub name, "
+            "a checkpoint folder or a .gguf file")
     return resolve_local_folder(model_cfg.name, model_cfg.revision)

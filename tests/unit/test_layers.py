@@ -24,7 +24,8 @@ ANALYSIS, REPORT = "headreport.analysis", "headreport.report"
 SHARED_BASE = {f"{ANALYSIS}.config", f"{ANALYSIS}.errors", f"{ANALYSIS}.artifacts"}
 #: each installed package and the folder it lives in (pyproject's package-dir)
 FOLDERS = {ANALYSIS: "analysis", REPORT: "report", "headreport": "headreport"}
-TORCH_AT_MODULE_LEVEL = {f"{ANALYSIS}.model.loader"}
+#: the model loaders: of files (loader) and of a model object in memory (memory)
+TORCH_AT_MODULE_LEVEL = {f"{ANALYSIS}.model.loader", f"{ANALYSIS}.model.memory"}
 
 
 def modules(package: str) -> dict[str, Path]:
