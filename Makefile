@@ -52,10 +52,17 @@ wheel-check: setup
 	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt --no-deps $(WHEEL_DIR)/headreport-*.whl
 	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt jinja2 'altair>=6' vl-convert-python pypandoc-binary typst jsonschema
 	HF_HUB_OFFLINE=1 $(PY) -m tests.make_artifacts $(WHEEL_DIR)/artifacts
-	cd "$$(mktemp -d)" && HF_HUB_OFFLINE=1 $(abspath $(WHEEL_DIR))/venv/bin/headreport render \
-		--artifacts $(abspath $(WHEEL_DIR))/artifacts --out $(abspath $(WHEEL_DIR))/out --engine pandoc
+	$(WHEEL_DIR)/venv/bin/python -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+		top = {n.split('/')[0] for n in names}; assert all(t == 'headreport' or t.startswith('headreport-') for t in top), top" \
+		$(WHEEL_DIR)/headreport-*.whl
+	# run from a folder holding a researcher's own analysis.py and report/ (python -m puts it first on sys.path)
+	cd "$$(mktemp -d)" && printf 'raise ImportError("the researcher'"'"'s own analysis.py was imported")\n' > analysis.py \
+		&& mkdir report && printf 'raise ImportError("the researcher'"'"'s own report/ was imported")\n' > report/__init__.py \
+		&& HF_HUB_OFFLINE=1 $(abspath $(WHEEL_DIR))/venv/bin/python -m headreport render \
+		--artifacts $(abspath $(WHEEL_DIR))/artifacts --out $(abspath $(WHEEL_DIR))/out --engine pandoc \
+		&& $(abspath $(WHEEL_DIR))/venv/bin/python -m headreport --version
 	test -s $(WHEEL_DIR)/out/site/index.html && test -s $(WHEEL_DIR)/out/pdf/report.pdf
-	@echo "wheel-check: the installed wheel rendered the report"
+	@echo "wheel-check: the installed wheel (only the headreport package) rendered the report beside a user's analysis.py and report/"
 
 report: setup
 	$(VENV)/bin/headreport build --config "$$CONFIG" --out "$$OUT"
