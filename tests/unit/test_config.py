@@ -1,5 +1,5 @@
-"""Config: round trip, defaults equal report.toml and the README, every documented key accepted,
-every error names the key and what is allowed."""
+"""Config: round trip, defaults equal report.toml and docs/configuration.md, every documented key
+accepted, every error names the key and what is allowed."""
 
 from __future__ import annotations
 
@@ -79,10 +79,10 @@ def _to_toml(d: dict) -> str:
 
 
 def documented_keys() -> dict[str, str]:
-    """``key -> default`` from the README's configuration table."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^## Configuration.*?(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
-    assert match, "README.md has no '## Configuration' section"
+    """``key -> default`` from the key table of docs/configuration.md (its "## Keys" section)."""
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Keys$.*?(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
+    assert match, "docs/configuration.md has no '## Keys' section"
     text = match.group(0)
     rows = re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \| (.+?) \|", text, flags=re.MULTILINE)
     return dict(rows)
@@ -90,7 +90,7 @@ def documented_keys() -> dict[str, str]:
 
 def test_every_documented_key_is_accepted_with_its_documented_default():
     keys = documented_keys()
-    assert len(keys) >= 20, "the README's configuration table was not found"
+    assert len(keys) >= 20, "the key table of docs/configuration.md was not found"
     defaults = Config().to_dict()
     for key, default in keys.items():
         if default.startswith("("):  # "(none)"
@@ -107,7 +107,7 @@ def test_every_documented_key_is_accepted_with_its_documented_default():
             expected_default = defaults[key]
         config = config_from_dict(raw)  # accepted
         if not default.startswith("("):
-            assert value == expected_default, f"README default of {key} differs from the code"
+            assert value == expected_default, f"docs/configuration.md's default of {key} differs from the code"
             assert config == Config(), key
     # and every key of the code is documented
     code_keys = {k for k, v in defaults.items() if not isinstance(v, dict)}
@@ -283,13 +283,13 @@ def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
     assert config_from_dict({"prompts": "off"}).prompts == "off"
 
 
-def test_readme_family_table_is_the_analysis_table():
-    """README's "Supported model families" rows are analysis.families.FAMILY_TABLE, which also writes
-    the report's model notes: one table for both."""
+def test_models_doc_family_table_is_the_analysis_table():
+    """The "Supported model families" rows of docs/models.md are analysis.model.families.FAMILY_TABLE,
+    which also writes the report's model notes: one table for both."""
     from headreport.analysis.model.families import FAMILY_TABLE, family_notes
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    models_doc = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
     for row in FAMILY_TABLE:
-        assert row.markdown() in readme, row.name
+        assert row.markdown() in models_doc, row.name
     notes = family_notes("gemma3_text")
     assert any("√d_model" in n and "query scaling" in n and "post-attention norm" in n for n in notes)
