@@ -181,14 +181,6 @@ def export_figures(figures: list[Figure], out_dir: Path, cache: Path, workers: i
     return paths
 
 
-def export_figure(figure: Figure, out_dir: Path) -> dict[str, Path]:
-    """One figure's exports into ``out_dir`` (no cache): :func:`export_figures` for one."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as cache:
-        return export_figures([figure], out_dir, Path(cache), workers=1)[0]
-
-
 def html_figure(figure: Figure, figures_href: str) -> str:
     """HTML for one interactive chart: container, inline JSON spec, numbered caption, downloads.
 
