@@ -1,7 +1,17 @@
 """The ``headreport`` command line.
 
-Exit codes: 0 ok; 2 bad input (config, flags, model unavailable, bad artifacts); 1 internal error;
-130 interrupted. Errors print one clear message, no traceback; nothing is half-written.
+Exit codes (what :func:`main` returns; argparse's own exits are 0 for ``--help`` and 2 for a usage error):
+
+* 0 — done;
+* 1 — internal error (a bug): the only case that prints a traceback;
+* 2 — bad input or environment: the config, a flag, the model unavailable, bad or foreign artifacts, an
+  output folder that is not ours or is locked by another headreport, and an environment failure of the
+  machine (:data:`ENVIRONMENT_ERRORS`: a full disk, a name too long, a read-only file system...);
+* 130 — interrupted (Ctrl-C, SIGINT);
+* 143 — terminated (SIGTERM, e.g. by ``timeout`` or a cancelled CI job), when ``main`` runs in the main
+  thread (elsewhere no handler can be installed and the signal ends the process as usual).
+
+Every error prints one clear message; nothing is half-written.
 """
 
 from __future__ import annotations
