@@ -173,12 +173,23 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
                    help="artifacts folder to read (default: build/artifacts)")
     p.add_argument("--out", metavar="DIR", default="build",
                    help="output folder: site/, pdf/, figures/, tables/ are written here (default: build)")
+    _add_report_options(p)
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    """The options of rendering the report: its engine, its outputs and the output folder's ownership."""
     _add_engine_option(p)
+    _add_output_options(p)
 
 
 def _add_engine_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto",
                    help="auto (default): quarto when on PATH, else pandoc (HTML) + typst (PDF)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """What the report writes (``--standalone``) and whether it may write over files it did not write
+    (``--force``)."""
     p.add_argument("--standalone", action="store_true",
                    help="also write site/report.html: the whole report in one self-contained HTML file")
     p.add_argument("--force", action="store_true",
@@ -188,7 +199,7 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
-    _add_engine_option(p)
+    _add_report_options(p)
 
 
 def _print_report(manifest: dict) -> None:
