@@ -12,7 +12,7 @@ from .. import formatting as fmt
 from .. import tables as tb
 from ..context import LOADER_JS, Page, ReportContext
 from ..figures import Figure
-from ..outputs import head_slug, slug
+from ..outputs import head_slug
 from .prompts import prompt_context, prompt_figures, prompt_scripts, prompt_table
 
 #: how the rank metrics are drawn and named: key → (title, x-axis title, colour, circuit text)
@@ -27,19 +27,18 @@ RANK_METRICS = {
 def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
     """The figures of one head, in reading order, numbered."""
     label = r["head"]["label"]
-    key = slug(label.replace(".", "-"))
     m = r["model"]
     spectra_rows = charts.spectrum_rows(r["spectra"])
     sa = r["subspace_alignment"]
     figs = {
         "spectra": Figure(
-            f"head-{key}-spectra", f"Head {label}: singular-value spectra",
+            head_slug(label, "spectra"), f"Head {label}: singular-value spectra",
             f"Head {label}: singular values of the three QK circuits — W_QK (d_model × d_model), the "
             f"full circuit through the embeddings, and the effective circuit from unembeddings "
             f"(query) to effective embeddings (key). Each circuit has rank at most d_head = {m['d_head']}.",
             charts.spectra_chart(spectra_rows), spectra_rows),
         "spectra_normalised": Figure(
-            f"head-{key}-spectra-normalised", f"Head {label}: normalised spectra",
+            head_slug(label, "spectra-normalised"), f"Head {label}: normalised spectra",
             f"Head {label}: the same spectra divided by their largest singular value, on a linear "
             f"(left) and a logarithmic (right) axis; a fast drop means a low-rank circuit.",
             charts.normalised_spectra_chart(spectra_rows), spectra_rows),
@@ -50,21 +49,21 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
         n_dir = len(r["singular_directions"][circuit])
         k = len(r["singular_directions"][circuit][0]["query"]) if n_dir else 0
         figs[f"directions_{circuit}"] = Figure(
-            f"head-{key}-directions-{circuit.replace('_', '-')}", f"Head {label}: top tokens of the {name}",
+            head_slug(label, f"directions-{circuit.replace('_', '-')}"), f"Head {label}: top tokens of the {name}",
             f"Head {label}: the {k} tokens with the largest |entry| in each of the top {n_dir} singular "
             f"directions of the {name}; left the query side (u), right the key side (v); bars are "
             f"signed. Hover for the token, its id and its value.",
             charts.singular_direction_chart(rows, f"Top tokens of the {name}"), rows)
     cos_rows = charts.cosine_rows(r["squared_cosine"])
     figs["squared_cosine"] = Figure(
-        f"head-{key}-squared-cosine", f"Head {label}: token alignment",
+        head_slug(label, "squared-cosine"), f"Head {label}: token alignment",
         f"Head {label}: tokens whose unembedding (W_U), effective embedding (W_EE) or embedding "
         f"(W_E) is most aligned (squared cosine) with W_QK's first left (u₁) or right (v₁) singular "
         f"vector; the dashed line is 1/d_model = {fmt.num(1 / m['d_model'])}.",
         charts.squared_cosine_chart(cos_rows, m["d_model"]), cos_rows)
     sub_rows = charts.subspace_rows(sa)
     figs["subspace"] = Figure(
-        f"head-{key}-names-vs-generic", f"Head {label}: names vs generic words",
+        head_slug(label, "names-vs-generic"), f"Head {label}: names vs generic words",
         f"Head {label}: subspace score of {sa['groups']['names']['summary']['n']} names and "
         f"{sa['groups']['generic']['summary']['n']} generic words — the share of a word's normalised "
         f"unembedding inside the span of W_QK's top {sa['rank']} left singular vectors, times "
@@ -79,7 +78,7 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
         scope = ("every token" if summary["mode"] == "exact"
                  else f"a seeded random sample of {fmt.integer(summary['n_ranked'])} tokens")
         figs[metric] = Figure(
-            f"head-{key}-{metric.replace('_', '-')}", f"Head {label}: {title}",
+            head_slug(label, metric.replace("_", "-")), f"Head {label}: {title}",
             f"Head {label}: for {scope}, the rank of the token's own entry in its row of {circuit} "
             f"(rank 1 = the best of {fmt.integer(summary['n_tokens'])}; ties count against the token).",
             charts.rank_histogram_chart(rows, summary["n_ranked"], summary["n_tokens"],
@@ -92,7 +91,7 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
 
 def table_slug(r: Mapping[str, Any], name: str) -> str:
     """The slug of one of a head's tables: ``head-L-H-<name>``, like its figures'."""
-    return f"head-{r['head']['label'].replace('.', '-')}-{name}"
+    return head_slug(r["head"]["label"], name)
 
 
 def spectrum_table(r: Mapping[str, Any]) -> tb.Table:
