@@ -41,7 +41,7 @@ class Figure:
     caption: str  # plain text, escaped per target by the renderers below
     chart: alt.TopLevelMixin
     rows: list[dict[str, Any]]
-    number: int = 0  # global figure number, set by the page builder in reading order
+    number: int = 0  # global figure number, set where the template places it (ReportContext.figure_block)
     _spec: dict[str, Any] | None = field(default=None, repr=False)
 
     def spec(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ RANK_METRICS = {
 
 
 def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
-    """The figures of one head, in reading order, numbered."""
+    """The figures of one head (numbered where ``head.qmd.j2`` places them)."""
     label = r["head"]["label"]
     m = r["model"]
     spectra_rows = charts.spectrum_rows(r["spectra"])
@@ -84,8 +84,6 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
             charts.rank_histogram_chart(rows, summary["n_ranked"], summary["n_tokens"],
                                         title=f"{title}: rank of each token's own entry", x_title=x_title,
                                         colour=colour), rows)
-    for f in figs.values():
-        ctx.number_figure(f)
     return figs
 
 
@@ -234,9 +232,6 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         "self_attention": rank_table(r, "qk_self_attention", paper),
         "prompts": prompt_table(ctx, label),
     }
-    shown = [t for t in tables.values() if t is not None]
-    for t in shown:
-        ctx.number_table(t)
     m = r["model"]
     sentences = findings.head_findings(r)
     sentences["cosine"] = findings.cosine_sentence(r["squared_cosine"], m["d_model"], m["d_vocab"])
@@ -249,8 +244,10 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
                      else "its lists come from the exact pass over every token, and this analysis sampled rows "
                           "(analysis.ov_mode = \"sampled\")" if a["ov_mode"] != "exact"
                      else "this head's circuits are degenerate (see the rank tables above)")
-    markdown = ctx.render(
-        "head.qmd.j2", explorer=explorer_block.block(label, qk_note) if has_explorer else None,
+    return ctx.page(
+        head_slug(label), f"Head {label}", f"Head {label}", "head.qmd.j2",
+        scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)),
+        explorer=explorer_block.block(label, qk_note) if has_explorer else None,
         explorer_note=explorer_note, prompts=prompt_context(ctx, label), prompt_figures=prompt_figs,
         r=r, head=r["head"], model=m, figures=figs, tables=tables,
         findings=sentences, config=head["config"], provenance=head["provenance"],
@@ -258,9 +255,6 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         notebook=references.NOTEBOOK,
         processing=", ".join(f"{k} = {str(v).lower()}" for k, v in sorted(head["provenance"]["processing"].items())),
     )
-    return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,
-                list(figs.values()) + list(prompt_figs.values()), shown,
-                scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)))
 
 
 def head_pages(ctx: ReportContext) -> list[Page]:

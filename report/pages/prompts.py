@@ -77,8 +77,6 @@ def prompt_figures(ctx: ReportContext, label: str) -> dict[str, Figure]:
             f"negative: the head pushes the token down). {shown}.",
             charts.final_position_chart(final_rows, label, charts.prompt_step(longest, 900, 14)), final_rows),
     }
-    for f in figs.values():
-        ctx.number_figure(f)
     return figs
 
 
