@@ -24,25 +24,30 @@ RANK_METRICS = {
 }
 
 
-def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
-    """The figures of one head (numbered where ``head.qmd.j2`` places them)."""
+def spectra_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The singular-value spectra of the head's QK circuits, raw and normalised by σ₁."""
     label = r["head"]["label"]
-    m = r["model"]
-    spectra_rows = charts.spectrum_rows(r["spectra"])
-    sa = r["subspace_alignment"]
-    figs = {
+    rows = charts.spectrum_rows(r["spectra"])
+    return {
         "spectra": Figure(
             head_slug(label, "spectra"), f"Head {label}: singular-value spectra",
             f"Head {label}: singular values of the three QK circuits — W_QK (d_model × d_model), the "
             f"full circuit through the embeddings, and the effective circuit from unembeddings "
-            f"(query) to effective embeddings (key). Each circuit has rank at most d_head = {m['d_head']}.",
-            charts.spectra_chart(spectra_rows), spectra_rows),
+            f"(query) to effective embeddings (key). Each circuit has rank at most d_head = {r['model']['d_head']}.",
+            charts.spectra_chart(rows), rows),
         "spectra_normalised": Figure(
             head_slug(label, "spectra-normalised"), f"Head {label}: normalised spectra",
             f"Head {label}: the same spectra divided by their largest singular value, on a linear "
             f"(left) and a logarithmic (right) axis; a fast drop means a low-rank circuit.",
-            charts.normalised_spectra_chart(spectra_rows), spectra_rows),
+            charts.normalised_spectra_chart(rows), rows),
     }
+
+
+def direction_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The top tokens of the top singular directions (u query side, v key side) of the full and the
+    effective QK circuits."""
+    label = r["head"]["label"]
+    figs = {}
     for circuit, name in (("full_qk", "full QK circuit W_E W_QK W_Eᵀ"),
                           ("effective_qk", "effective QK circuit W_Uᵀ W_QK W_EEᵀ")):
         rows = charts.direction_rows(r["singular_directions"][circuit])
@@ -54,26 +59,44 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
             f"directions of the {name}; left the query side (u), right the key side (v); bars are "
             f"signed. Hover for the token, its id and its value.",
             charts.singular_direction_chart(rows, f"Top tokens of the {name}"), rows)
+    return figs
+
+
+def alignment_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The tokens most aligned (cos²) with W_QK's first singular vectors, and the subspace scores
+    s(w) = (d_model / r) ‖U_rᵀ û_w‖² of the names and the generic words."""
+    label = r["head"]["label"]
+    m = r["model"]
+    sa = r["subspace_alignment"]
     cos_rows = charts.cosine_rows(r["squared_cosine"])
-    figs["squared_cosine"] = Figure(
-        head_slug(label, "squared-cosine"), f"Head {label}: token alignment",
-        f"Head {label}: tokens whose unembedding (W_U), effective embedding (W_EE) or embedding "
-        f"(W_E) is most aligned (squared cosine) with W_QK's first left (u₁) or right (v₁) singular "
-        f"vector; the dashed line is 1/d_model = {fmt.num(1 / m['d_model'])}.",
-        charts.squared_cosine_chart(cos_rows, m["d_model"]), cos_rows)
     sub_rows = charts.subspace_rows(sa)
-    figs["subspace"] = Figure(
-        head_slug(label, "names-vs-generic"), f"Head {label}: names vs generic words",
-        f"Head {label}: subspace score of {sa['groups']['names']['summary']['n']} names and "
-        f"{sa['groups']['generic']['summary']['n']} generic words — the share of a word's normalised "
-        f"unembedding inside the span of W_QK's top {sa['rank']} left singular vectors, times "
-        f"d_model / {sa['rank']} = {fmt.num(sa['scale'])}, so that a random direction scores "
-        f"{fmt.num(sa['random_baseline'])} (dashed line).",
-        charts.subspace_chart(sub_rows, sa["random_baseline"], sa["rank"]), sub_rows)
+    return {
+        "squared_cosine": Figure(
+            head_slug(label, "squared-cosine"), f"Head {label}: token alignment",
+            f"Head {label}: tokens whose unembedding (W_U), effective embedding (W_EE) or embedding "
+            f"(W_E) is most aligned (squared cosine) with W_QK's first left (u₁) or right (v₁) singular "
+            f"vector; the dashed line is 1/d_model = {fmt.num(1 / m['d_model'])}.",
+            charts.squared_cosine_chart(cos_rows, m["d_model"]), cos_rows),
+        "subspace": Figure(
+            head_slug(label, "names-vs-generic"), f"Head {label}: names vs generic words",
+            f"Head {label}: subspace score of {sa['groups']['names']['summary']['n']} names and "
+            f"{sa['groups']['generic']['summary']['n']} generic words — the share of a word's normalised "
+            f"unembedding inside the span of W_QK's top {sa['rank']} left singular vectors, times "
+            f"d_model / {sa['rank']} = {fmt.num(sa['scale'])}, so that a random direction scores "
+            f"{fmt.num(sa['random_baseline'])} (dashed line).",
+            charts.subspace_chart(sub_rows, sa["random_baseline"], sa["rank"]), sub_rows),
+    }
+
+
+def rank_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The histograms of each token's own rank (:data:`RANK_METRICS`); none for a metric that is
+    undefined (a degenerate circuit: the table says why)."""
+    label = r["head"]["label"]
+    figs = {}
     for metric, (title, x_title, colour, circuit) in RANK_METRICS.items():
         summary = r[metric]
         rows = charts.rank_rows(summary)
-        if not rows:  # undefined (degenerate circuit): no chart, the table says why
+        if not rows:
             continue
         scope = ("every token" if summary["mode"] == "exact"
                  else f"a seeded random sample of {fmt.integer(summary['n_ranked'])} tokens")
@@ -85,6 +108,11 @@ def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
                                         title=f"{title}: rank of each token's own entry", x_title=x_title,
                                         colour=colour), rows)
     return figs
+
+
+def head_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The figures of one head by name (numbered where ``head.qmd.j2`` places them)."""
+    return spectra_figures(r) | direction_figures(r) | alignment_figures(r) | rank_figures(r)
 
 
 def table_slug(r: Mapping[str, Any], name: str) -> str:
@@ -217,7 +245,7 @@ def with_loader(scripts: list[str]) -> list[str]:
 def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     r = head["results"]
     label = r["head"]["label"]
-    figs = head_figures(ctx, r)
+    figs = head_figures(r)
     prompt_figs = prompt_figures(ctx, label)
     paper = references.paper_values(r["model"], head["provenance"], label, head["config"])
     mismatch = (references.definition_mismatch(head["config"])

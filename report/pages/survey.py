@@ -50,7 +50,8 @@ def ranked_table(survey: Mapping[str, Any], with_pages: set[str], n: int = TABLE
          "names/generic", "own page"], rows, slug="survey-ranking")
 
 
-def survey_figures(ctx: ReportContext, survey: Mapping[str, Any]) -> list[Figure]:
+def survey_figures(survey: Mapping[str, Any]) -> list[Figure]:
+    """One layer × head heatmap per survey statistic, in the order of ``results.statistics``."""
     m = survey["model"]
     figs = []
     for stat in survey["statistics"]:
@@ -74,7 +75,7 @@ def survey_pages(ctx: ReportContext) -> list[Page]:
     survey = artifact["results"]
     with_pages = {h["results"]["head"]["label"] for h in ctx.heads}
     table = ranked_table(survey, with_pages)
-    figs = survey_figures(ctx, survey)
+    figs = survey_figures(survey)
     order = survey["ranking"]["order"]
     beating = survey["ranking"]["beats_chance"]
     linked = [label for label in order if label in with_pages]
