@@ -22,13 +22,14 @@ from headreport.analysis.artifacts import (
     sha256_bytes_of,
 )
 from headreport.analysis.config import Config
+from headreport.analysis.inputs.preflight import preflight
+from headreport.analysis.staleness import changed_inputs, input_key
+from headreport.report import render as rendering
 from headreport.report.outputs import check_output_dir, foreign_files
 
 
 def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
     """Why the artifacts must be recomputed, or None when they are up to date."""
-    from headreport.analysis.staleness import changed_inputs, input_key
-
     if not (artifacts_dir / "model.json").exists():
         return "no artifacts yet"
     manifest = read_manifest(artifacts_dir)
@@ -50,8 +51,6 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
           log: Callable[[str], None] = print, force: bool = False, standalone: bool = False) -> dict[str, Any]:
     """Analyse if :func:`stale_reason` says so, then :func:`report.render.render`. Returns the
     render manifest plus ``analysed`` (bool) and ``analysis_reason``."""
-    from headreport.report.render import render
-
     out = Path(config.output_dir)
     artifacts_dir = out / "artifacts"
     check_output_dir(out)
@@ -59,18 +58,14 @@ def build(config: Config, engine: str = "auto", progress: bool = True,
     check_artifacts_owned(artifacts_dir)
     reason = stale_reason(config, artifacts_dir)
     if reason is not None:
-        from headreport.analysis.inputs.preflight import preflight
-
         preflight(config)  # bad word lists, prompts or checkpoints fail before torch is imported
-        from headreport.analysis.pipeline import (
-            run_analysis,  # torch and the model only when analysing
-        )
+        from headreport.analysis.pipeline import run_analysis  # noqa: PLC0415 (torch and the model only when analysing)
 
         log(f"analysing: {reason}")
         run_analysis(config, artifacts_dir, progress=progress, log=log)
     else:
         log("artifacts are up to date (same config, code, word lists and model files): skipping the analysis")
-    manifest = render(artifacts_dir, out, engine=engine, log=log, force=force, standalone=standalone)
+    manifest = rendering.render(artifacts_dir, out, engine=engine, log=log, force=force, standalone=standalone)
     manifest["analysed"] = reason is not None
     manifest["analysis_reason"] = reason
     return manifest

@@ -1,7 +1,17 @@
 """The ``headreport`` command line.
 
-Exit codes: 0 ok; 2 bad input (config, flags, model unavailable, bad artifacts); 1 internal error;
-130 interrupted. Errors print one clear message, no traceback; nothing is half-written.
+Exit codes (what :func:`main` returns; argparse's own exits are 0 for ``--help`` and 2 for a usage error):
+
+* 0 — done;
+* 1 — internal error (a bug): the only case that prints a traceback;
+* 2 — bad input or environment: the config, a flag, the model unavailable, bad or foreign artifacts, an
+  output folder that is not ours or is locked by another headreport, and an environment failure of the
+  machine (:data:`ENVIRONMENT_ERRORS`: a full disk, a name too long, a read-only file system...);
+* 130 — interrupted (Ctrl-C, SIGINT);
+* 143 — terminated (SIGTERM, e.g. by ``timeout`` or a cancelled CI job), when ``main`` runs in the main
+  thread (elsewhere no handler can be installed and the signal ends the process as usual).
+
+Every error prints one clear message; nothing is half-written.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import sys
@@ -20,6 +31,7 @@ from pathlib import Path
 from headreport.analysis.artifacts import check_artifacts_owned, package_versions
 from headreport.analysis.config import Config, apply_overrides, load_config, parse_heads
 from headreport.analysis.errors import UserError
+from headreport.analysis.inputs import preflight as checks
 from headreport.analysis.inputs.text import check_output_target, check_path_text, shown
 
 DEFAULT_CONFIG = "report.toml"
@@ -77,8 +89,6 @@ def preflight(config: Config) -> Path:
     """Every check that needs no torch, before torch is imported (a bad input fails in a second or
     two): the output folder, the word lists and prompts, the checkpoint (family, headers, shapes,
     finiteness). Returns the artifacts folder."""
-    from headreport.analysis.inputs import preflight as checks
-
     out = artifacts_dir(config)
     checks.preflight(config)  # loading the model reuses the checkpoint's check
     return out
@@ -95,8 +105,6 @@ def output_lock(root: Path, key: str = "--out") -> Iterator[None]:
     removed when the command ends, so it leaves nothing behind. A second command on the same folder
     stops at once (exit 2) instead of silently replacing the first one's report. (A lock taken on a
     lock file that a finishing command removed meanwhile is taken again on the new file.)"""
-    import fcntl
-
     created = not root.exists()
     path = root / LOCK
     try:
@@ -132,7 +140,7 @@ def output_lock(root: Path, key: str = "--out") -> Iterator[None]:
 def cmd_analyze(args: argparse.Namespace) -> int:
     config = resolve_config(args)  # before torch is imported: a config error takes well under a second
     out = preflight(config)
-    from headreport.analysis.pipeline import run_analysis
+    from headreport.analysis.pipeline import run_analysis  # noqa: PLC0415 (torch: only after the input is checked)
 
     with output_lock(out.parent):
         _print_paths(run_analysis(config, out, progress=not args.no_progress, log=_log))
@@ -151,7 +159,7 @@ def _add_survey_options(p: argparse.ArgumentParser) -> None:
 def cmd_survey(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     out = preflight(config)
-    from headreport.analysis.survey import run_survey
+    from headreport.analysis.survey import run_survey  # noqa: PLC0415 (torch: only after the input is checked)
 
     with output_lock(out.parent):
         _print_paths(run_survey(config, out, progress=not args.no_progress, log=_log))
@@ -163,12 +171,23 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
                    help="artifacts folder to read (default: build/artifacts)")
     p.add_argument("--out", metavar="DIR", default="build",
                    help="output folder: site/, pdf/, figures/, tables/ are written here (default: build)")
+    _add_report_options(p)
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    """The options of rendering the report: its engine, its outputs and the output folder's ownership."""
     _add_engine_option(p)
+    _add_output_options(p)
 
 
 def _add_engine_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto",
                    help="auto (default): quarto when on PATH, else pandoc (HTML) + typst (PDF)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """What the report writes (``--standalone``) and whether it may write over files it did not write
+    (``--force``)."""
     p.add_argument("--standalone", action="store_true",
                    help="also write site/report.html: the whole report in one self-contained HTML file")
     p.add_argument("--force", action="store_true",
@@ -178,7 +197,7 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
-    _add_engine_option(p)
+    _add_report_options(p)
 
 
 def _print_report(manifest: dict) -> None:
@@ -194,7 +213,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     check_path_text(str(args.artifacts), "--artifacts", UserError)
     check_path_text(str(args.out), "--out", UserError)
     check_output_target(Path(args.out), UserError)
-    from headreport.report.render import render
+    from headreport.report.render import render  # noqa: PLC0415 (the report stack: only after the flags are checked)
 
     with output_lock(Path(args.out)):
         _print_report(render(args.artifacts, args.out, engine=args.engine, log=_log, force=args.force,
@@ -205,7 +224,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     artifacts_dir(config)  # the output folder is checked before anything heavy
-    from .build import build
+    from .build import build  # noqa: PLC0415 (the report stack, torch-free: only after the config is checked)
 
     with output_lock(Path(config.output_dir)):
         _print_report(build(config, engine=args.engine, progress=not args.no_progress,

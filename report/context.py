@@ -9,8 +9,9 @@ installed wheel renders from any directory. One environment serves every templat
 * ``*.html.j2``: Jinja's HTML autoescaping;
 * ``*.yml.j2``: values go through ``tojson`` (valid YAML scalars).
 
-Page-dependent helpers (``figure``, ``table``, ``link``, ``code_block``) are passed to each render
-by :meth:`ReportContext.render`, so the environment itself never changes.
+Page-dependent helpers (``figure``, ``table``, ``link``) are passed to each render by
+:meth:`ReportContext.render`, so the environment itself never changes; ``figure`` and ``table`` number
+what they place, so the numbers follow the template's order and never drift from it.
 """
 
 from __future__ import annotations
@@ -122,25 +123,41 @@ class ReportContext:
     figures_href: str = "figures"  # figure files, relative to the HTML pages
     typst_figures_path: str = "figures"  # figure files, relative to the Typst document
     figure_count: int = 0
-    tables: list[tb.Table] = field(default_factory=list)  # every table numbered so far, in order
-
-    def number_figure(self, figure: Figure) -> Figure:
-        self.figure_count += 1
-        figure.number = self.figure_count
-        return figure
-
-    def number_table(self, table: tb.Table) -> tb.Table:
-        self.tables.append(table)
-        table.number = len(self.tables)
-        return table
+    tables: list[tb.Table] = field(default_factory=list)  # every table placed so far, in order
+    _placed: tuple[list[Figure], list[tb.Table]] = field(default_factory=lambda: ([], []), repr=False)
 
     def figure_block(self, figure: Figure) -> Safe:
+        """A figure where the template places it, numbered there: the next figure number, so the
+        numbers follow the pages' reading order and Typst's own numbering of the PDF."""
+        if not any(f is figure for f in self._placed[0]):
+            self.figure_count += 1
+            figure.number = self.figure_count
+            self._placed[0].append(figure)
         return raw_block(html_figure(figure, self.figures_href), typst_figure(figure, self.typst_figures_path))
 
+    def table_block(self, table: tb.Table) -> Safe:
+        """A table where the template places it, numbered there (the next table number; listed in
+        :attr:`tables`)."""
+        if not any(t is table for t in self._placed[1]):
+            self.tables.append(table)
+            table.number = len(self.tables)
+            self._placed[1].append(table)
+        return tb.markdown_table(table)
+
     def render(self, template: str, **values: Any) -> str:
-        """Render a Markdown page template with this context's helpers."""
+        """Render a Markdown page template with this context's helpers; the figures and tables it
+        places are numbered as it places them (:meth:`figure_block`, :meth:`table_block`)."""
+        self._placed = ([], [])
         return environment().get_template(template).render(
-            figure=self.figure_block, table=tb.markdown_table, link=page_link, **values)
+            figure=self.figure_block, table=self.table_block, link=page_link, **values)
+
+    def page(self, slug: str, title: str, nav_title: str, template: str, scripts: list[str] | None = None,
+             **values: Any) -> Page:
+        """A page rendered from ``template``: its figures and tables are those the template placed,
+        in the order it placed (and numbered) them."""
+        markdown = self.render(template, **values)
+        figures, tables = self._placed
+        return Page(slug, title, nav_title, markdown, list(figures), list(tables), scripts=scripts or [])
 
     @property
     def model(self) -> dict[str, Any]:

@@ -195,15 +195,6 @@ def markdown_raw_inline(html_fragment: str, typst_fragment: str) -> Safe:
     return Safe("".join(parts))
 
 
-def safe_join(parts, sep: str = "") -> Safe:
-    """Join already-safe parts (each checked) into one :class:`Safe`."""
-    parts = list(parts)
-    for part in parts:
-        if not isinstance(part, Safe):
-            raise TypeError(f"safe_join: {part!r} is not escaped")
-    return Safe(sep.join(parts))
-
-
 def markdown_value(value: Any) -> Safe:
     """Any template value as Markdown: :class:`Safe` as is, integers as digits, anything else
     escaped as text (:func:`markdown_text`). The page templates' ``finalize`` hook."""

@@ -7,7 +7,7 @@ is blocked on ``file://``) loaded when the reader first uses the explorer —
 
 * ``assets/explorer/tokens.js``: every token's *visible form* (:func:`report.escaping.visible`,
   computed here, so the page and the tables show a token the same way), one list per site;
-* ``assets/explorer/head-L-H.js``: the head's payload as the analysis wrote it (byte planes,
+* ``assets/explorer/head-L.H.js``: the head's payload as the analysis wrote it (byte planes,
   deflated, base64), inflated in the browser by ``DecompressionStream``;
 
 and ``assets/explorer.js`` draws it, putting token text into the page only through

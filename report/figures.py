@@ -13,16 +13,22 @@ import csv
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import re
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import altair as alt
+import vl_convert as vlc
 
 from .charts import themed
 from .escaping import csv_cell, html_text, json_for_script, typst_markup, typst_string
+from .incremental import figure_key
 
 FORMATS = ("svg", "png", "pdf", "csv")
 #: PNG exports at the chart's own size (a 2× PNG of a token chart was 0.7–1.2 MB; the SVG and PDF
@@ -41,7 +47,7 @@ class Figure:
     caption: str  # plain text, escaped per target by the renderers below
     chart: alt.TopLevelMixin
     rows: list[dict[str, Any]]
-    number: int = 0  # global figure number, set by the page builder in reading order
+    number: int = 0  # global figure number, set where the template places it (ReportContext.figure_block)
     _spec: dict[str, Any] | None = field(default=None, repr=False)
 
     def spec(self) -> dict[str, Any]:
@@ -104,9 +110,6 @@ def entry_is_valid(entry: Path, csv: str) -> bool:
 
 def _discard(entry: Path) -> None:
     """Move an invalid cache entry out of the way (a link is removed itself, never followed)."""
-    import shutil
-    import tempfile
-
     if entry.is_symlink() or entry.is_file():
         entry.unlink()
     elif entry.is_dir():
@@ -119,11 +122,6 @@ def _export(job: tuple[dict[str, Any], str, str]) -> str:
     """In a worker process: write the SVG, PNG and PDF of one spec into ``folder`` (the figure's cache
     entry, with the files' sha256s in ``entry.json``) via a temp folder renamed into place, so a
     cache entry is whole or absent; the temp folder is removed on any failure (a full disk too)."""
-    import shutil
-    import tempfile
-
-    import vl_convert as vlc
-
     spec, csv, folder = job
     target = Path(folder)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
@@ -152,12 +150,6 @@ def export_figures(figures: list[Figure], out_dir: Path, cache: Path, workers: i
     """Write every figure's SVG, PNG, PDF and CSV into ``out_dir`` (``<slug>.<format>``): from the
     content-keyed ``cache`` when it has them, else exported by ``workers`` processes (vl-convert's
     JavaScript engine serialises threads; separate processes run side by side) and cached."""
-    import multiprocessing
-    import shutil
-    from concurrent.futures import ProcessPoolExecutor
-
-    from .incremental import figure_key
-
     out_dir.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -179,14 +171,6 @@ def export_figures(figures: list[Figure], out_dir: Path, cache: Path, workers: i
             shutil.copyfile(entry / f"figure.{fmt}", path)  # a copy: editing an output never touches the cache
         paths.append(out)
     return paths
-
-
-def export_figure(figure: Figure, out_dir: Path) -> dict[str, Path]:
-    """One figure's exports into ``out_dir`` (no cache): :func:`export_figures` for one."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as cache:
-        return export_figures([figure], out_dir, Path(cache), workers=1)[0]
 
 
 def html_figure(figure: Figure, figures_href: str) -> str:

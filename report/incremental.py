@@ -26,12 +26,17 @@ from .outputs import MANIFEST, OUTPUT_DIRS, previous_files
 
 CACHE_DIR = ".headreport-cache"
 ARTIFACT_NAMES = ("model.json", "survey.json", "timings.json", "vocabulary.json")
+#: every package whose files can change a render (pyproject.toml's report packages): the render key
+#: hashes their code, templates and assets
+REPORT_PACKAGES = ("headreport.report", "headreport.report.engines", "headreport.report.pages",
+                   "headreport.report.templates")
 
 
 def report_code_digest() -> str:
-    """sha256 over the report package's code and assets and the templates."""
+    """sha256 over the report package's code and assets (its sub-packages :data:`REPORT_PACKAGES`
+    included) and the templates."""
     h = hashlib.sha256()
-    for package in ("headreport.report", "headreport.report.pages", "headreport.report.templates"):
+    for package in REPORT_PACKAGES:
         root = Path(str(resources.files(package)))
         for path in sorted(root.iterdir()):
             if path.is_file() and path.suffix in (".py", ".j2", ".css", ".js", ".typ", ".sty"):

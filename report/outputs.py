@@ -50,9 +50,13 @@ def slug(text: str) -> str:
     return out
 
 
-def head_slug(label: str) -> str:
-    """The page of head ``label`` (a schema-validated ``L.H``): ``head-L.H``."""
-    return slug(f"head-{label}")
+def head_slug(label: str, part: str | None = None) -> str:
+    """The names of head ``label`` (a schema-validated ``L.H``): its page and its asset files
+    ``head-L.H``; with ``part``, one of its figures or tables, ``head-L-H-<part>`` (no dot, which a
+    file name would read as an extension). Every name of a head is made here."""
+    if part is None:
+        return slug(f"head-{label}")
+    return slug(f"head-{label.replace('.', '-')}-{part}")
 
 
 def anchor(page_slug: str) -> str:

@@ -7,9 +7,11 @@ escaped unless marked safe (:mod:`report.context`). Headings in a page body star
 page title is level 1 (the HTML wrapper prints it, the PDF makes it a numbered chapter labelled
 ``<page-SLUG>``). To add a page: a template, a module here with its builder (returning ``[]`` when
 its artifact is absent), and one entry in :data:`PAGE_BUILDERS`; navigation, PDF chapters, figure
-exports and the manifest follow the page list. Figures and tables are numbered with
-``ctx.number_figure`` / ``ctx.number_table`` in the order the template shows them, and listed in the
-page's ``figures`` / ``tables`` (their exports: ``figures/``, ``tables/<slug>.tex``).
+exports and the manifest follow the page list. A builder returns
+``ctx.page(slug, title, nav_title, template, **values)``: the template's ``figure()`` and ``table()``
+number each figure and table where they place it, and the page lists what its template placed, in that
+order (their exports: ``figures/``, ``tables/<slug>.tex``), so the numbering cannot drift from the
+page.
 """
 
 from __future__ import annotations

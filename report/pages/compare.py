@@ -101,26 +101,23 @@ def compare_page(ctx: ReportContext, la: str, lb: str) -> Page | None:
     a, b = heads[la], heads[lb]
     page_slug = compare_slug(la, lb)
     rows = charts.compare_spectrum_rows([a, b])
-    fig = ctx.number_figure(Figure(
+    fig = Figure(
         f"{page_slug}-spectra", f"Heads {la} and {lb}: spectra",
         f"Singular values of heads {la} (vermillion, solid) and {lb} (blue, dashed), one panel per circuit; "
         f"in each panel the two heads share the axes.",
-        charts.compare_spectra_chart(rows, [la, b["head"]["label"]]), rows))
+        charts.compare_spectra_chart(rows, [la, b["head"]["label"]]), rows)
     o = overlap(a, b)
     tables = {"metrics": metrics_table(a, b, page_slug),
               "overlap": overlap_table(o, la, lb, page_slug) if o else None,
               "prompts": prompt_table(ctx, la, lb, page_slug)}
-    shown = [t for t in tables.values() if t is not None]
-    for t in shown:
-        ctx.number_table(t)
     fa, fb = head_records(ctx, la), head_records(ctx, lb)
     prompt_sentence = None
     if fa is not None and fb is not None:
         prompt_sentence = Safe(markdown_text(f"Head {la}: {share_text(fa[1]['summary'])}; head {lb}: "
                                              f"{share_text(fb[1]['summary'])}."))
-    markdown = ctx.render("compare.qmd.j2", a=a, b=b, la=la, lb=lb, figure_spectra=fig, tables=tables,
-                          overlap=o, prompt_sentence=prompt_sentence)
-    return Page(page_slug, f"Heads {la} and {lb} compared", f"{la} vs {lb}", markdown, [fig], shown)
+    return ctx.page(page_slug, f"Heads {la} and {lb} compared", f"{la} vs {lb}", "compare.qmd.j2",
+                    a=a, b=b, la=la, lb=lb, figure_spectra=fig, tables=tables, overlap=o,
+                    prompt_sentence=prompt_sentence)
 
 
 def compare_pages(ctx: ReportContext) -> list[Page]:

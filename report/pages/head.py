@@ -12,7 +12,7 @@ from .. import formatting as fmt
 from .. import tables as tb
 from ..context import LOADER_JS, Page, ReportContext
 from ..figures import Figure
-from ..outputs import head_slug, slug
+from ..outputs import head_slug
 from .prompts import prompt_context, prompt_figures, prompt_scripts, prompt_table
 
 #: how the rank metrics are drawn and named: key → (title, x-axis title, colour, circuit text)
@@ -24,75 +24,100 @@ RANK_METRICS = {
 }
 
 
-def head_figures(ctx: ReportContext, r: Mapping[str, Any]) -> dict[str, Figure]:
-    """The figures of one head, in reading order, numbered."""
+def spectra_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The singular-value spectra of the head's QK circuits, raw and normalised by σ₁."""
     label = r["head"]["label"]
-    key = slug(label.replace(".", "-"))
-    m = r["model"]
-    spectra_rows = charts.spectrum_rows(r["spectra"])
-    sa = r["subspace_alignment"]
-    figs = {
+    rows = charts.spectrum_rows(r["spectra"])
+    return {
         "spectra": Figure(
-            f"head-{key}-spectra", f"Head {label}: singular-value spectra",
+            head_slug(label, "spectra"), f"Head {label}: singular-value spectra",
             f"Head {label}: singular values of the three QK circuits — W_QK (d_model × d_model), the "
             f"full circuit through the embeddings, and the effective circuit from unembeddings "
-            f"(query) to effective embeddings (key). Each circuit has rank at most d_head = {m['d_head']}.",
-            charts.spectra_chart(spectra_rows), spectra_rows),
+            f"(query) to effective embeddings (key). Each circuit has rank at most d_head = {r['model']['d_head']}.",
+            charts.spectra_chart(rows), rows),
         "spectra_normalised": Figure(
-            f"head-{key}-spectra-normalised", f"Head {label}: normalised spectra",
+            head_slug(label, "spectra-normalised"), f"Head {label}: normalised spectra",
             f"Head {label}: the same spectra divided by their largest singular value, on a linear "
             f"(left) and a logarithmic (right) axis; a fast drop means a low-rank circuit.",
-            charts.normalised_spectra_chart(spectra_rows), spectra_rows),
+            charts.normalised_spectra_chart(rows), rows),
     }
+
+
+def direction_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The top tokens of the top singular directions (u query side, v key side) of the full and the
+    effective QK circuits."""
+    label = r["head"]["label"]
+    figs = {}
     for circuit, name in (("full_qk", "full QK circuit W_E W_QK W_Eᵀ"),
                           ("effective_qk", "effective QK circuit W_Uᵀ W_QK W_EEᵀ")):
         rows = charts.direction_rows(r["singular_directions"][circuit])
         n_dir = len(r["singular_directions"][circuit])
         k = len(r["singular_directions"][circuit][0]["query"]) if n_dir else 0
         figs[f"directions_{circuit}"] = Figure(
-            f"head-{key}-directions-{circuit.replace('_', '-')}", f"Head {label}: top tokens of the {name}",
+            head_slug(label, f"directions-{circuit.replace('_', '-')}"), f"Head {label}: top tokens of the {name}",
             f"Head {label}: the {k} tokens with the largest |entry| in each of the top {n_dir} singular "
             f"directions of the {name}; left the query side (u), right the key side (v); bars are "
             f"signed. Hover for the token, its id and its value.",
             charts.singular_direction_chart(rows, f"Top tokens of the {name}"), rows)
+    return figs
+
+
+def alignment_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The tokens most aligned (cos²) with W_QK's first singular vectors, and the subspace scores
+    s(w) = (d_model / r) ‖U_rᵀ û_w‖² of the names and the generic words."""
+    label = r["head"]["label"]
+    m = r["model"]
+    sa = r["subspace_alignment"]
     cos_rows = charts.cosine_rows(r["squared_cosine"])
-    figs["squared_cosine"] = Figure(
-        f"head-{key}-squared-cosine", f"Head {label}: token alignment",
-        f"Head {label}: tokens whose unembedding (W_U), effective embedding (W_EE) or embedding "
-        f"(W_E) is most aligned (squared cosine) with W_QK's first left (u₁) or right (v₁) singular "
-        f"vector; the dashed line is 1/d_model = {fmt.num(1 / m['d_model'])}.",
-        charts.squared_cosine_chart(cos_rows, m["d_model"]), cos_rows)
     sub_rows = charts.subspace_rows(sa)
-    figs["subspace"] = Figure(
-        f"head-{key}-names-vs-generic", f"Head {label}: names vs generic words",
-        f"Head {label}: subspace score of {sa['groups']['names']['summary']['n']} names and "
-        f"{sa['groups']['generic']['summary']['n']} generic words — the share of a word's normalised "
-        f"unembedding inside the span of W_QK's top {sa['rank']} left singular vectors, times "
-        f"d_model / {sa['rank']} = {fmt.num(sa['scale'])}, so that a random direction scores "
-        f"{fmt.num(sa['random_baseline'])} (dashed line).",
-        charts.subspace_chart(sub_rows, sa["random_baseline"], sa["rank"]), sub_rows)
+    return {
+        "squared_cosine": Figure(
+            head_slug(label, "squared-cosine"), f"Head {label}: token alignment",
+            f"Head {label}: tokens whose unembedding (W_U), effective embedding (W_EE) or embedding "
+            f"(W_E) is most aligned (squared cosine) with W_QK's first left (u₁) or right (v₁) singular "
+            f"vector; the dashed line is 1/d_model = {fmt.num(1 / m['d_model'])}.",
+            charts.squared_cosine_chart(cos_rows, m["d_model"]), cos_rows),
+        "subspace": Figure(
+            head_slug(label, "names-vs-generic"), f"Head {label}: names vs generic words",
+            f"Head {label}: subspace score of {sa['groups']['names']['summary']['n']} names and "
+            f"{sa['groups']['generic']['summary']['n']} generic words — the share of a word's normalised "
+            f"unembedding inside the span of W_QK's top {sa['rank']} left singular vectors, times "
+            f"d_model / {sa['rank']} = {fmt.num(sa['scale'])}, so that a random direction scores "
+            f"{fmt.num(sa['random_baseline'])} (dashed line).",
+            charts.subspace_chart(sub_rows, sa["random_baseline"], sa["rank"]), sub_rows),
+    }
+
+
+def rank_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The histograms of each token's own rank (:data:`RANK_METRICS`); none for a metric that is
+    undefined (a degenerate circuit: the table says why)."""
+    label = r["head"]["label"]
+    figs = {}
     for metric, (title, x_title, colour, circuit) in RANK_METRICS.items():
         summary = r[metric]
         rows = charts.rank_rows(summary)
-        if not rows:  # undefined (degenerate circuit): no chart, the table says why
+        if not rows:
             continue
         scope = ("every token" if summary["mode"] == "exact"
                  else f"a seeded random sample of {fmt.integer(summary['n_ranked'])} tokens")
         figs[metric] = Figure(
-            f"head-{key}-{metric.replace('_', '-')}", f"Head {label}: {title}",
+            head_slug(label, metric.replace("_", "-")), f"Head {label}: {title}",
             f"Head {label}: for {scope}, the rank of the token's own entry in its row of {circuit} "
             f"(rank 1 = the best of {fmt.integer(summary['n_tokens'])}; ties count against the token).",
             charts.rank_histogram_chart(rows, summary["n_ranked"], summary["n_tokens"],
                                         title=f"{title}: rank of each token's own entry", x_title=x_title,
                                         colour=colour), rows)
-    for f in figs.values():
-        ctx.number_figure(f)
     return figs
+
+
+def head_figures(r: Mapping[str, Any]) -> dict[str, Figure]:
+    """The figures of one head by name (numbered where ``head.qmd.j2`` places them)."""
+    return spectra_figures(r) | direction_figures(r) | alignment_figures(r) | rank_figures(r)
 
 
 def table_slug(r: Mapping[str, Any], name: str) -> str:
     """The slug of one of a head's tables: ``head-L-H-<name>``, like its figures'."""
-    return f"head-{r['head']['label'].replace('.', '-')}-{name}"
+    return head_slug(r["head"]["label"], name)
 
 
 def spectrum_table(r: Mapping[str, Any]) -> tb.Table:
@@ -220,7 +245,7 @@ def with_loader(scripts: list[str]) -> list[str]:
 def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     r = head["results"]
     label = r["head"]["label"]
-    figs = head_figures(ctx, r)
+    figs = head_figures(r)
     prompt_figs = prompt_figures(ctx, label)
     paper = references.paper_values(r["model"], head["provenance"], label, head["config"])
     mismatch = (references.definition_mismatch(head["config"])
@@ -235,9 +260,6 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         "self_attention": rank_table(r, "qk_self_attention", paper),
         "prompts": prompt_table(ctx, label),
     }
-    shown = [t for t in tables.values() if t is not None]
-    for t in shown:
-        ctx.number_table(t)
     m = r["model"]
     sentences = findings.head_findings(r)
     sentences["cosine"] = findings.cosine_sentence(r["squared_cosine"], m["d_model"], m["d_vocab"])
@@ -250,8 +272,10 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
                      else "its lists come from the exact pass over every token, and this analysis sampled rows "
                           "(analysis.ov_mode = \"sampled\")" if a["ov_mode"] != "exact"
                      else "this head's circuits are degenerate (see the rank tables above)")
-    markdown = ctx.render(
-        "head.qmd.j2", explorer=explorer_block.block(label, qk_note) if has_explorer else None,
+    return ctx.page(
+        head_slug(label), f"Head {label}", f"Head {label}", "head.qmd.j2",
+        scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)),
+        explorer=explorer_block.block(label, qk_note) if has_explorer else None,
         explorer_note=explorer_note, prompts=prompt_context(ctx, label), prompt_figures=prompt_figs,
         r=r, head=r["head"], model=m, figures=figs, tables=tables,
         findings=sentences, config=head["config"], provenance=head["provenance"],
@@ -259,9 +283,6 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         notebook=references.NOTEBOOK,
         processing=", ".join(f"{k} = {str(v).lower()}" for k, v in sorted(head["provenance"]["processing"].items())),
     )
-    return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,
-                list(figs.values()) + list(prompt_figs.values()), shown,
-                scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)))
 
 
 def head_pages(ctx: ReportContext) -> list[Page]:

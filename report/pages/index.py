@@ -20,7 +20,7 @@ def model_table(ctx: ReportContext) -> tb.Table:
         ("normalisation / positions", tb.text(f"{m['normalization']} / {m['positional']}"
                                               + (" / QK-norm" if m.get("qk_norm") else ""))),
     )]
-    return ctx.number_table(tb.Table("The model analysed.", ["property", "value"], rows, slug="model"))
+    return tb.Table("The model analysed.", ["property", "value"], rows, slug="model")
 
 
 def index_page(ctx: ReportContext) -> list[Page]:
@@ -30,9 +30,8 @@ def index_page(ctx: ReportContext) -> list[Page]:
         r = h["results"]
         heads.append({"label": r["head"]["label"], "findings": findings.head_findings(r),
                       "slug": head_slug(r["head"]["label"])})
-    markdown = ctx.render(
-        "index.qmd.j2", model=ctx.model["results"]["model"], heads=heads,
+    return [ctx.page(
+        "index", "Overview", "Overview", "index.qmd.j2", model=ctx.model["results"]["model"], heads=heads,
         model_table=table, provenance=ctx.model["provenance"], config=ctx.model["config"],
         has_survey=ctx.survey is not None,
-    )
-    return [Page("index", "Overview", "Overview", markdown, tables=[table])]
+    )]

@@ -14,7 +14,7 @@ from .. import tables as tb
 from ..context import ReportContext
 from ..escaping import Safe, markdown_text, markdown_token
 from ..figures import Figure
-from ..outputs import slug
+from ..outputs import head_slug
 
 #: a prompt's text in a table cell is cut to this many characters
 PROMPT_CELL = 70
@@ -35,8 +35,7 @@ def share_text(summary: Mapping[str, Any]) -> str:
 
 
 def figure_slugs(label: str) -> dict[str, str]:
-    key = slug(label.replace(".", "-"))
-    return {name: f"head-{key}-prompt-{name}" for name in ("summary", "attention", "final")}
+    return {name: head_slug(label, f"prompt-{name}") for name in ("summary", "attention", "final")}
 
 
 def prompt_figures(ctx: ReportContext, label: str) -> dict[str, Figure]:
@@ -78,8 +77,6 @@ def prompt_figures(ctx: ReportContext, label: str) -> dict[str, Figure]:
             f"negative: the head pushes the token down). {shown}.",
             charts.final_position_chart(final_rows, label, charts.prompt_step(longest, 900, 14)), final_rows),
     }
-    for f in figs.values():
-        ctx.number_figure(f)
     return figs
 
 
@@ -109,7 +106,7 @@ def prompt_table(ctx: ReportContext, label: str) -> tb.Table | None:
         f"beginning-of-sequence token excluded), its attention weight and the direct effect of the head on its "
         f"logit; the model's top prediction and the head's direct effect on it.",
         ["#", "prompt", "most-attended token", "attention", "effect on its logit", "top prediction", "effect on it"],
-        rows, css_class="tokens", slug=f"head-{label.replace('.', '-')}-prompts")
+        rows, css_class="tokens", slug=head_slug(label, "prompts"))
 
 
 def prompt_context(ctx: ReportContext, label: str) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """The reproducibility page: the command that rebuilds the report, the configuration, provenance,
 software versions, timings, and the list of every table's LaTeX export. It is the last page built,
-so the tables of every page are numbered (``ctx.tables``) by the time it lists them."""
+so the tables of every page are numbered (``ctx.tables``) by the time it lists them; its own three
+are numbered as its template places them, before the list (which the template asks for there)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def provenance_table(ctx: ReportContext) -> tb.Table:
         [tb.text("device / dtype"), tb.text(f"{prov['device']} / {prov['dtype']}")],
         [tb.text("seed"), tb.number(str(prov["seed"]))],
     ]
-    return ctx.number_table(tb.Table("Provenance of the artifacts.", ["item", "value"], rows, slug="provenance"))
+    return tb.Table("Provenance of the artifacts.", ["item", "value"], rows, slug="provenance")
 
 
 def export_link(name: str) -> Safe:
@@ -65,20 +66,20 @@ def total_seconds(timings: dict[str, float]) -> float:
 def reproducibility_page(ctx: ReportContext) -> list[Page]:
     model = ctx.model
     prov = model["provenance"]
-    provenance = provenance_table(ctx)  # numbered in the order the page shows them
+    provenance = provenance_table(ctx)
     versions = {**{f"{k} (analysis)": v for k, v in sorted(prov.get("libraries", {}).items())},
                 **{f"{k} (report)": v for k, v in sorted(ctx.tool_versions.items())}}
-    versions_table = ctx.number_table(tb.Table(
+    versions_table = tb.Table(
         "Software versions: the analysis (recorded in the artifacts) and this rendering.",
-        ["package", "version"], [[tb.text(k), tb.code(v)] for k, v in versions.items()], slug="versions"))
+        ["package", "version"], [[tb.text(k), tb.code(v)] for k, v in versions.items()], slug="versions")
     timings = (ctx.artifacts.get("timings") or {}).get("seconds", {})
     timings_table = None
     if timings:
-        timings_table = ctx.number_table(tb.Table(
+        timings_table = tb.Table(
             f"Wall-clock time of each analysis step ({fmt.num(total_seconds(timings))} s in all; "
             f"device {(ctx.artifacts.get('timings') or {}).get('device') or 'n/a'}).",
             ["step", "seconds"], [[tb.code(k), tb.number(fmt.num(v))] for k, v in timings.items()],
-            slug="timings"))
+            slug="timings")
     out_dir = shlex.quote(str(model["config"].get("output_dir", "build")))
     render_cmd = f"headreport render --artifacts {out_dir}/artifacts --out {out_dir}"
     if ctx.artifacts.get("survey") is not None:  # the artifacts were made by a survey: its command
@@ -87,13 +88,11 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
     else:
         commands = {"build": f"headreport build --config report.toml --out {out_dir}",
                     "make": f"make report CONFIG=report.toml OUT={out_dir}", "render": render_cmd, "survey": False}
-    markdown = ctx.render(
-        "reproducibility.qmd.j2", config_toml=config_to_toml(model["config"]),
+    return [ctx.page(
+        "reproducibility", "Reproducibility", "Reproducibility", "reproducibility.qmd.j2", config_toml=config_to_toml(model["config"]),
         provenance_table=provenance, versions_table=versions_table, timings_table=timings_table,
         commands=commands, engine=ctx.engine, schema_version=model["schema_version"],
         heads=model["results"]["heads"], style_file=export_link(STYLE_FILE),
-        exported_tables=[{"file": export_link(f"{t.slug}.tex"), "number": t.number, "caption": t.caption}
-                         for t in ctx.tables],
-    )
-    tables = [t for t in (provenance, versions_table, timings_table) if t is not None]
-    return [Page("reproducibility", "Reproducibility", "Reproducibility", markdown, tables=tables)]
+        exported_tables=lambda: [{"file": export_link(f"{t.slug}.tex"), "number": t.number, "caption": t.caption}
+                                 for t in ctx.tables],  # called where the list goes: every table numbered
+    )]

@@ -50,19 +50,20 @@ def ranked_table(survey: Mapping[str, Any], with_pages: set[str], n: int = TABLE
          "names/generic", "own page"], rows, slug="survey-ranking")
 
 
-def survey_figures(ctx: ReportContext, survey: Mapping[str, Any]) -> list[Figure]:
+def survey_figures(survey: Mapping[str, Any]) -> list[Figure]:
+    """One layer × head heatmap per survey statistic, in the order of ``results.statistics``."""
     m = survey["model"]
     figs = []
     for stat in survey["statistics"]:
         key = stat["key"]
         rows = charts.heatmap_rows(survey, key)
         log = key.endswith(LOG_SCALE)
-        figs.append(ctx.number_figure(Figure(
+        figs.append(Figure(
             "survey-" + slug(key.replace(".", "-").replace("_", "-")), f"Survey: {stat['title']}",
             f"{stat['title']} of every head ({m['n_layers']} layers × {m['n_heads']} heads): "
             f"{stat['description']}." + (" Log colour scale." if log else "")
             + " Grey: undefined (a degenerate circuit). Hover a cell for the exact value.",
-            charts.heatmap_chart(rows, stat["title"], stat["description"], log, m["n_layers"], m["n_heads"]), rows)))
+            charts.heatmap_chart(rows, stat["title"], stat["description"], log, m["n_layers"], m["n_heads"]), rows))
     return figs
 
 
@@ -73,15 +74,14 @@ def survey_pages(ctx: ReportContext) -> list[Page]:
         return []
     survey = artifact["results"]
     with_pages = {h["results"]["head"]["label"] for h in ctx.heads}
-    table = ctx.number_table(ranked_table(survey, with_pages))
-    figs = survey_figures(ctx, survey)
+    table = ranked_table(survey, with_pages)
+    figs = survey_figures(survey)
     order = survey["ranking"]["order"]
     beating = survey["ranking"]["beats_chance"]
     linked = [label for label in order if label in with_pages]
     undefined = [r["label"] for r in survey["heads"] if r["rank"] is None]
-    markdown = ctx.render(
-        "survey.qmd.j2", survey=survey, model=survey["model"], settings=survey["settings"],
+    return [ctx.page(
+        "survey", "Survey of all heads", "Survey", "survey.qmd.j2", survey=survey, model=survey["model"], settings=survey["settings"],
         ranking_table=table, figures=figs, linked=linked, beating=beating, undefined=undefined,
         rows={r["label"]: r for r in survey["heads"]}, provenance=artifact["provenance"],
-    )
-    return [Page("survey", "Survey of all heads", "Survey", markdown, figs, [table])]
+    )]

@@ -187,8 +187,9 @@ def test_sentences_hedge_when_the_evidence_is_weak():
 
 def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path):
     from headreport.analysis.artifacts import load_artifacts
-    from headreport.report import render as rnd
+    from headreport.report import engines as rnd
     from headreport.report.context import ReportContext
+    from headreport.report.engines import quarto
     from headreport.report.pages import build_pages
 
     monkeypatch.setattr(rnd.shutil, "which", lambda name: None)
@@ -199,8 +200,8 @@ def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path
     assert rnd.select_engine("auto") == "quarto"
     ctx = ReportContext(load_artifacts(report_build / "artifacts"), "quarto", {"quarto": "test"})
     pages = build_pages(ctx)
-    monkeypatch.setattr(rnd, "vega_bundle", lambda: "/* bundle */")
-    project = rnd.write_quarto_project(ctx, pages, tmp_path / "q")
+    monkeypatch.setattr(quarto, "vega_bundle", lambda: "/* bundle */")
+    project = quarto.write_project(ctx, pages, tmp_path / "q")
     cfg = yaml.safe_load((project / "_quarto.yml").read_text(encoding="utf-8"))
     assert cfg["project"]["type"] == "website"
     assert cfg["project"]["render"] == [f"{p.slug}.qmd" for p in pages]

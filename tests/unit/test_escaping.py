@@ -66,7 +66,7 @@ def test_csv_cell_guards_formulas_and_round_trips():
 
 
 def _pandoc(markdown: str, to: str) -> str:
-    from headreport.report.render import run_pandoc
+    from headreport.report.engines.pandoc import run_pandoc
 
     return run_pandoc(markdown, to)
 
