@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .analysis.artifacts import TIMINGS, merged_timings, write_artifacts
-from .report.render import inline_script, render
+from .report.engines import inline_script
+from .report.render import render
 
 #: the folders under ``site/assets`` whose scripts are data, loaded on first use by the page
 DATA_FOLDERS = ("explorer", "prompts")

@@ -80,7 +80,7 @@ def test_checking_that_nothing_changed_imports_no_torch(analysed, own_checkpoint
     names = Path(config.words.names)
     toml = tmp_path / "c.toml"
     toml.write_text(config_text(own_checkpoint, names), encoding="utf-8")
-    code = ("import sys\nfrom analysis.config import load_config\nfrom headreport.build import stale_reason\n"
+    code = ("import sys\nfrom headreport.analysis.config import load_config\nfrom headreport.build import stale_reason\n"
             f"c = load_config({str(toml)!r}).replace(output_dir={config.output_dir!r})\n"
             f"from pathlib import Path\nassert stale_reason(c, Path({str(artifacts)!r})) is None, stale_reason(c, Path({str(artifacts)!r}))\n"
             "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
