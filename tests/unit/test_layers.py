@@ -153,3 +153,21 @@ def test_the_checker_sees_a_forbidden_import(tmp_path):
                     encoding="utf-8")
     assert under(imports_of(f"{ANALYSIS}.x", path), REPORT) == {f"{REPORT}.render", f"{REPORT}.render.render"}
     assert module_level_imports(path) == {"os", "torch.nn"}
+
+
+TEST_MODULES = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in sorted((ROOT / "tests").rglob("*.py"))}
+
+
+@pytest.mark.parametrize("name, path", sorted({**modules(ANALYSIS), **modules(REPORT), **modules("headreport"),
+                                               **TEST_MODULES}.items()))
+def test_nothing_imports_the_folders_as_top_level_packages(name, path):
+    """``analysis`` and ``report`` exist only as ``headreport.analysis`` / ``headreport.report``: a
+    checkout's root on sys.path would otherwise load a second copy of them (or a user's own)."""
+    absolute = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            absolute |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            absolute.add(node.module or "")
+    bad = {n for n in absolute if n.split(".")[0] in ("analysis", "report")}
+    assert not bad, f"{name} imports {sorted(bad)}"
