@@ -33,7 +33,6 @@ WordForm = Literal["bare", "space_prefixed"]
 QKNormalization = Literal["none", "sqrt_d_model"]
 
 EMBEDDING_VARIANTS: tuple[str, ...] = get_args(EmbeddingVariant)
-RANK_MODES: tuple[str, ...] = get_args(RankMode)
 #: built-in word lists (files in analysis/data): ``builtin:NAME``
 BUILTIN_WORD_LISTS = {
     "ioi_names": "ioi_names.txt",
@@ -364,11 +363,6 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any], base_dir: Path
     return config_from_dict(raw, base_dir)
 
 
-def builtin_source(name: str) -> str:
-    """The file of a built-in word list (``builtin:NAME``)."""
-    return BUILTIN_WORD_LISTS[name]
-
-
 def resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
     if value.startswith("builtin:"):
         name = value.removeprefix("builtin:")
@@ -459,8 +453,3 @@ def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int
             if mode == "sampled" and size > d_vocab:
                 raise ConfigError(f"{key}: {size:,} is more than the model's {d_vocab:,} tokens; sample at most "
                                   f"{d_vocab:,}, or rank every token (mode \"exact\")")
-
-
-def check_heads_against_model(heads: tuple[HeadRef, ...], n_layers: int, n_heads: int) -> None:
-    """Raise a :class:`ConfigError` naming ``heads`` if a head lies outside the model."""
-    check_against_model(Config(heads=heads), n_layers, n_heads, d_head=1 << 30)

@@ -37,6 +37,10 @@ class SkippedWord:
     reason: str
 
 
+#: each word list's key (``names``, ``generic``) → its single-token words and the words it skipped
+WordLists = dict[str, tuple[list[WordToken], list[SkippedWord]]]
+
+
 def parse_word_lines(text: str, source: str, key: str = "words") -> list[str]:
     """One word per line; blank lines and ``#`` comments skipped; duplicates dropped (first kept)."""
     words: list[str] = []
