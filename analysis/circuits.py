@@ -306,7 +306,7 @@ class RankCircuits:
             # column factor is a transposed slice of it
             self._ov = W_U.T @ W_O_all.reshape(-1, W_O_all.shape[-1]).T  # [d_vocab, n_heads·d_head]
             # the keys of every key/value head: one wide GEMM, or the model's own k norms per head
-            if model.family.get("qk_norm"):
+            if model.family.qk_norm:
                 kv_keys = {w.kv_head: w.keys(key_inputs).T.contiguous() for w in heads}
             else:
                 kv_keys = {}

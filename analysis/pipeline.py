@@ -57,7 +57,7 @@ def artifact_provenance(model: LoadedModel, seed: int) -> dict[str, Any]:
 
 def model_summary(model: LoadedModel) -> dict[str, Any]:
     """The model's dimensions and every note on what its numbers approximate."""
-    notes = list(model.family.get("notes", []))
+    notes = list(model.family.notes)
     notes += circuits.gain_notes(model)
     notes += model.provenance.get("processing_notes", [])
     if model.normalization == "RMS":
@@ -75,7 +75,7 @@ def model_summary(model: LoadedModel) -> dict[str, Any]:
         "d_vocab": model.d_vocab,
         "normalization": model.normalization,
         "positional": model.positional,
-        "qk_norm": bool(model.family.get("qk_norm", False)),
+        "qk_norm": model.family.qk_norm,
         "notes": notes,
     }
 

@@ -165,7 +165,7 @@ def survey_head(
     layers = layers or LayerCache(model, layer0, qk_normalization, timer, "survey")
     if layer is None:
         with timer("survey/spectra"):
-            triangular = None if model.family.get("qk_norm") else effective_qk_triangular_factors(W_U, layer0.W_EE)
+            triangular = None if model.family.qk_norm else effective_qk_triangular_factors(W_U, layer0.W_EE)
             layer = layer_spectra(model, head.layer, layer0, triangular)
     h = head.head
     with timer("survey/subspace"):
@@ -227,7 +227,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
     a, s = config.analysis, config.survey
     heads = [HeadRef(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
     triangular = None
-    if not model.family.get("qk_norm"):
+    if not model.family.qk_norm:
         with timer("survey/qr"):
             triangular = effective_qk_triangular_factors(circuits.unembedding(model), layer0.W_EE)
     records = []

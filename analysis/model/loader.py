@@ -28,6 +28,7 @@ from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError, ModelUnavailableError
 from ..inputs.preflight import resolve_source
 from .bundled import SMOLLM2_ID, smollm2_135m_instruct
+from .families import FamilyFacts, family_facts
 
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
 
@@ -51,7 +52,7 @@ class LoadedModel:
     normalization: str  # "LN" or "RMS" (the kind of norm before attention / MLP)
     positional: str  # "standard", "rotary", "alibi", ...
     provenance: dict[str, Any] = field(default_factory=dict)
-    family: dict[str, Any] = field(default_factory=dict)  # what the analysis must know of the family
+    family: FamilyFacts = field(default_factory=FamilyFacts)  # what the analysis must know of the family
     checkpoint_hashes: dict[str, dict[str, Any]] = field(default_factory=dict)  # staleness.file_hashes
     _weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -225,8 +226,6 @@ def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[
 
 def dimensions(bridge: Any, provenance: dict[str, Any]) -> LoadedModel:
     """The :class:`LoadedModel` of a processed bridge: its dimensions and family facts."""
-    from .families import family_facts
-
     cfg = bridge.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     norm = str(getattr(cfg, "normalization_type", "") or "")
