@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -379,6 +380,33 @@ def _key_core(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def sha256_bytes_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def package_versions(names: Iterable[str], missing: str | None = "not installed") -> dict[str, str]:
+    """Each distribution's installed version (``importlib.metadata``), ``missing`` for one that is
+    not installed (left out when ``missing`` is None): the provenance of artifacts and reports."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            if missing is not None:
+                out[name] = missing
+    return out
+
+
+def code_digest(packages: Iterable[str], suffixes: tuple[str, ...]) -> str:
+    """sha256 over every file whose name ends in one of ``suffixes`` in the folders of the installed
+    ``packages`` (sub-folders included, ``__pycache__`` not), in sorted order, each file's bytes
+    preceded by its name ``package/relative/path``: the code part of a staleness or render key."""
+    h = hashlib.sha256()
+    for package in packages:
+        root = Path(str(resources.files(package)))
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix in suffixes and "__pycache__" not in path.parts:
+                h.update(f"{package}/{path.relative_to(root).as_posix()}".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:

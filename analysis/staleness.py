@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .artifacts import code_digest
 from .config import Config, ModelConfig
 from .inputs.prompt_files import prompt_source_bytes
 from .model.checkpoint import checkpoint_files, sha256_file
@@ -33,14 +33,8 @@ def digest(data: bytes | str) -> str:
 
 
 def analysis_code_digest() -> str:
-    """sha256 over the analysis package's source and data."""
-    h = hashlib.sha256()
-    root = Path(str(resources.files("headreport.analysis")))
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".txt", ".json") and "__pycache__" not in path.parts:
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    """sha256 over the analysis package's source and data (:func:`analysis.artifacts.code_digest`)."""
+    return code_digest(("headreport.analysis",), (".py", ".txt", ".json"))
 
 
 def config_digest(config: dict[str, Any]) -> str:

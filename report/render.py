@@ -39,7 +39,6 @@ Pages come from :data:`report.pages.PAGE_BUILDERS` (one module per page kind; se
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import os
 import re
@@ -52,7 +51,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from headreport.analysis.artifacts import load_artifacts, remove_stale_temps
+from headreport.analysis.artifacts import load_artifacts, package_versions, remove_stale_temps
 from headreport.analysis.errors import UserError
 
 from . import explorer, incremental, outputs, prompt_data
@@ -104,7 +103,7 @@ def engine_versions(engine: str) -> dict[str, str]:
         return {"quarto": out.stdout.strip() or "unknown"}
     import pypandoc
 
-    return {"pandoc": pypandoc.get_pandoc_version(), "typst": importlib.metadata.version("typst")}
+    return {"pandoc": pypandoc.get_pandoc_version(), **package_versions(["typst"])}
 
 
 def run_pandoc(markdown: str, to: str, extra: list[str] | None = None) -> str:

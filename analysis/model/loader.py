@@ -15,7 +15,6 @@ never hangs on network retries.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..artifacts import package_versions
 from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError, ModelUnavailableError
 from ..inputs.preflight import resolve_source
@@ -107,13 +107,8 @@ REFACTOR_SKIPPED_NOTE = (
 
 
 def library_versions() -> dict[str, str]:
-    out = {}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            out[lib] = "not installed"
-    return out
+    """The installed versions of the libraries that produce the numbers (the artifacts' provenance)."""
+    return package_versions(LIBRARIES)
 
 
 def resolve_device(device: str) -> str:
