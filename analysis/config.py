@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
-from .inputs.text import check_path_text, decode_utf8, read_limited, shown
+from .inputs.text import builtin_file, check_path_text, decode_utf8, read_limited, shown
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["float32", "float64"]
@@ -329,15 +329,20 @@ def parse_compare(values: Any) -> tuple[tuple[HeadRef, HeadRef], ...]:
     return tuple(pairs)
 
 
+def builtin_word_list(value: str, key: str) -> str | None:
+    """The data file of a ``builtin:NAME`` word list (None for a path); an unknown NAME is an error naming ``key``."""
+    return builtin_file(value, BUILTIN_WORD_LISTS, key, "word list", "or a path to a text file with one word per line")
+
+
+def builtin_prompt_set(value: str, key: str = "prompts") -> str | None:
+    """The data file of a ``builtin:NAME`` prompt set (None for a path); an unknown NAME is an error naming ``key``."""
+    return builtin_file(value, BUILTIN_PROMPTS, key, "prompt set",
+                        "a path to a UTF-8 file with one prompt per line, or \"off\"")
+
+
 def resolve_prompt_source(value: str, base_dir: Path | None) -> str:
     """``prompts``: "off", ``builtin:NAME`` or a prompt file (made absolute; it must exist)."""
-    if value == "off":
-        return value
-    if value.startswith("builtin:"):
-        if value.removeprefix("builtin:") not in BUILTIN_PROMPTS:
-            raise ConfigError(f"prompts: unknown built-in prompt set {shown(value)}; choose "
-                              + ", ".join(f"\"builtin:{n}\"" for n in BUILTIN_PROMPTS)
-                              + ", a path to a UTF-8 file with one prompt per line, or \"off\"")
+    if value == "off" or builtin_prompt_set(value) is not None:
         return value
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
@@ -364,14 +369,8 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any], base_dir: Path
 
 
 def resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
-    if value.startswith("builtin:"):
-        name = value.removeprefix("builtin:")
-        if name not in BUILTIN_WORD_LISTS:
-            raise ConfigError(
-                f"{key}: unknown built-in list {shown(name)}; built-in lists are "
-                + ", ".join(f"builtin:{n}" for n in BUILTIN_WORD_LISTS)
-                + ", or give a path to a text file with one word per line"
-            )
+    """``words.names`` / ``words.generic``: ``builtin:NAME`` or a word-list file (made absolute; it must exist)."""
+    if builtin_word_list(value, key) is not None:
         return value
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
