@@ -16,6 +16,7 @@ document before writing any, and :func:`read_artifact` validates on read.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
 import importlib.metadata
@@ -23,7 +24,9 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -78,7 +81,7 @@ def schema() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _validator():
-    import jsonschema
+    import jsonschema  # noqa: PLC0415 - 0.2 s: the CLI imports this module before it refuses a bad config
 
     return jsonschema.Draft202012Validator(schema())
 
@@ -86,7 +89,7 @@ def _validator():
 def validate(doc: dict[str, Any], where: str = "artifact") -> None:
     """Raise :class:`ArtifactError` if ``doc`` does not follow the schema: the message names the
     file, the JSON path (``/results/head/label``) and the rule that failed (``pattern``)."""
-    import jsonschema
+    import jsonschema  # noqa: PLC0415 - as in _validator
 
     errors = list(_validator().iter_errors(doc))
     if errors:
@@ -137,8 +140,6 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     names, :data:`STAGE_NAME`), of a process that is no longer alive, and never through a link (a
     link is removed itself, a real folder emptied). A live process's are kept; anything else is
     never touched."""
-    import shutil
-
     removed = []
     try:
         entries = list(folder.iterdir())
@@ -561,10 +562,7 @@ def check_explorers(folder: Path, model: dict[str, Any], explorers: dict[str, An
 def check_explorer_payload(where: Path, doc: dict[str, Any], d_vocab: int) -> None:
     """The payload inflates to bytes with the sha256 it records, and every rank lies in 1..d_vocab and
     every listed id in 0..d_vocab − 1 (the page would otherwise say "ranks 65,535 of 50,257")."""
-    import binascii
-    import zlib
-
-    from .explorer_codec import decode
+    from .explorer_codec import decode  # noqa: PLC0415 - numpy only when an explorer payload is checked
 
     try:
         arrays = decode(doc)

@@ -43,7 +43,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import EmbeddingVariant
+from .config import EMBEDDING_VARIANTS, EmbeddingVariant
+from .errors import ConfigError
 from .model.loader import LoadedModel
 
 HOOK_POS_EMBED = "hook_pos_embed"
@@ -150,8 +151,6 @@ def _check_bias_is_additive(model: LoadedModel) -> None:
     (a post-attention norm) sits between the output projection and the residual stream."""
     block = model.bridge.blocks[0]
     if getattr(block, "ln1_post", None) is not None:
-        from .errors import ConfigError
-
         raise ConfigError(
             "effective_embedding.attention_bias: false is not defined for this model: its attention "
             "biases pass through a norm after the attention, so they cannot be dropped from its output; "
@@ -219,8 +218,6 @@ def effective_embedding(
 
     ``method``: "auto" (the factored path when it checks out, else the forward pass), "forward" or
     "factored" (still checked; an error if it does not match)."""
-    from .config import EMBEDDING_VARIANTS
-
     for v in (variant, rank_variant or variant):
         if v not in EMBEDDING_VARIANTS:
             raise ValueError(f"unknown effective-embedding variant {v!r}; choose one of {EMBEDDING_VARIANTS}")

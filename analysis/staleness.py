@@ -20,10 +20,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import code_digest
+from .artifacts import canonical, code_digest
 from .config import Config, ModelConfig
 from .inputs.prompt_files import prompt_source_bytes
+from .inputs.words import read_word_source
+from .model.bundled import BUNDLED_FILES
 from .model.checkpoint import checkpoint_files, sha256_file
+from .model.sources import checkpoint_folder
 
 StatCache = dict[str, dict[str, Any]]  # path → {"size", "mtime_ns", "sha256"}
 
@@ -38,8 +41,6 @@ def analysis_code_digest() -> str:
 
 
 def config_digest(config: dict[str, Any]) -> str:
-    from .artifacts import canonical
-
     comparable = {k: v for k, v in canonical(config).items() if k != "output_dir"}
     return digest(json.dumps(comparable, sort_keys=True, ensure_ascii=False))
 
@@ -69,9 +70,6 @@ def model_files(model: ModelConfig) -> list[Path] | None:
     loading it (None: a bundled model that is not installed). The folder comes from
     :func:`analysis.sources.checkpoint_folder`, the resolution loading uses: a cached pinned
     revision is found offline, and no other branch is asked for."""
-    from .model.bundled import BUNDLED_FILES
-    from .model.sources import checkpoint_folder
-
     if model.name in BUNDLED_FILES:
         path = BUNDLED_FILES[model.name]()
         return [path] if path is not None else None
@@ -83,8 +81,6 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
     """The staleness key of ``config`` (see the module docstring). ``checkpoint``: the model's file
     hashes when the caller has them (a load records them); else they are computed, reusing
     ``cache`` (the previous key's ``checkpoint_files``)."""
-    from .inputs.words import read_word_source
-
     if checkpoint is None:
         files = model_files(config.model)
         checkpoint = file_hashes(files, cache) if files is not None else {}

@@ -5,6 +5,7 @@ a file larger than its kind can be, with one message that names the key (or flag
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -91,9 +92,6 @@ def check_output_target(path: Path, error: type[UserError], key: str = "--out") 
     """``path`` is, or can be created as, a folder we can write to — checked before any heavy work by
     writing and removing a probe file in it (or in its nearest existing parent, so that nothing is
     created yet)."""
-    import os
-    import tempfile
-
     target = Path(path)
     probe_dir = target
     while not probe_dir.exists():

@@ -54,7 +54,7 @@ def _parse_gguf_once():
     (~400 times). Both are pure functions of their arguments; sharing them cuts the load by more than
     half. The ``gguf`` module attributes are restored afterwards.
     """
-    import gguf
+    import gguf  # noqa: PLC0415 - the front end never imports a heavy library at module level
 
     original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], Any] = {}
@@ -86,7 +86,7 @@ def smollm2_gguf_path() -> Path | None:
 
 def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, Any]]:
     """Load the bundled SmolLM2-135M-Instruct: ``(hf_model, tokenizer, provenance extras)``."""
-    import transformers
+    import transformers  # noqa: PLC0415 - torch-free front end: transformers only when loading
 
     if model_cfg.revision is not None:
         raise ConfigError(f"model.revision: not used for the bundled model {SMOLLM2_ID!r}; remove it")

@@ -185,7 +185,7 @@ def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> FamilyFacts:
             "QK-norm: the per-head query and key norms are applied to the rows of the token-level QK "
             "circuits (full, effective, and the self-attention ranks), which stay exact; the weights-only "
             "W_QK = W_Q·W_Kᵀ leaves the norms out.")
-    from transformer_lens.utilities import softcap_enabled
+    from transformer_lens.utilities import softcap_enabled  # noqa: PLC0415 - torch-free front end
 
     if softcap_enabled(getattr(cfg, "attn_scores_soft_cap", None)):
         notes.append("Attention-logit soft-capping (tanh) is monotone: the QK ranks do not depend on it; the "

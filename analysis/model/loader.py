@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import softcap_enabled
 
 from ..artifacts import package_versions
 from ..config import ModelConfig, ProcessingConfig
@@ -151,8 +154,6 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
     """The weight processing TransformerLens will really apply for ``processing`` (what provenance
     records): it skips centring for RMSNorm models, fold_ln / centring for adapters that do not
     support them, centre_unembed under final-logit soft-capping; "auto" refactoring skips rotary."""
-    from transformer_lens.utilities import softcap_enabled
-
     cfg, adapter = bridge.cfg, getattr(bridge, "adapter", None)
     norm = str(getattr(cfg, "normalization_type", "LN") or "LN")
     refactor = processing.refactor_factored_attn_matrices
@@ -169,9 +170,6 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
 
 def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: dict[str, Any]) -> Any:
     """The ``TransformerBridge`` of the checkpoint (or bundled model), loaded with the hub offline."""
-    import transformers
-    from transformer_lens.model_bridge import TransformerBridge
-
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     dtype = getattr(torch, model_cfg.dtype)

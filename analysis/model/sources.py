@@ -11,9 +11,12 @@ and how to fix that cause: :func:`download_error`.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import socket
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -40,21 +43,21 @@ def offline_switch() -> str | None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if _true(os.environ.get(var)):
             return var
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # noqa: PLC0415 - the hub client only when the hub is asked
 
     return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
 
 
 def hub_endpoint() -> str:
     """The hub ``huggingface_hub`` talks to: ``HF_ENDPOINT`` when set, else https://huggingface.co."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # noqa: PLC0415 - the hub client only when the hub is asked
 
     return constants.ENDPOINT.rstrip("/")
 
 
 def download_timeout() -> float:
     """The client's time-out for one request, in seconds (``HF_HUB_DOWNLOAD_TIMEOUT``, default 10)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # noqa: PLC0415 - the hub client only when the hub is asked
 
     return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
 
@@ -62,8 +65,6 @@ def download_timeout() -> float:
 def proxy_for(endpoint: str) -> str | None:
     """The proxy (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``) the client will go through to reach
     ``endpoint``, or None (none set, or ``NO_PROXY`` exempts the host)."""
-    import urllib.request
-
     parts = urlsplit(endpoint)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
@@ -232,9 +233,6 @@ def resolve_model_alias(name: str) -> str | None:
     Reads TransformerLens' alias table directly: importing transformer_lens takes seconds, and an
     offline user with no cached weights should get the error message at once.
     """
-    import importlib.util
-    import json
-
     spec = importlib.util.find_spec("transformer_lens")
     for location in (spec.submodule_search_locations or []) if spec else []:
         table = Path(location) / "tools" / "model_registry" / "data" / "model_aliases.json"
@@ -243,7 +241,7 @@ def resolve_model_alias(name: str) -> str | None:
                 if name in aliases:
                     return official
             return None
-    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias as tl_resolve
+    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias as tl_resolve  # noqa: PLC0415 - torch-free front end
 
     return tl_resolve(name)
 
@@ -251,12 +249,12 @@ def resolve_model_alias(name: str) -> str | None:
 def _cached_snapshot(repo: str, revision: str | None) -> Path | None:
     """The cached snapshot of ``repo`` at ``revision`` (a branch or tag through ``refs/``, a commit
     sha directly) when it is complete and holds weights; no request is made."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - the hub client only when the hub is asked
 
     try:
         folder = Path(snapshot_download(repo, revision=revision, local_files_only=True, allow_patterns=PATTERNS))
     except Exception as exc:  # not in the cache (LocalEntryNotFoundError, IncompleteSnapshotError, ...)
-        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.errors import HFValidationError  # noqa: PLC0415 - the hub client only when the hub is asked
 
         if isinstance(exc, HFValidationError):
             raise
@@ -287,7 +285,7 @@ def download_snapshot(repo: str, revision: str | None, endpoint: str) -> Path:
     The revision is resolved to a commit with one request that honours ``HF_HUB_DOWNLOAD_TIMEOUT``
     (the client's own would wait forever), then the snapshot of that commit is downloaded and the
     branch or tag recorded in ``refs/``, so that the next run finds it offline."""
-    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download  # noqa: PLC0415 - the hub client only when the hub is asked
 
     ref = revision or constants.DEFAULT_REVISION  # "main", as the client's own download asks
     sha = HfApi(endpoint=endpoint).repo_info(repo, revision=ref, timeout=download_timeout()).sha
@@ -314,7 +312,7 @@ def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[st
     if looks_like_path or path.suffix in WEIGHT_SUFFIXES:
         raise ModelUnavailableError(f"model.name: checkpoint folder {name!r} does not exist")
 
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.errors import HFValidationError  # noqa: PLC0415 - the hub client only when the hub is asked
 
     repo = resolve_model_alias(name) or name
     try:
