@@ -226,18 +226,11 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
         for name, text in texts.items():
             staged.append((_write_temp(out_dir / name, text), out_dir / name))
         if inputs is not None:
-            files = {}
-            same_inputs = previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs)
-            if same_inputs:  # an earlier run with the same inputs: its files still belong to the set
-                files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, {h})})
-            files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
-                          if name != TIMINGS})  # (timings differ run to run: the manifest stays deterministic)
-            manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
-                        "inputs": inputs}
+            manifest = new_manifest(out_dir, texts, inputs, previous)
             if earlier is not None:
-                remove_dropped(out_dir, earlier, keep=set(files))
+                remove_dropped(out_dir, earlier, keep=set(manifest["files"]))
             for name in leftovers:  # an earlier version's unlisted files of ours: not part of this set
-                if name not in files and name != TIMINGS:
+                if name not in manifest["files"] and name != TIMINGS:
                     _unlink_quietly(out_dir / name)
             # until every rename is done, the files being replaced are ours by their old sha256 too
             replacing = {name: sha256_bytes_of(out_dir / name) for name in texts
@@ -254,6 +247,21 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
     if inputs is not None:
         _write_manifest(out_dir, manifest)
     return [path for _, path in staged]
+
+
+def new_manifest(out_dir: Path, texts: dict[str, str], inputs: dict[str, Any],
+                 previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest of the set being written: the sha256 of every new file (``texts``: name → JSON
+    text; not the timings, which differ run to run, so the manifest stays deterministic) and, when
+    the ``previous`` manifest has the same staleness key ``inputs``, the earlier files of that run
+    still on disk unchanged (they still belong to the set)."""
+    files = {}
+    if previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs):
+        files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, {h})})
+    files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
+                  if name != TIMINGS})
+    return {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
+            "inputs": inputs}
 
 
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:

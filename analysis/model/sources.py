@@ -150,6 +150,34 @@ def _status(exc: BaseException, default: int) -> int:
     return getattr(response, "status_code", None) or default
 
 
+def _http_error(e: BaseException, failed: str, repo: str, endpoint: str) -> ModelUnavailableError:
+    """:func:`download_error` for an HTTP answer of the hub (``HfHubHTTPError`` with a response):
+    5xx, 401/403, a 404 of a listed file, anything else."""
+    response = e.response
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    if response.status_code >= 500:
+        return ModelUnavailableError(
+            f"model.name: {failed}: the hub answered {status} ({response.request.url}).\n"
+            "How to fix it: the hub is failing, not your setup: retry later (files already downloaded are "
+            "kept, and the next run fetches only the rest)"
+            + (f"; or, if the mirror in HF_ENDPOINT ({endpoint}) is down, unset HF_ENDPOINT to use "
+               "huggingface.co." if os.environ.get("HF_ENDPOINT") else "."))
+    if response.status_code in (401, 403):
+        return ModelUnavailableError(
+            f"model.name: {failed}: the hub refused access ({status}).\n"
+            "How to fix it: log in with `hf auth login` (or set HF_TOKEN) as a user who may read "
+            f"{repo!r}.")
+    if response.status_code == 404:
+        return ModelUnavailableError(
+            f"model.name: {failed}: the hub lists a file it does not serve ({status}: "
+            f"{response.request.url}).\n"
+            "How to fix it: run again later; if it persists, the repo or the mirror in HF_ENDPOINT is broken.")
+    return ModelUnavailableError(
+        f"model.name: {failed}: the hub answered {status} ({_first_line(e)}).\n"
+        "How to fix it: run again; if it persists, download the model elsewhere and point model.name at "
+        "its folder.")
+
+
 def download_error(exc: BaseException, name: str, repo: str, revision: str | None,
                    endpoint: str) -> ModelUnavailableError:
     """One message for a failed download: the cause in the first line, then the fix for that cause
@@ -190,29 +218,7 @@ def download_error(exc: BaseException, name: str, repo: str, revision: str | Non
             f"How to fix it: set model.revision to a branch, tag or full commit sha that {repo!r} has (see "
             f"{endpoint}/{repo}/tree/main), or remove model.revision to use the default branch.")
     if (e := _find(exc, "HfHubHTTPError")) is not None and getattr(e, "response", None) is not None:
-        response = e.response
-        status = f"{response.status_code} {response.reason_phrase}".strip()
-        if response.status_code >= 500:
-            return ModelUnavailableError(
-                f"model.name: {failed}: the hub answered {status} ({response.request.url}).\n"
-                "How to fix it: the hub is failing, not your setup: retry later (files already downloaded are "
-                "kept, and the next run fetches only the rest)"
-                + (f"; or, if the mirror in HF_ENDPOINT ({endpoint}) is down, unset HF_ENDPOINT to use "
-                   "huggingface.co." if os.environ.get("HF_ENDPOINT") else "."))
-        if response.status_code in (401, 403):
-            return ModelUnavailableError(
-                f"model.name: {failed}: the hub refused access ({status}).\n"
-                "How to fix it: log in with `hf auth login` (or set HF_TOKEN) as a user who may read "
-                f"{repo!r}.")
-        if response.status_code == 404:
-            return ModelUnavailableError(
-                f"model.name: {failed}: the hub lists a file it does not serve ({status}: "
-                f"{response.request.url}).\n"
-                "How to fix it: run again later; if it persists, the repo or the mirror in HF_ENDPOINT is broken.")
-        return ModelUnavailableError(
-            f"model.name: {failed}: the hub answered {status} ({_first_line(e)}).\n"
-            "How to fix it: run again; if it persists, download the model elsewhere and point model.name at "
-            "its folder.")
+        return _http_error(e, failed, repo, endpoint)
     if (e := _find(exc, "RemoteProtocolError", "ReadError")) is not None or "Consistency check failed" in str(exc):
         sizes = re.search(r"should be of size (\d+) but has size (\d+)", str(exc))
         how = (f"a file arrived with {int(sizes[2]):,} of its {int(sizes[1]):,} bytes" if sizes
