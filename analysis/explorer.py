@@ -222,7 +222,7 @@ class TorchColTopK:
 
 
 def collectors(ov, qk) -> dict[str, Any]:
-    """The visitors of one head's two exact passes over its :class:`analysis.diagonal.TokenCircuit`
+    """The visitors of one head's two exact passes over its :class:`analysis.circuits.TokenCircuit`
     ``ov`` (lowest, highest) and ``qk`` (row highest, column highest), for CPU (numpy, seeded
     thresholds) or a device (torch)."""
     n, device = ov.n_rows, ov.B.device
