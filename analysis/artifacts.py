@@ -16,6 +16,7 @@ document before writing any, and :func:`read_artifact` validates on read.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import hashlib
 import importlib.metadata
@@ -23,7 +24,9 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -39,18 +42,6 @@ TIMINGS = "timings.json"
 #: the other files this tool writes with its temp files: the manifests (artifacts, report)
 OWN_NAMES = {MANIFEST, "report.json"}
 SIGNIFICANT_DIGITS = 7
-
-
-def package_versions(names: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """The installed version of each distribution (``"not installed"`` when absent), from its
-    metadata: nothing is imported."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 class OutputOwnershipError(UserError):
@@ -90,7 +81,7 @@ def schema() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _validator():
-    import jsonschema
+    import jsonschema  # noqa: PLC0415 - 0.2 s: the CLI imports this module before it refuses a bad config
 
     return jsonschema.Draft202012Validator(schema())
 
@@ -98,7 +89,7 @@ def _validator():
 def validate(doc: dict[str, Any], where: str = "artifact") -> None:
     """Raise :class:`ArtifactError` if ``doc`` does not follow the schema: the message names the
     file, the JSON path (``/results/head/label``) and the rule that failed (``pattern``)."""
-    import jsonschema
+    import jsonschema  # noqa: PLC0415 - as in _validator
 
     errors = list(_validator().iter_errors(doc))
     if errors:
@@ -149,8 +140,6 @@ def remove_stale_temps(folder: Path) -> list[Path]:
     names, :data:`STAGE_NAME`), of a process that is no longer alive, and never through a link (a
     link is removed itself, a real folder emptied). A live process's are kept; anything else is
     never touched."""
-    import shutil
-
     removed = []
     try:
         entries = list(folder.iterdir())
@@ -237,18 +226,11 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
         for name, text in texts.items():
             staged.append((_write_temp(out_dir / name, text), out_dir / name))
         if inputs is not None:
-            files = {}
-            same_inputs = previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs)
-            if same_inputs:  # an earlier run with the same inputs: its files still belong to the set
-                files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, {h})})
-            files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
-                          if name != TIMINGS})  # (timings differ run to run: the manifest stays deterministic)
-            manifest = {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
-                        "inputs": inputs}
+            manifest = new_manifest(out_dir, texts, inputs, previous)
             if earlier is not None:
-                remove_dropped(out_dir, earlier, keep=set(files))
+                remove_dropped(out_dir, earlier, keep=set(manifest["files"]))
             for name in leftovers:  # an earlier version's unlisted files of ours: not part of this set
-                if name not in files and name != TIMINGS:
+                if name not in manifest["files"] and name != TIMINGS:
                     _unlink_quietly(out_dir / name)
             # until every rename is done, the files being replaced are ours by their old sha256 too
             replacing = {name: sha256_bytes_of(out_dir / name) for name in texts
@@ -265,6 +247,21 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
     if inputs is not None:
         _write_manifest(out_dir, manifest)
     return [path for _, path in staged]
+
+
+def new_manifest(out_dir: Path, texts: dict[str, str], inputs: dict[str, Any],
+                 previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest of the set being written: the sha256 of every new file (``texts``: name → JSON
+    text; not the timings, which differ run to run, so the manifest stays deterministic) and, when
+    the ``previous`` manifest has the same staleness key ``inputs``, the earlier files of that run
+    still on disk unchanged (they still belong to the set)."""
+    files = {}
+    if previous is not None and _key_core(previous.get("inputs", {})) == _key_core(inputs):
+        files.update({n: h for n, h in previous["files"].items() if _is_own_file(out_dir, n, {h})})
+    files.update({name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()
+                  if name != TIMINGS})
+    return {"schema_version": SCHEMA_VERSION, "kind": "manifest", "files": dict(sorted(files.items())),
+            "inputs": inputs}
 
 
 def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -392,6 +389,33 @@ def _key_core(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def sha256_bytes_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def package_versions(names: Iterable[str], missing: str | None = "not installed") -> dict[str, str]:
+    """Each distribution's installed version (``importlib.metadata``), ``missing`` for one that is
+    not installed (left out when ``missing`` is None): the provenance of artifacts and reports."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            if missing is not None:
+                out[name] = missing
+    return out
+
+
+def code_digest(packages: Iterable[str], suffixes: tuple[str, ...]) -> str:
+    """sha256 over every file whose name ends in one of ``suffixes`` in the folders of the installed
+    ``packages`` (sub-folders included, ``__pycache__`` not), in sorted order, each file's bytes
+    preceded by its name ``package/relative/path``: the code part of a staleness or render key."""
+    h = hashlib.sha256()
+    for package in packages:
+        root = Path(str(resources.files(package)))
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix in suffixes and "__pycache__" not in path.parts:
+                h.update(f"{package}/{path.relative_to(root).as_posix()}".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any] | None:
@@ -546,10 +570,7 @@ def check_explorers(folder: Path, model: dict[str, Any], explorers: dict[str, An
 def check_explorer_payload(where: Path, doc: dict[str, Any], d_vocab: int) -> None:
     """The payload inflates to bytes with the sha256 it records, and every rank lies in 1..d_vocab and
     every listed id in 0..d_vocab − 1 (the page would otherwise say "ranks 65,535 of 50,257")."""
-    import binascii
-    import zlib
-
-    from .explorer_codec import decode
+    from .explorer_codec import decode  # noqa: PLC0415 - numpy only when an explorer payload is checked
 
     try:
         arrays = decode(doc)

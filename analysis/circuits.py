@@ -9,7 +9,6 @@ head ``H // (n_heads / n_kv_heads)``), and token-level inputs W_E (what the resi
 * ``full_qk_circuit``      q(W_E) · k(W_E)ᵀ                                    d_vocab × d_vocab
 * ``effective_qk_circuit`` q(W_Uᵀ) · k(W_EE)ᵀ  (query: unembedding, key: effective embedding)
 * ``ov_circuit``           W_OV = W_V · W_O                                    d_model × d_model
-* ``effective_ov_circuit`` W_EE · W_OV · W_U                                   d_vocab × d_vocab
 
 with q(X) = X·W_Q and k(X) = X·W_K: no biases (weights only). For QK-norm families (Qwen3, Gemma 3,
 OLMo 2) q and k also pass through the layer's own query/key norm modules, row by row: the factors
@@ -238,12 +237,42 @@ def ov_circuit(w: HeadWeights) -> FactoredMatrix:
     return FactoredMatrix(w.W_V, w.W_O)
 
 
-def effective_ov_circuit(
-    w: HeadWeights, W_EE: Float[Tensor, "d_vocab d_model"], W_U: Float[Tensor, "d_model d_vocab"]
-) -> FactoredMatrix:
-    """W_EE W_V W_O W_U: ``[d_vocab, d_vocab]``; row = source token attended to, column = logit
-    (W_O with the post-attention norm's gain, :attr:`HeadWeights.W_O_out`)."""
-    return FactoredMatrix(W_EE @ w.W_V, w.W_O_out @ W_U)
+@dataclass(frozen=True)
+class HeadCircuits:
+    """The four factored circuits of one head that the per-head analysis reads, each built once
+    (:func:`qk_circuit`, :func:`full_qk_circuit`, :func:`effective_qk_circuit`, :func:`ov_circuit`):
+    a ``FactoredMatrix`` caches its SVD, so every spectrum, singular direction and cos² ranking of a
+    circuit shares one decomposition."""
+
+    weights: HeadWeights
+    qk: FactoredMatrix  # W_QK: [d_model, d_model]
+    full_qk: FactoredMatrix  # q(W_E) k(W_E)ᵀ: [d_vocab, d_vocab]
+    effective_qk: FactoredMatrix  # q(W_Uᵀ) k(W_EE)ᵀ: [d_vocab, d_vocab]
+    ov: FactoredMatrix  # W_OV: [d_model, d_model]
+
+    @classmethod
+    def of(cls, w: HeadWeights, W_U: Float[Tensor, "d_model d_vocab"], W_E: Float[Tensor, "d_vocab d_model"],
+           W_EE: Float[Tensor, "d_vocab d_model"]) -> HeadCircuits:
+        return cls(weights=w, qk=qk_circuit(w), full_qk=full_qk_circuit(w, W_E),
+                   effective_qk=effective_qk_circuit(w, W_U, W_EE), ov=ov_circuit(w))
+
+
+@dataclass(frozen=True)
+class TokenCircuit:
+    """A vocab × vocab circuit ``A @ B`` given as its column factor ``B`` (``[k, n_cols]``) and a
+    function that returns the row factor of any rows (``[len(rows), k]``): sampled mode computes
+    the row factor of the sampled rows only."""
+
+    rows_of: Callable[[Tensor], Tensor]
+    B: Tensor
+    n_rows: int
+
+    @classmethod
+    def of(cls, circuit: FactoredMatrix | TokenCircuit) -> TokenCircuit:
+        if isinstance(circuit, TokenCircuit):
+            return circuit
+        A = circuit.A
+        return cls(lambda rows: A[rows.to(A.device)], circuit.B, A.shape[0])
 
 
 class RankCircuits:
@@ -258,7 +287,7 @@ class RankCircuits:
     :func:`unembedding` and the gains of :func:`head_weights`. The vocabulary-wide column factors of
     all the layer's heads come from one wide GEMM each (W_O of every head times W_U; the keys of
     every key/value head), computed once; each head's row factor is computed only for the rows a
-    metric ranks (:class:`analysis.diagonal.TokenCircuit`). The per-head analysis and the survey read
+    metric ranks (:class:`TokenCircuit`). The per-head analysis and the survey read
     the same objects, so their numbers agree exactly."""
 
     def __init__(self, model: LoadedModel, layer: int, W_EE: Tensor, qk_normalization: str):
@@ -277,7 +306,7 @@ class RankCircuits:
             # column factor is a transposed slice of it
             self._ov = W_U.T @ W_O_all.reshape(-1, W_O_all.shape[-1]).T  # [d_vocab, n_heads·d_head]
             # the keys of every key/value head: one wide GEMM, or the model's own k norms per head
-            if model.family.get("qk_norm"):
+            if model.family.qk_norm:
                 kv_keys = {w.kv_head: w.keys(key_inputs).T.contiguous() for w in heads}
             else:
                 kv_keys = {}
@@ -289,16 +318,14 @@ class RankCircuits:
                 kv_keys = {kv: keys[:, i * d:(i + 1) * d].T for i, kv in enumerate(kv_keys)}
             self.qk_columns = kv_keys  # kv head → [d_head, d_vocab]
 
-    def ov(self, head: int):
-        from .diagonal import TokenCircuit
-
+    def ov(self, head: int) -> TokenCircuit:
+        """Head ``head``'s OV self-suppression circuit W_EE · W_V · W_O · W_U."""
         w, W_EE, d = self.heads[head], self.W_EE, self.model.d_head
         return TokenCircuit(lambda rows: W_EE[rows.to(W_EE.device)] @ w.W_V, self._ov[:, head * d:(head + 1) * d].T,
                             W_EE.shape[0])
 
-    def qk(self, head: int):
-        from .diagonal import TokenCircuit
-
+    def qk(self, head: int) -> TokenCircuit:
+        """Head ``head``'s QK self-attention circuit q(n(W_Uᵀ)) · k(n(W_EE))ᵀ."""
         w, inputs = self.heads[head], self.query_inputs
         return TokenCircuit(lambda rows: w.queries(inputs[rows.to(inputs.device)]), self.qk_columns[w.kv_head],
                             inputs.shape[0])

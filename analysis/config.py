@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
-from .inputs.text import check_path_text, decode_utf8, read_limited, shown
+from .inputs.text import builtin_file, check_path_text, decode_utf8, read_limited, shown
 
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["float32", "float64"]
@@ -33,7 +33,6 @@ WordForm = Literal["bare", "space_prefixed"]
 QKNormalization = Literal["none", "sqrt_d_model"]
 
 EMBEDDING_VARIANTS: tuple[str, ...] = get_args(EmbeddingVariant)
-RANK_MODES: tuple[str, ...] = get_args(RankMode)
 #: built-in word lists (files in analysis/data): ``builtin:NAME``
 BUILTIN_WORD_LISTS = {
     "ioi_names": "ioi_names.txt",
@@ -330,15 +329,20 @@ def parse_compare(values: Any) -> tuple[tuple[HeadRef, HeadRef], ...]:
     return tuple(pairs)
 
 
+def builtin_word_list(value: str, key: str) -> str | None:
+    """The data file of a ``builtin:NAME`` word list (None for a path); an unknown NAME is an error naming ``key``."""
+    return builtin_file(value, BUILTIN_WORD_LISTS, key, "word list", "or a path to a text file with one word per line")
+
+
+def builtin_prompt_set(value: str, key: str = "prompts") -> str | None:
+    """The data file of a ``builtin:NAME`` prompt set (None for a path); an unknown NAME is an error naming ``key``."""
+    return builtin_file(value, BUILTIN_PROMPTS, key, "prompt set",
+                        "a path to a UTF-8 file with one prompt per line, or \"off\"")
+
+
 def resolve_prompt_source(value: str, base_dir: Path | None) -> str:
     """``prompts``: "off", ``builtin:NAME`` or a prompt file (made absolute; it must exist)."""
-    if value == "off":
-        return value
-    if value.startswith("builtin:"):
-        if value.removeprefix("builtin:") not in BUILTIN_PROMPTS:
-            raise ConfigError(f"prompts: unknown built-in prompt set {shown(value)}; choose "
-                              + ", ".join(f"\"builtin:{n}\"" for n in BUILTIN_PROMPTS)
-                              + ", a path to a UTF-8 file with one prompt per line, or \"off\"")
+    if value == "off" or builtin_prompt_set(value) is not None:
         return value
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
@@ -364,20 +368,9 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any], base_dir: Path
     return config_from_dict(raw, base_dir)
 
 
-def builtin_source(name: str) -> str:
-    """The file of a built-in word list (``builtin:NAME``)."""
-    return BUILTIN_WORD_LISTS[name]
-
-
 def resolve_word_source(key: str, value: str, base_dir: Path | None) -> str:
-    if value.startswith("builtin:"):
-        name = value.removeprefix("builtin:")
-        if name not in BUILTIN_WORD_LISTS:
-            raise ConfigError(
-                f"{key}: unknown built-in list {shown(name)}; built-in lists are "
-                + ", ".join(f"builtin:{n}" for n in BUILTIN_WORD_LISTS)
-                + ", or give a path to a text file with one word per line"
-            )
+    """``words.names`` / ``words.generic``: ``builtin:NAME`` or a word-list file (made absolute; it must exist)."""
+    if builtin_word_list(value, key) is not None:
         return value
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
@@ -459,8 +452,3 @@ def check_against_model(config: Config, n_layers: int, n_heads: int, d_head: int
             if mode == "sampled" and size > d_vocab:
                 raise ConfigError(f"{key}: {size:,} is more than the model's {d_vocab:,} tokens; sample at most "
                                   f"{d_vocab:,}, or rank every token (mode \"exact\")")
-
-
-def check_heads_against_model(heads: tuple[HeadRef, ...], n_layers: int, n_heads: int) -> None:
-    """Raise a :class:`ConfigError` naming ``heads`` if a head lies outside the model."""
-    check_against_model(Config(heads=heads), n_layers, n_heads, d_head=1 << 30)

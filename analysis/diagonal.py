@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 from transformer_lens import FactoredMatrix
 
 from . import rowscan
+from .circuits import TokenCircuit
 
 #: the paper's cut-offs: rank 1, top 10, top 5% of the row
 TOP_K = 10
@@ -50,24 +50,6 @@ MIN_LIFT = 10.0
 FLAT_ROW_TOLERANCE = 1e-4
 #: a circuit with more than this share of flat rows is degenerate: no score
 MAX_FLAT_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class TokenCircuit:
-    """A vocab × vocab circuit ``A @ B`` given as its column factor ``B`` (``[k, n_cols]``) and a
-    function that returns the row factor of any rows (``[len(rows), k]``): sampled mode computes
-    the row factor of the sampled rows only."""
-
-    rows_of: Callable[[Tensor], Tensor]
-    B: Tensor
-    n_rows: int
-
-    @classmethod
-    def of(cls, circuit: FactoredMatrix | TokenCircuit) -> TokenCircuit:
-        if isinstance(circuit, TokenCircuit):
-            return circuit
-        A = circuit.A
-        return cls(lambda rows: A[rows.to(A.device)], circuit.B, A.shape[0])
 
 
 @torch.no_grad()
@@ -315,6 +297,7 @@ def sample_rows(d_vocab: int, sample_size: int, seed: int) -> np.ndarray:
 def rank_pass(
     circuit: FactoredMatrix | TokenCircuit,
     mode: str,
+    *,
     descending: bool,
     sample_size: int = 2000,
     seed: int = 0,
@@ -343,30 +326,6 @@ def rank_pass(
     ranks = diagonal_ranks(known, all_rows, descending=descending, progress=progress, visitors=visitors,
                            tied=tied).numpy()
     return rank_summary(ranks, d_vocab, mode, size, seed_used, int(tied.sum())), ranks
-
-
-def diagonal_rank_score(
-    circuit: FactoredMatrix | TokenCircuit,
-    mode: str,
-    descending: bool,
-    sample_size: int = 2000,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The summary of :func:`rank_pass`."""
-    return rank_pass(circuit, mode, descending, sample_size, seed, progress)[0]
-
-
-def ov_self_suppression(circuit: FactoredMatrix | TokenCircuit, mode: str = "exact", sample_size: int = 2000,
-                        seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Copy suppression on the effective OV circuit W_EE·W_OV·W_U: rank 1 = own logit most negative."""
-    return diagonal_rank_score(circuit, mode, descending=False, sample_size=sample_size, seed=seed, progress=progress)
-
-
-def qk_self_attention(circuit: FactoredMatrix | TokenCircuit, mode: str = "sampled", sample_size: int = 2000,
-                      seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Effective QK circuit: rank 1 = a token's own key scores highest for its query."""
-    return diagonal_rank_score(circuit, mode, descending=True, sample_size=sample_size, seed=seed, progress=progress)
 
 
 @torch.no_grad()

@@ -43,7 +43,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import EmbeddingVariant
+from .config import EMBEDDING_VARIANTS, EmbeddingVariant
+from .errors import ConfigError
 from .model.loader import LoadedModel
 
 HOOK_POS_EMBED = "hook_pos_embed"
@@ -150,8 +151,6 @@ def _check_bias_is_additive(model: LoadedModel) -> None:
     (a post-attention norm) sits between the output projection and the residual stream."""
     block = model.bridge.blocks[0]
     if getattr(block, "ln1_post", None) is not None:
-        from .errors import ConfigError
-
         raise ConfigError(
             "effective_embedding.attention_bias: false is not defined for this model: its attention "
             "biases pass through a norm after the attention, so they cannot be dropped from its output; "
@@ -203,6 +202,32 @@ def _passes(variants: tuple[EmbeddingVariant, ...]) -> list[tuple[EmbeddingVaria
     return [p for p in (others, ("mlp_only",) if "mlp_only" in variants else ()) if p]
 
 
+def factored_check(model: LoadedModel, variants: tuple[str, ...], attention_bias: bool, modules, W_OV: Tensor,
+                   c: Tensor) -> dict[str, Any]:
+    """How well the factored block-0 path matches the model's forward pass on :func:`_probe_ids`:
+    ``tokens`` and ``max_relative_error``, and a ``reason`` whenever the forward pass must compute
+    W_EE instead (the modules cannot run alone, or the error exceeds :data:`PROBE_TOLERANCE`)."""
+    bridge_W_E = model.weight("W_E")
+    ids = _probe_ids(bridge_W_E.shape[0])
+    rows = bridge_W_E[ids.to(bridge_W_E.device)]
+    try:
+        got = {v: t for p in _passes(variants)
+               for v, t in factored_block0(model, rows, p, attention_bias, W_OV, c, modules).items()}
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:  # modules not callable alone
+        return {"reason": f"block 0's modules cannot run on their own ({type(exc).__name__}): the "
+                          "forward pass computes W_EE"}
+    errors = []
+    for p in _passes(variants):
+        ref = forward_block0(model, ids, p, attention_bias)
+        errors.append(_relative_error(rows, ref["W_E"]))
+        errors += [_relative_error(got[v], ref[v]) for v in p]
+    check: dict[str, Any] = {"tokens": int(ids.numel()), "max_relative_error": max(errors)}
+    if check["max_relative_error"] > PROBE_TOLERANCE:
+        check["reason"] = ("block 0 is not a plain sequential pre-norm block (or its embedding is "
+                           "transformed): the forward pass computes W_EE")
+    return check
+
+
 @torch.no_grad()
 def effective_embedding(
     model: LoadedModel,
@@ -219,56 +244,45 @@ def effective_embedding(
 
     ``method``: "auto" (the factored path when it checks out, else the forward pass), "forward" or
     "factored" (still checked; an error if it does not match)."""
-    from .config import EMBEDDING_VARIANTS
-
     for v in (variant, rank_variant or variant):
         if v not in EMBEDDING_VARIANTS:
             raise ValueError(f"unknown effective-embedding variant {v!r}; choose one of {EMBEDDING_VARIANTS}")
     variants = tuple(dict.fromkeys([variant, rank_variant or variant]))
-    bridge_W_E = model.weight("W_E")
-    d_vocab = bridge_W_E.shape[0]
     check: dict[str, Any] = {}
-    use_factored = False
+    W_OV = c = None
     modules = _factored_block(model) if method != "forward" else None
     if modules is not None:
-        ids = _probe_ids(d_vocab)
         W_OV, c = layer0_ov(model), attention_bias_constant(model)
-        rows = bridge_W_E[ids.to(bridge_W_E.device)]
-        try:
-            got = {v: t for p in _passes(variants)
-                   for v, t in factored_block0(model, rows, p, attention_bias, W_OV, c, modules).items()}
-        except (RuntimeError, TypeError, AttributeError, ValueError) as exc:  # modules not callable alone
-            check = {"reason": f"block 0's modules cannot run on their own ({type(exc).__name__}): the "
-                               "forward pass computes W_EE"}
-        else:
-            errors = []
-            for p in _passes(variants):
-                ref = forward_block0(model, ids, p, attention_bias)
-                errors.append(_relative_error(rows, ref["W_E"]))
-                errors += [_relative_error(got[v], ref[v]) for v in p]
-            check = {"tokens": int(ids.numel()), "max_relative_error": max(errors)}
-            use_factored = check["max_relative_error"] <= PROBE_TOLERANCE
-            if not use_factored:
-                check["reason"] = ("block 0 is not a plain sequential pre-norm block (or its embedding is "
-                                   "transformed): the forward pass computes W_EE")
+        check = factored_check(model, variants, attention_bias, modules, W_OV, c)
     elif method != "forward":
         check = {"reason": "block 0 has no separate ln1/ln2/MLP modules: the forward pass computes W_EE"}
+    use_factored = modules is not None and "reason" not in check
     if method == "factored" and not use_factored:
         raise ValueError(f"the factored path does not match the forward pass: {check}")
+    block0 = (lambda rows, ids, p: factored_block0(model, rows, p, attention_bias, W_OV, c, modules)) if use_factored \
+        else (lambda rows, ids, p: forward_block0(model, ids, p, attention_bias))
+    W_E, out = embed_vocabulary(model, variants, block0, use_factored, batch_size, progress)
+    return Layer0(W_E=W_E, W_EE=out[variant], variant=variant, attention_bias=attention_bias,
+                  method="factored" if use_factored else "forward", check=check,
+                  W_EE_rank=out[rank_variant or variant], rank_variant=rank_variant or variant)
 
+
+def embed_vocabulary(model: LoadedModel, variants: tuple[str, ...], block0: Callable, factored: bool,
+                     batch_size: int, progress: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """W_E and every variant's W_EE for the whole vocabulary, ``batch_size`` tokens at a time:
+    ``block0(rows, ids, variants)`` is the factored block 0 on W_E's rows (``factored``: W_E is the
+    model's own) or the forward pass on the token ids (which also returns the W_E it received)."""
+    bridge_W_E = model.weight("W_E")
+    d_vocab = bridge_W_E.shape[0]
     out = {v: torch.empty_like(bridge_W_E) for v in variants}
-    W_E = bridge_W_E if use_factored else torch.empty_like(bridge_W_E)
+    W_E = bridge_W_E if factored else torch.empty_like(bridge_W_E)
     starts = range(0, d_vocab, batch_size)
     for start in tqdm(starts, desc="effective embedding", unit="batch", disable=not progress, leave=False):
         stop = min(start + batch_size, d_vocab)
         for p in _passes(variants):
-            if use_factored:
-                got = factored_block0(model, bridge_W_E[start:stop], p, attention_bias, W_OV, c, modules)
-            else:
-                got = forward_block0(model, torch.arange(start, stop), p, attention_bias)
+            got = block0(bridge_W_E[start:stop], torch.arange(start, stop), p)
+            if not factored:
                 W_E[start:stop] = got.pop("W_E")
             for v in p:
                 out[v][start:stop] = got[v]
-    return Layer0(W_E=W_E, W_EE=out[variant], variant=variant, attention_bias=attention_bias,
-                  method="factored" if use_factored else "forward", check=check,
-                  W_EE_rank=out[rank_variant or variant], rank_variant=rank_variant or variant)
+    return W_E, out

@@ -222,7 +222,7 @@ class TorchColTopK:
 
 
 def collectors(ov, qk) -> dict[str, Any]:
-    """The visitors of one head's two exact passes over its :class:`analysis.diagonal.TokenCircuit`
+    """The visitors of one head's two exact passes over its :class:`analysis.circuits.TokenCircuit`
     ``ov`` (lowest, highest) and ``qk`` (row highest, column highest), for CPU (numpy, seeded
     thresholds) or a device (torch)."""
     n, device = ov.n_rows, ov.B.device
@@ -243,17 +243,3 @@ def arrays_of(lists: dict[str, Any], ov_rank: np.ndarray, qk_rank: np.ndarray) -
     """The explorer's arrays (:data:`FIELDS`) from the collectors and the two passes' ranks."""
     return {"ov_rank": ov_rank, "qk_rank": qk_rank,
             **{name: lists[name].result() for name in ("ov_low", "ov_high", "qk_keys", "qk_queries")}}
-
-
-def dense_reference(M: torch.Tensor, k: int = K) -> dict[str, np.ndarray]:
-    """The same lists from a dense matrix (tests): row largest, row smallest, column largest."""
-    Md = M.double()
-    out = {}
-    for name, values in (("row_high", Md), ("row_low", -Md), ("col_high", Md.T)):
-        n = values.shape[0]
-        ids = torch.arange(values.shape[1]).expand(n, -1)
-        order = np.lexsort((ids.numpy(), -values.numpy()), axis=1)
-        out[name] = order[:, :k]
-    return out
-
-

@@ -9,6 +9,10 @@ once for the head pages and the survey alike:
 * energy share ``σ₁² / Σ σ_i²``, the part of the squared Frobenius norm in direction 1;
 * effective rank (Roy & Vetterli 2007) ``exp(−Σ p_i ln p_i)`` with ``p_i = σ_i / Σ_j σ_j``
   (0·ln 0 = 0), between 1 (one direction) and r (all equal); 0 for an all-zero spectrum.
+
+Every function here reads a circuit's SVD through ``FactoredMatrix.S`` / ``.svd()``, which
+TransformerLens caches on the object: a caller that builds each circuit once
+(:class:`analysis.circuits.HeadCircuits`) decomposes it once, however many of these read it.
 """
 
 from __future__ import annotations

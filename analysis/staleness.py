@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .artifacts import canonical, code_digest
 from .config import Config, ModelConfig
 from .inputs.prompt_files import prompt_source_bytes
+from .inputs.words import read_word_source
+from .model.bundled import BUNDLED_FILES
 from .model.checkpoint import checkpoint_files, sha256_file
+from .model.gguf import is_gguf_name
+from .model.sources import checkpoint_folder
 
 StatCache = dict[str, dict[str, Any]]  # path → {"size", "mtime_ns", "sha256"}
 
@@ -33,19 +37,11 @@ def digest(data: bytes | str) -> str:
 
 
 def analysis_code_digest() -> str:
-    """sha256 over the analysis package's source and data."""
-    h = hashlib.sha256()
-    root = Path(str(resources.files("headreport.analysis")))
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in (".py", ".txt", ".json") and "__pycache__" not in path.parts:
-            h.update(path.relative_to(root).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    """sha256 over the analysis package's source and data (:func:`analysis.artifacts.code_digest`)."""
+    return code_digest(("headreport.analysis",), (".py", ".txt", ".json"))
 
 
 def config_digest(config: dict[str, Any]) -> str:
-    from .artifacts import canonical
-
     comparable = {k: v for k, v in canonical(config).items() if k != "output_dir"}
     return digest(json.dumps(comparable, sort_keys=True, ensure_ascii=False))
 
@@ -75,10 +71,6 @@ def model_files(model: ModelConfig) -> list[Path] | None:
     loading it (None: a bundled model that is not installed). The folder comes from
     :func:`analysis.sources.checkpoint_folder`, the resolution loading uses: a cached pinned
     revision is found offline, and no other branch is asked for."""
-    from .model.bundled import BUNDLED_FILES
-    from .model.gguf import is_gguf_name
-    from .model.sources import checkpoint_folder
-
     if model.name in BUNDLED_FILES:
         path = BUNDLED_FILES[model.name]()
         return [path] if path is not None else None
@@ -92,8 +84,6 @@ def input_key(config: Config, checkpoint: StatCache | None = None, cache: StatCa
     """The staleness key of ``config`` (see the module docstring). ``checkpoint``: the model's file
     hashes when the caller has them (a load records them); else they are computed, reusing
     ``cache`` (the previous key's ``checkpoint_files``)."""
-    from .inputs.words import read_word_source
-
     if checkpoint is None:
         files = model_files(config.model)
         checkpoint = file_hashes(files, cache) if files is not None else {}

@@ -2,7 +2,7 @@
 
 For each head (L, H) — query head H; for grouped-query attention its key/value head is
 ``H // (n_heads / n_kv_heads)`` — with the same circuits and functions as the per-head analysis
-(:mod:`analysis.pipeline`), so a surveyed head gives the per-head analysis's numbers for the same
+(:mod:`analysis.head`), so a surveyed head gives the per-head analysis's numbers for the same
 seed and sample size:
 
 * **spectrum statistics** (:func:`analysis.spectra.spectrum_statistics`: σ₁ share, effective rank...)
@@ -11,7 +11,7 @@ seed and sample size:
   triangular factors of the QR decompositions of W_Uᵀ and W_EE (computed once): exactly the same
   values, never a vocab × vocab matrix. With QK-norm (not linear) the factored circuit's own SVD.
 * **names vs generic words**: :func:`analysis.alignment.compare_groups` without the bootstrap.
-* **OV self-suppression** and **QK self-attention** (:func:`analysis.pipeline.head_rank_metrics`):
+* **OV self-suppression** and **QK self-attention** (:func:`analysis.head.head_rank_metrics`):
   for a seeded sample of tokens (or all, ``exact``), the paper's fractions (rank 1, top 10, top 5%),
   their chance levels and the effect-size evidence (:func:`analysis.diagonal.rank_evidence`).
 
@@ -43,19 +43,12 @@ from . import alignment, circuits, diagonal, spectra
 from .artifacts import SCHEMA_VERSION, merged_timings, write_artifacts
 from .config import Config, HeadRef
 from .embeddings import Layer0
+from .head import LayerCache, head_rank_metrics, subspace_scores_of_words
+from .inputs.words import WordLists
 from .model.loader import LoadedModel, single_threaded
-from .pipeline import (
-    LayerCache,
-    Timer,
-    WordLists,
-    artifact_provenance,
-    head_rank_metrics,
-    model_summary,
-    prepare,
-    run_analysis,
-    subspace_scores_of_words,
-)
+from .pipeline import artifact_provenance, model_summary, prepare, run_analysis
 from .staleness import input_key
+from .timings import Timer
 
 RANKING_FORMULA = (
     "copy_suppression_score = sqrt(max(0, e_OV) * max(0, e_QK)), e = (f_top10 - c) / (1 - c), c = 10 / d_vocab "
@@ -172,7 +165,7 @@ def survey_head(
     layers = layers or LayerCache(model, layer0, qk_normalization, timer, "survey")
     if layer is None:
         with timer("survey/spectra"):
-            triangular = None if model.family.get("qk_norm") else effective_qk_triangular_factors(W_U, layer0.W_EE)
+            triangular = None if model.family.qk_norm else effective_qk_triangular_factors(W_U, layer0.W_EE)
             layer = layer_spectra(model, head.layer, layer0, triangular)
     h = head.head
     with timer("survey/subspace"):
@@ -234,7 +227,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
     a, s = config.analysis, config.survey
     heads = [HeadRef(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
     triangular = None
-    if not model.family.get("qk_norm"):
+    if not model.family.qk_norm:
         with timer("survey/qr"):
             triangular = effective_qk_triangular_factors(circuits.unembedding(model), layer0.W_EE)
     records = []

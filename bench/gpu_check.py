@@ -109,11 +109,11 @@ def main() -> int:
         vis_c = explorer.collectors(cc, cc)
         vis_g = explorer.collectors(cg, cg)
         keys = ("ov_low", "ov_high") if name.startswith("ov") else ("qk_keys", "qk_queries")
-        (sc, rk_c), tc = timed(lambda: diagonal.rank_pass(cc, "exact", desc, visitors=[vis_c[k] for k in keys]))
-        diagonal.rank_pass(cg, "sampled", desc, sample_size=4096)  # warm-up
-        (sg, rk_g), tg = timed(lambda: diagonal.rank_pass(cg, "exact", desc, visitors=[vis_g[k] for k in keys]))
-        (sf, rk_f), tf = timed(lambda: diagonal.rank_pass(cg, "exact", desc))  # no visitor: the survey's pass
-        (_, rk_s), _ = timed(lambda: diagonal.rank_pass(pick(rc_same), "exact", desc))
+        (sc, rk_c), tc = timed(lambda: diagonal.rank_pass(cc, "exact", descending=desc, visitors=[vis_c[k] for k in keys]))
+        diagonal.rank_pass(cg, "sampled", descending=desc, sample_size=4096)  # warm-up
+        (sg, rk_g), tg = timed(lambda: diagonal.rank_pass(cg, "exact", descending=desc, visitors=[vis_g[k] for k in keys]))
+        (sf, rk_f), tf = timed(lambda: diagonal.rank_pass(cg, "exact", descending=desc))  # no visitor: the survey's pass
+        (_, rk_s), _ = timed(lambda: diagonal.rank_pass(pick(rc_same), "exact", descending=desc))
         diff, diff_s = abs(rk_c - rk_g), abs(rk_c - rk_s)
         ranks[name] = {
             "cpu_exact_s": tc, "gpu_with_explorer_s": tg, "gpu_s": tf,

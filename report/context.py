@@ -17,13 +17,14 @@ what they place, so the numbers follow the template's order and never drift from
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import jinja2
+
+from headreport.analysis.artifacts import package_versions
 
 from . import formatting as fmt
 from . import tables as tb
@@ -174,11 +175,4 @@ class ReportContext:
 
 def tool_versions(engine_versions: Mapping[str, str]) -> dict[str, str]:
     """Versions of the report's libraries plus the engine's tools."""
-    out = {}
-    for dist in ("headreport", "altair", "vl-convert-python", "jinja2"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    out.update(engine_versions)
-    return out
+    return {**package_versions(("headreport", "altair", "vl-convert-python", "jinja2"), missing=None), **engine_versions}

@@ -16,11 +16,11 @@ Light on purpose (hashlib and json only): the up-to-date check runs before anyth
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from headreport.analysis.artifacts import code_digest, package_versions
 
 from .outputs import MANIFEST, OUTPUT_DIRS, previous_files
 
@@ -33,16 +33,8 @@ REPORT_PACKAGES = ("headreport.report", "headreport.report.engines", "headreport
 
 
 def report_code_digest() -> str:
-    """sha256 over the report package's code and assets (its sub-packages :data:`REPORT_PACKAGES`
-    included) and the templates."""
-    h = hashlib.sha256()
-    for package in REPORT_PACKAGES:
-        root = Path(str(resources.files(package)))
-        for path in sorted(root.iterdir()):
-            if path.is_file() and path.suffix in (".py", ".j2", ".css", ".js", ".typ", ".sty"):
-                h.update(f"{package}/{path.name}".encode())
-                h.update(path.read_bytes())
-    return h.hexdigest()
+    """sha256 over the report package's code and assets and the templates."""
+    return code_digest(REPORT_PACKAGES, (".py", ".j2", ".css", ".js", ".typ", ".sty"))
 
 
 def artifact_files(artifacts_dir: Path) -> list[Path]:
@@ -57,12 +49,7 @@ def render_key(artifacts_dir: Path, engine: str, options: dict[str, Any]) -> str
     for path in artifact_files(artifacts_dir):
         h.update(path.name.encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())
-    versions = {}
-    for dist in ("headreport", "altair", "vl-convert-python", "jinja2", "pypandoc-binary", "typst"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[dist] = "-"
+    versions = package_versions(("headreport", "altair", "vl-convert-python", "jinja2", "pypandoc-binary", "typst"), "-")
     h.update(json.dumps({"engine": engine, "versions": versions, "options": options,
                          "code": report_code_digest()}, sort_keys=True).encode())
     return h.hexdigest()
@@ -86,10 +73,7 @@ def current_manifest(out_dir: Path, key: str) -> dict[str, Any] | None:
 
 def figure_key(spec: dict[str, Any], csv: str, png_scale: float) -> str:
     """A figure's content key: its spec, its data and the exporter."""
-    try:
-        exporter = importlib.metadata.version("vl-convert-python")
-    except importlib.metadata.PackageNotFoundError:
-        exporter = "-"
+    exporter = package_versions(["vl-convert-python"], "-")["vl-convert-python"]
     h = hashlib.sha256()
     h.update(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode())
     h.update(csv.encode())

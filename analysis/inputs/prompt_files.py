@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..config import BUILTIN_PROMPTS
+from ..config import builtin_prompt_set
 from ..errors import ConfigError
 from .text import decode_utf8, read_limited
 
@@ -27,12 +27,9 @@ class PromptSet:
 
 def prompt_source_bytes(source: str, key: str = "prompts") -> bytes:
     """The raw bytes of ``builtin:NAME`` or a prompt file (what the staleness key hashes)."""
-    if source.startswith("builtin:"):
-        name = source.removeprefix("builtin:")
-        if name not in BUILTIN_PROMPTS:
-            raise ConfigError(f"{key}: unknown built-in prompt set {name!r}; built-in sets are "
-                              + ", ".join(f"builtin:{n}" for n in BUILTIN_PROMPTS) + ", or a file path, or \"off\"")
-        return resources.files("headreport.analysis.data").joinpath(BUILTIN_PROMPTS[name]).read_bytes()
+    builtin = builtin_prompt_set(source, key)
+    if builtin is not None:
+        return resources.files("headreport.analysis.data").joinpath(builtin).read_bytes()
     return read_limited(Path(source), MAX_PROMPT_FILE_BYTES, ConfigError, key, "prompt file")
 
 

@@ -5,9 +5,11 @@ a file larger than its kind can be, with one message that names the key (or flag
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 
 #: the longest path (bytes, with its terminating NUL) and file name the system takes (Linux: 4096, 255)
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
@@ -21,6 +23,24 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     one line, never the whole of a 900 KB value."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+#: the prefix of a built-in data file's name in a config value (``words.names = "builtin:ioi_names"``)
+BUILTIN = "builtin:"
+
+
+def builtin_file(value: str, table: Mapping[str, str], key: str, what: str, otherwise: str) -> str | None:
+    """The data file (in ``headreport.analysis.data``) of a ``builtin:NAME`` value, ``table`` mapping
+    each NAME to its file; None when ``value`` is not ``builtin:...`` (a path, say). An unknown NAME
+    is a :class:`ConfigError` naming ``key``, the built-in ``what`` ("word list") and every choice,
+    then ``otherwise`` (the other values ``key`` takes)."""
+    if not value.startswith(BUILTIN):
+        return None
+    name = value.removeprefix(BUILTIN)
+    if name not in table:
+        choices = ", ".join(f'"{BUILTIN}{n}"' for n in table)
+        raise ConfigError(f"{key}: unknown built-in {what} {shown(value)}; choose {choices}, {otherwise}")
+    return table[name]
 
 
 def check_path_text(value: str, key: str, error: type[UserError]) -> None:
@@ -72,9 +92,6 @@ def check_output_target(path: Path, error: type[UserError], key: str = "--out") 
     """``path`` is, or can be created as, a folder we can write to — checked before any heavy work by
     writing and removing a probe file in it (or in its nearest existing parent, so that nothing is
     created yet)."""
-    import os
-    import tempfile
-
     target = Path(path)
     probe_dir = target
     while not probe_dir.exists():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..config import BUILTIN_WORD_LISTS, WordForm
+from ..config import WordForm, builtin_word_list
 from ..errors import ConfigError
 from .text import decode_utf8, read_limited, shown
 
@@ -37,6 +37,10 @@ class SkippedWord:
     reason: str
 
 
+#: each word list's key (``names``, ``generic``) → its single-token words and the words it skipped
+WordLists = dict[str, tuple[list[WordToken], list[SkippedWord]]]
+
+
 def parse_word_lines(text: str, source: str, key: str = "words") -> list[str]:
     """One word per line; blank lines and ``#`` comments skipped; duplicates dropped (first kept)."""
     words: list[str] = []
@@ -58,11 +62,9 @@ def parse_word_lines(text: str, source: str, key: str = "words") -> list[str]:
 
 def read_word_source(source: str, key: str = "words") -> bytes:
     """The raw bytes of ``builtin:NAME`` or a word-list file (what the staleness key hashes)."""
-    if source.startswith("builtin:"):
-        name = source.removeprefix("builtin:")
-        if name not in BUILTIN_WORD_LISTS:
-            raise ConfigError(f"{key}: unknown built-in list {name!r}")
-        return resources.files("headreport.analysis.data").joinpath(BUILTIN_WORD_LISTS[name]).read_bytes()
+    builtin = builtin_word_list(source, key)
+    if builtin is not None:
+        return resources.files("headreport.analysis.data").joinpath(builtin).read_bytes()
     return read_limited(Path(source), MAX_WORD_LIST_BYTES, ConfigError, key, "word list")
 
 

@@ -15,11 +15,11 @@ norm weights as float32. Results describe this quantised model, not the original
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import package_versions
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelUnavailableError
 from .checkpoint import gguf_check, sha256_file
@@ -69,7 +69,7 @@ def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, A
         )
     gguf_check(path)
     digest = sha256_file(path)
-    version = importlib.metadata.version(SMOLLM2_PACKAGE)
+    version = package_versions([SMOLLM2_PACKAGE])[SMOLLM2_PACKAGE]
     if digest != SMOLLM2_SHA256:
         raise ModelUnavailableError(
             f"model.name: {path} has sha256 {digest}, not the expected {SMOLLM2_SHA256} of "

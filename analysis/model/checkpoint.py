@@ -121,8 +121,6 @@ def safetensors_header(path: Path) -> dict[str, Any]:
 
 
 def _zip_check(path: Path) -> None:
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
@@ -140,7 +138,7 @@ def gguf_check(path: Path) -> Any:
     if magic != b"GGUF":
         raise CheckpointError(f"{path}: not a GGUF file (magic {magic!r})")
     try:
-        import gguf
+        import gguf  # noqa: PLC0415 - the front end never imports a heavy library at module level
 
         reader = gguf.GGUFReader(str(path))
         size = path.stat().st_size
@@ -187,8 +185,8 @@ def check_shapes(headers: dict[Path, dict[str, Any]], config: dict[str, Any], fo
 
 def nonfinite_tensors(path: Path, header: dict[str, Any]) -> Iterator[str]:
     """Names of the floating-point tensors of a safetensors file holding NaN or ±inf (streamed)."""
-    import torch
-    from safetensors import safe_open
+    import torch  # noqa: PLC0415 - torch-free front end: torch only when a file's values are read
+    from safetensors import safe_open  # noqa: PLC0415 - with torch (framework "pt")
 
     names = [n for n, info in header.items() if n != "__metadata__" and info["dtype"] in FLOAT_DTYPES]
     with safe_open(str(path), framework="pt") as fh:

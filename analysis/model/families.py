@@ -149,7 +149,18 @@ def refuse_unsupported(config: dict[str, Any], where: str) -> None:
         refuse(f"its architecture {', '.join(archs)} is not a causal language model")
 
 
-def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FamilyFacts:
+    """What the analysis needs to know of a loaded model's family: ``qk_norm``, whether its attention
+    normalises queries and keys per head (the token-level QK circuits then apply those norms, and the
+    survey takes per-head SVDs), and ``notes``, the sentences for the report on what its
+    weights-only numbers approximate."""
+
+    qk_norm: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> FamilyFacts:
     """What the analysis needs to know of the loaded model's family, and the notes it reports."""
     cfg = bridge.cfg
     positional = str(cfg.positional_embedding_type)
@@ -174,7 +185,7 @@ def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> dict[str, Any]:
             "QK-norm: the per-head query and key norms are applied to the rows of the token-level QK "
             "circuits (full, effective, and the self-attention ranks), which stay exact; the weights-only "
             "W_QK = W_Q·W_Kᵀ leaves the norms out.")
-    from transformer_lens.utilities import softcap_enabled
+    from transformer_lens.utilities import softcap_enabled  # noqa: PLC0415 - torch-free front end
 
     if softcap_enabled(getattr(cfg, "attn_scores_soft_cap", None)):
         notes.append("Attention-logit soft-capping (tanh) is monotone: the QK ranks do not depend on it; the "
@@ -188,7 +199,7 @@ def family_facts(bridge: Any, n_heads: int, n_kv_heads: int) -> dict[str, Any]:
     if getattr(cfg, "num_experts", None):
         notes.append(f"Mixture of experts ({cfg.num_experts} experts): W_EE routes every token through the "
                      "experts the model's own router picks for it.")
-    return {"qk_norm": qk_norm, "positional": positional, "model_type": model_type, "notes": notes}
+    return FamilyFacts(qk_norm=qk_norm, notes=tuple(notes))
 
 
 def _has_qk_norm(bridge: Any) -> bool:

@@ -15,7 +15,6 @@ never hangs on network retries.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import softcap_enabled
 
+from ..artifacts import package_versions
 from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError, ModelUnavailableError
 from ..inputs.preflight import resolve_source
 from .bundled import SMOLLM2_ID, smollm2_135m_instruct
+from .families import FamilyFacts, family_facts
 from .gguf import load_gguf
 
 LIBRARIES = ("torch", "transformer-lens", "transformers", "numpy", "scipy", "headreport")
@@ -52,7 +56,7 @@ class LoadedModel:
     normalization: str  # "LN" or "RMS" (the kind of norm before attention / MLP)
     positional: str  # "standard", "rotary", "alibi", ...
     provenance: dict[str, Any] = field(default_factory=dict)
-    family: dict[str, Any] = field(default_factory=dict)  # what the analysis must know of the family
+    family: FamilyFacts = field(default_factory=FamilyFacts)  # what the analysis must know of the family
     checkpoint_hashes: dict[str, dict[str, Any]] = field(default_factory=dict)  # staleness.file_hashes
     _weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -107,13 +111,8 @@ REFACTOR_SKIPPED_NOTE = (
 
 
 def library_versions() -> dict[str, str]:
-    out = {}
-    for lib in LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            out[lib] = "not installed"
-    return out
+    """The installed versions of the libraries that produce the numbers (the artifacts' provenance)."""
+    return package_versions(LIBRARIES)
 
 
 def resolve_device(device: str) -> str:
@@ -156,8 +155,6 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
     """The weight processing TransformerLens will really apply for ``processing`` (what provenance
     records): it skips centring for RMSNorm models, fold_ln / centring for adapters that do not
     support them, centre_unembed under final-logit soft-capping; "auto" refactoring skips rotary."""
-    from transformer_lens.utilities import softcap_enabled
-
     cfg, adapter = bridge.cfg, getattr(bridge, "adapter", None)
     norm = str(getattr(cfg, "normalization_type", "LN") or "LN")
     refactor = processing.refactor_factored_attn_matrices
@@ -175,9 +172,6 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
 def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: dict[str, Any]) -> Any:
     """The ``TransformerBridge`` of the checkpoint folder, GGUF file or bundled model (``folder`` None),
     loaded with the hub offline."""
-    import transformers
-    from transformer_lens.model_bridge import TransformerBridge
-
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     dtype = getattr(torch, model_cfg.dtype)
@@ -230,8 +224,6 @@ def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[
 
 def dimensions(bridge: Any, provenance: dict[str, Any]) -> LoadedModel:
     """The :class:`LoadedModel` of a processed bridge: its dimensions and family facts."""
-    from .families import family_facts
-
     cfg = bridge.cfg
     n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
     norm = str(getattr(cfg, "normalization_type", "") or "")

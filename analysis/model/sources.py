@@ -11,9 +11,12 @@ and how to fix that cause: :func:`download_error`.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import socket
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -43,21 +46,21 @@ def offline_switch() -> str | None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if _true(os.environ.get(var)):
             return var
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # noqa: PLC0415 - the hub client only when the hub is asked
 
     return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
 
 
 def hub_endpoint() -> str:
     """The hub ``huggingface_hub`` talks to: ``HF_ENDPOINT`` when set, else https://huggingface.co."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # noqa: PLC0415 - the hub client only when the hub is asked
 
     return constants.ENDPOINT.rstrip("/")
 
 
 def download_timeout() -> float:
     """The client's time-out for one request, in seconds (``HF_HUB_DOWNLOAD_TIMEOUT``, default 10)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # noqa: PLC0415 - the hub client only when the hub is asked
 
     return float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
 
@@ -65,8 +68,6 @@ def download_timeout() -> float:
 def proxy_for(endpoint: str) -> str | None:
     """The proxy (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``) the client will go through to reach
     ``endpoint``, or None (none set, or ``NO_PROXY`` exempts the host)."""
-    import urllib.request
-
     parts = urlsplit(endpoint)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
@@ -152,6 +153,34 @@ def _status(exc: BaseException, default: int) -> int:
     return getattr(response, "status_code", None) or default
 
 
+def _http_error(e: BaseException, failed: str, repo: str, endpoint: str) -> ModelUnavailableError:
+    """:func:`download_error` for an HTTP answer of the hub (``HfHubHTTPError`` with a response):
+    5xx, 401/403, a 404 of a listed file, anything else."""
+    response = e.response
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    if response.status_code >= 500:
+        return ModelUnavailableError(
+            f"model.name: {failed}: the hub answered {status} ({response.request.url}).\n"
+            "How to fix it: the hub is failing, not your setup: retry later (files already downloaded are "
+            "kept, and the next run fetches only the rest)"
+            + (f"; or, if the mirror in HF_ENDPOINT ({endpoint}) is down, unset HF_ENDPOINT to use "
+               "huggingface.co." if os.environ.get("HF_ENDPOINT") else "."))
+    if response.status_code in (401, 403):
+        return ModelUnavailableError(
+            f"model.name: {failed}: the hub refused access ({status}).\n"
+            "How to fix it: log in with `hf auth login` (or set HF_TOKEN) as a user who may read "
+            f"{repo!r}.")
+    if response.status_code == 404:
+        return ModelUnavailableError(
+            f"model.name: {failed}: the hub lists a file it does not serve ({status}: "
+            f"{response.request.url}).\n"
+            "How to fix it: run again later; if it persists, the repo or the mirror in HF_ENDPOINT is broken.")
+    return ModelUnavailableError(
+        f"model.name: {failed}: the hub answered {status} ({_first_line(e)}).\n"
+        "How to fix it: run again; if it persists, download the model elsewhere and point model.name at "
+        "its folder.")
+
+
 def download_error(exc: BaseException, name: str, repo: str, revision: str | None,
                    endpoint: str) -> ModelUnavailableError:
     """One message for a failed download: the cause in the first line, then the fix for that cause
@@ -192,29 +221,7 @@ def download_error(exc: BaseException, name: str, repo: str, revision: str | Non
             f"How to fix it: set model.revision to a branch, tag or full commit sha that {repo!r} has (see "
             f"{endpoint}/{repo}/tree/main), or remove model.revision to use the default branch.")
     if (e := _find(exc, "HfHubHTTPError")) is not None and getattr(e, "response", None) is not None:
-        response = e.response
-        status = f"{response.status_code} {response.reason_phrase}".strip()
-        if response.status_code >= 500:
-            return ModelUnavailableError(
-                f"model.name: {failed}: the hub answered {status} ({response.request.url}).\n"
-                "How to fix it: the hub is failing, not your setup: retry later (files already downloaded are "
-                "kept, and the next run fetches only the rest)"
-                + (f"; or, if the mirror in HF_ENDPOINT ({endpoint}) is down, unset HF_ENDPOINT to use "
-                   "huggingface.co." if os.environ.get("HF_ENDPOINT") else "."))
-        if response.status_code in (401, 403):
-            return ModelUnavailableError(
-                f"model.name: {failed}: the hub refused access ({status}).\n"
-                "How to fix it: log in with `hf auth login` (or set HF_TOKEN) as a user who may read "
-                f"{repo!r}.")
-        if response.status_code == 404:
-            return ModelUnavailableError(
-                f"model.name: {failed}: the hub lists a file it does not serve ({status}: "
-                f"{response.request.url}).\n"
-                "How to fix it: run again later; if it persists, the repo or the mirror in HF_ENDPOINT is broken.")
-        return ModelUnavailableError(
-            f"model.name: {failed}: the hub answered {status} ({_first_line(e)}).\n"
-            "How to fix it: run again; if it persists, download the model elsewhere and point model.name at "
-            "its folder.")
+        return _http_error(e, failed, repo, endpoint)
     if (e := _find(exc, "RemoteProtocolError", "ReadError")) is not None or "Consistency check failed" in str(exc):
         sizes = re.search(r"should be of size (\d+) but has size (\d+)", str(exc))
         how = (f"a file arrived with {int(sizes[2]):,} of its {int(sizes[1]):,} bytes" if sizes
@@ -235,9 +242,6 @@ def resolve_model_alias(name: str) -> str | None:
     Reads TransformerLens' alias table directly: importing transformer_lens takes seconds, and an
     offline user with no cached weights should get the error message at once.
     """
-    import importlib.util
-    import json
-
     spec = importlib.util.find_spec("transformer_lens")
     for location in (spec.submodule_search_locations or []) if spec else []:
         table = Path(location) / "tools" / "model_registry" / "data" / "model_aliases.json"
@@ -246,7 +250,7 @@ def resolve_model_alias(name: str) -> str | None:
                 if name in aliases:
                     return official
             return None
-    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias as tl_resolve
+    from transformer_lens.tools.model_registry.registry_io import resolve_model_alias as tl_resolve  # noqa: PLC0415 - torch-free front end
 
     return tl_resolve(name)
 
@@ -254,12 +258,12 @@ def resolve_model_alias(name: str) -> str | None:
 def _cached_snapshot(repo: str, revision: str | None) -> Path | None:
     """The cached snapshot of ``repo`` at ``revision`` (a branch or tag through ``refs/``, a commit
     sha directly) when it is complete and holds weights; no request is made."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # noqa: PLC0415 - the hub client only when the hub is asked
 
     try:
         folder = Path(snapshot_download(repo, revision=revision, local_files_only=True, allow_patterns=PATTERNS))
     except Exception as exc:  # not in the cache (LocalEntryNotFoundError, IncompleteSnapshotError, ...)
-        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.errors import HFValidationError  # noqa: PLC0415 - the hub client only when the hub is asked
 
         if isinstance(exc, HFValidationError):
             raise
@@ -290,7 +294,7 @@ def download_snapshot(repo: str, revision: str | None, endpoint: str) -> Path:
     The revision is resolved to a commit with one request that honours ``HF_HUB_DOWNLOAD_TIMEOUT``
     (the client's own would wait forever), then the snapshot of that commit is downloaded and the
     branch or tag recorded in ``refs/``, so that the next run finds it offline."""
-    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download  # noqa: PLC0415 - the hub client only when the hub is asked
 
     ref = revision or constants.DEFAULT_REVISION  # "main", as the client's own download asks
     sha = HfApi(endpoint=endpoint).repo_info(repo, revision=ref, timeout=download_timeout()).sha
@@ -317,7 +321,7 @@ def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[st
     if looks_like_path or path.suffix in WEIGHT_SUFFIXES:
         raise ModelUnavailableError(f"model.name: checkpoint folder {name!r} does not exist")
 
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.errors import HFValidationError  # noqa: PLC0415 - the hub client only when the hub is asked
 
     repo = resolve_model_alias(name) or name
     try:

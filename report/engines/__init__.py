@@ -15,7 +15,6 @@ from the network.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import shutil
 import subprocess
 from importlib import resources
@@ -25,6 +24,7 @@ import altair as alt
 import pypandoc
 import vl_convert as vlc
 
+from headreport.analysis.artifacts import package_versions
 from headreport.analysis.errors import UserError
 
 from .. import explorer, prompt_data
@@ -59,7 +59,7 @@ def engine_versions(engine: str) -> dict[str, str]:
     if engine == "quarto":
         out = subprocess.run(["quarto", "--version"], capture_output=True, text=True, check=False)
         return {"quarto": out.stdout.strip() or "unknown"}
-    return {"pandoc": pypandoc.get_pandoc_version(), "typst": importlib.metadata.version("typst")}
+    return {"pandoc": pypandoc.get_pandoc_version(), **package_versions(["typst"])}
 
 
 def asset(name: str) -> str:

@@ -9,7 +9,11 @@ import torch
 from transformer_lens import FactoredMatrix
 
 from headreport.analysis import circuits, diagonal, spectra
-from headreport.analysis.config import HeadRef
+from headreport.analysis.config import Config, HeadRef
+from headreport.analysis.head import weight_results
+from headreport.analysis.pipeline import load_words, tokenize_word_lists
+from headreport.analysis.timings import Timer
+from tests.oracles import effective_ov_circuit, ov_self_suppression, qk_self_attention
 
 N = 300
 HEAD = HeadRef(1, 3)
@@ -30,7 +34,7 @@ def small(tiny_model, tiny_W_EE):
             "effective": circuits.effective_qk_circuit(w, W_U, W_EE),
             "effective_norm": circuits.effective_qk_circuit(w, W_U, W_EE, sides="sqrt_d_model"),
             "ov": circuits.ov_circuit(w),
-            "effective_ov": circuits.effective_ov_circuit(w, W_EE, W_U),
+            "effective_ov": effective_ov_circuit(w, W_EE, W_U),
         },
         "dense": {
             "qk": W_QK,
@@ -173,7 +177,7 @@ def test_diagonal_ranks_on_given_rows_and_batches(small, descending):
 def test_diagonal_ranks_on_sampled_rows_of_the_full_vocabulary(tiny_model, tiny_W_EE):
     w = circuits.head_weights(tiny_model, HEAD)
     W_U = tiny_model.weight("W_U")
-    f = circuits.effective_ov_circuit(w, tiny_W_EE, W_U)
+    f = effective_ov_circuit(w, tiny_W_EE, W_U)
     rows = torch.from_numpy(diagonal.sample_rows(tiny_model.d_vocab, 64, seed=1))
     got = diagonal.diagonal_ranks(f, rows)
     dense_rows = tiny_W_EE[rows].double() @ w.W_V.double() @ w.W_O.double() @ W_U.double()  # [64, d_vocab]
@@ -210,19 +214,19 @@ def test_a_nan_own_entry_ranks_last_and_nan_elsewhere_never_wins():
 
 def test_ov_modes(small):
     f = small["factored"]["effective_ov"]
-    exact = diagonal.ov_self_suppression(f, mode="exact")
+    exact = ov_self_suppression(f, mode="exact")
     ranks = diagonal.diagonal_ranks(f)
     assert exact["n_ranked"] == N and exact["sample_size"] is None and exact["fraction_rank1_ci95"] is None
     assert exact["fraction_rank1"] == pytest.approx((ranks == 1).float().mean().item())
     assert exact["median_rank"] == pytest.approx(ranks.double().median().item(), abs=1)
-    sampled = diagonal.ov_self_suppression(f, mode="sampled", sample_size=100, seed=4)
+    sampled = ov_self_suppression(f, mode="sampled", sample_size=100, seed=4)
     assert sampled["n_ranked"] == 100 and sampled["seed"] == 4
-    again = diagonal.ov_self_suppression(f, mode="sampled", sample_size=100, seed=4)
+    again = ov_self_suppression(f, mode="sampled", sample_size=100, seed=4)
     assert sampled == again
     rows = torch.from_numpy(diagonal.sample_rows(N, 100, 4))
     assert sampled["fraction_rank1"] == pytest.approx((ranks[rows] == 1).float().mean().item())
     with pytest.raises(ValueError):
-        diagonal.ov_self_suppression(f, mode="bogus")
+        ov_self_suppression(f, mode="bogus")
 
 
 def test_degenerate_circuits_are_detected():
@@ -235,7 +239,7 @@ def test_degenerate_circuits_are_detected():
     B = torch.randn(4, 30)
     B[0, 0] = float("nan")
     assert "non-finite" in diagonal.circuit_degeneracy(FactoredMatrix(A, B))
-    summary = diagonal.ov_self_suppression(FactoredMatrix(A, torch.zeros(4, 30)), mode="exact")
+    summary = ov_self_suppression(FactoredMatrix(A, torch.zeros(4, 30)), mode="exact")
     assert summary["defined"] is False and summary["fraction_rank1"] is None
     assert summary["evidence"]["supported"] is False and "undefined" in summary["evidence"]["reason"]
 
@@ -246,12 +250,33 @@ def test_paper_fractions_and_chance():
     n = 200
     X = torch.nn.functional.normalize(torch.randn(n, 8, generator=torch.Generator().manual_seed(0)), dim=1)
     f = FactoredMatrix(X, -X.T)  # row i: -cos(x_i, x_j); own entry -1 is the most negative
-    s = diagonal.ov_self_suppression(f, mode="exact")
+    s = ov_self_suppression(f, mode="exact")
     assert s["fraction_rank1"] == s["fraction_top10"] == s["fraction_top5pct"] == 1.0
     # the top 5% as the paper's code counts it: 0-based rank ≤ 0.05·n, so 1-based rank ≤ 11 of 200
     assert s["top5pct_cutoff"] == 11 and s["chance"]["fraction_top10"] == pytest.approx(10 / n)
     assert s["chance"]["fraction_top5pct"] == pytest.approx(11 / n)
     assert s["chance"]["median_rank"] == pytest.approx((n + 1) / 2)
     assert s["evidence"]["supported"] and s["evidence"]["excess"] == pytest.approx(1.0)
-    flipped = diagonal.qk_self_attention(f, mode="exact")  # read as "highest": every token ranks last
+    flipped = qk_self_attention(f, mode="exact")  # read as "highest": every token ranks last
     assert flipped["fraction_top10"] == 0.0 and not flipped["evidence"]["supported"]
+
+
+def test_each_circuit_of_a_head_is_decomposed_once(tiny_model, tiny_layer0, monkeypatch):
+    """The per-head analysis builds W_QK, the full and the effective QK circuits and W_OV once
+    (:class:`HeadCircuits`): its spectra, singular directions and cos² rankings share each circuit's
+    cached SVD, three LAPACK SVDs per ``FactoredMatrix`` (A, B and the d_head × d_head middle)."""
+    config = Config(heads=(HEAD,))
+    word_lists = tokenize_word_lists(config, load_words(config), tiny_model.tokenizer)
+    real, calls = torch.linalg.svd, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", counted)
+    c = circuits.HeadCircuits.of(circuits.head_weights(tiny_model, HEAD), circuits.unembedding(tiny_model),
+                                 tiny_layer0.W_E, tiny_layer0.W_EE)
+    with torch.no_grad():
+        weight_results(tiny_model, c, circuits.unembedding(tiny_model), tiny_layer0, config, word_lists, Timer(),
+                       HEAD.label)
+    assert len(calls) == 4 * 3

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from headreport.analysis import explorer, explorer_codec
+from headreport.analysis import explorer_codec
 from headreport.analysis.artifacts import load_artifacts
 from headreport.report.escaping import visible
 from tests.integration.test_browser import open_page
+from tests.oracles import dense_reference
 from tests.report_fixtures import HOSTILE_TOKENS, reseal
 
 LABEL = "1.2"
@@ -48,7 +49,7 @@ def test_explorer_lists_equal_a_dense_top_k(explorer_build, everywhere_checkpoin
     dense = dense_circuits(everywhere_checkpoint[0])
     ov, qk = dense["ov"], dense["qk"]
     n = ov.shape[0]
-    ref_ov, ref_qk = explorer.dense_reference(ov), explorer.dense_reference(qk)
+    ref_ov, ref_qk = dense_reference(ov), dense_reference(qk)
     # products in float32 blocks vs float64: compare lists where the k-th and (k+1)-th values are apart
     def agree(got_ids, ref_ids, M, axis_rows=True):
         mismatch = np.nonzero((got_ids != ref_ids).any(axis=1))[0]

@@ -208,7 +208,7 @@ def test_prompt_evidence_decomposes_exactly_or_is_not_computed(family, family_fo
 def test_qk_norm_families_apply_their_own_norms_to_the_circuit_rows(family, family_folders):
     """The full QK circuit's factors are the model's own normed queries and keys of W_E's rows."""
     m = loaded(family, family_folders)
-    assert m.family["qk_norm"]
+    assert m.family.qk_norm
     hf = hf_model(family_folders[family])
     attn = hf_layers(hf)[1].self_attn
     w = circuits.head_weights(m, HeadRef(1, 1))
@@ -228,7 +228,7 @@ def test_qk_norm_families_apply_their_own_norms_to_the_circuit_rows(family, fami
     assert rel(f.AB, ref_q @ ref_k.T) < 1e-5
     plain = (E @ Wq) @ (E @ Wk).T  # without the norms it would differ
     assert rel(plain, ref_q @ ref_k.T) > 1e-2
-    assert any("QK-norm" in note for note in m.family["notes"])
+    assert any("QK-norm" in note for note in m.family.notes)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -70,8 +70,8 @@ def project_ranks(model, W_EE, qk_normalization: str, swap_sides: bool = False) 
     if swap_sides:  # query side W_EE, key side W_U: the QK circuit read the other way round
         w = rc.heads[HEAD]
         qk = circuits.token_qk_circuit(w, W_EE, circuits.unembedding(model).T, qk_normalization)
-    return {"ov": diagonal.rank_pass(rc.ov(HEAD), "exact", False)[1],
-            "qk": diagonal.rank_pass(qk, "exact", True)[1]}
+    return {"ov": diagonal.rank_pass(rc.ov(HEAD), "exact", descending=False)[1],
+            "qk": diagonal.rank_pass(qk, "exact", descending=True)[1]}
 
 
 def assert_same_ranks(got: dict[str, np.ndarray], transcription) -> None:

@@ -22,6 +22,7 @@ from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
 from headreport.analysis.pipeline import run_analysis
 from tests.checkpoints import make_planted_gpt2_checkpoint
+from tests.oracles import effective_ov_circuit, ov_self_suppression
 
 PLANTED, DEAD, CONTROL = "1.2", "1.3", "1.0"
 
@@ -163,13 +164,13 @@ def test_qk_self_attention_ranks_the_pair_tokens_first(planted, planted_model, p
 def test_ov_self_suppression_on_planted_tokens(planted, planted_model, planted_layer0):
     plant = planted[1]
     W_U = planted_model.weight("W_U")
-    ov = circuits.effective_ov_circuit(circuits.head_weights(planted_model, HeadRef(1, 2)), planted_layer0.W_EE, W_U)
+    ov = effective_ov_circuit(circuits.head_weights(planted_model, HeadRef(1, 2)), planted_layer0.W_EE, W_U)
     ov_ids = torch.tensor(plant["ov_ids"])
     assert (diagonal.diagonal_ranks(ov, ov_ids) == 1).float().mean() > 0.9
     others = torch.from_numpy(diagonal.sample_rows(planted_model.d_vocab, 300, seed=3))
     others = others[~torch.isin(others, ov_ids)]
     assert (diagonal.diagonal_ranks(ov, others) == 1).float().mean() < 0.5
-    control = circuits.effective_ov_circuit(circuits.head_weights(planted_model, HeadRef(1, 0)), planted_layer0.W_EE, W_U)
+    control = effective_ov_circuit(circuits.head_weights(planted_model, HeadRef(1, 0)), planted_layer0.W_EE, W_U)
     assert (diagonal.diagonal_ranks(control, ov_ids) == 1).float().mean() < 0.2
 
 
@@ -178,18 +179,18 @@ def test_paper_metrics_on_the_planted_sub_vocabulary(planted, planted_model, pla
     is the most negative (rank 1, so also top 10 and top 5%); sampled with all rows equals exact."""
     plant = planted[1]
     W_U = planted_model.weight("W_U")
-    ov = circuits.effective_ov_circuit(circuits.head_weights(planted_model, HeadRef(1, 2)), planted_layer0.W_EE, W_U)
+    ov = effective_ov_circuit(circuits.head_weights(planted_model, HeadRef(1, 2)), planted_layer0.W_EE, W_U)
     ov_ids = plant["ov_ids"]
     rest = [i for i in diagonal.sample_rows(ov.A.shape[0], 200, seed=5).tolist() if i not in set(ov_ids)][:96]
     rows = torch.tensor(sorted(ov_ids + rest))
     sub = FactoredMatrix(ov.A[rows], ov.B[:, rows])
     in_sub = torch.searchsorted(rows, torch.tensor(ov_ids))
     assert (diagonal.diagonal_ranks(sub, in_sub) == 1).all()
-    exact = diagonal.ov_self_suppression(sub, mode="exact")
+    exact = ov_self_suppression(sub, mode="exact")
     known = len(ov_ids) / len(rows)
     assert exact["fraction_rank1"] >= known and exact["fraction_top10"] >= known
     assert exact["fraction_top5pct"] >= known and exact["top5pct_cutoff"] == len(rows) // 20 + 1  # the paper's cut
-    sampled = diagonal.ov_self_suppression(sub, mode="sampled", sample_size=len(rows), seed=0)
+    sampled = ov_self_suppression(sub, mode="sampled", sample_size=len(rows), seed=0)
     assert sampled["fraction_rank1"] == pytest.approx(exact["fraction_rank1"])
     lo, hi = sampled["fraction_rank1_ci95"]
     assert lo < sampled["fraction_rank1"] < hi

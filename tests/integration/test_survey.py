@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from headreport.analysis import circuits, diagonal
+from headreport.analysis import circuits
 from headreport.analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
 from headreport.analysis.config import HeadRef, config_from_dict
 from headreport.analysis.spectra import effective_rank, sigma1_share
 from headreport.analysis.survey import run_survey
+from tests.oracles import qk_self_attention
 from tests.report_fixtures import reseal
 
 SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
@@ -77,7 +78,7 @@ def test_survey_equals_per_head_analysis(survey_run, tiny_artifacts, tiny_model,
         # W_EE, raw sides), same seed
         w = circuits.head_weights(tiny_model, HeadRef(row["layer"], row["head"]))
         eff = circuits.effective_qk_circuit(w, tiny_model.weight("W_U"), tiny_W_EE_rank, sides="none")
-        qk = diagonal.qk_self_attention(eff, "sampled", 500, 0)
+        qk = qk_self_attention(eff, "sampled", 500, 0)
         assert row["qk_self_attention"]["fraction_top10"] == pytest.approx(qk["fraction_top10"], abs=0)
         assert row["qk_self_attention"]["median_rank"] == pytest.approx(qk["median_rank"], abs=0)
 

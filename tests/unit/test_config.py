@@ -14,11 +14,11 @@ from headreport.analysis.config import (
     Config,
     HeadRef,
     check_against_model,
-    check_heads_against_model,
     config_from_dict,
     load_config,
 )
 from headreport.analysis.errors import ConfigError
+from tests.oracles import check_heads_against_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
