@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from headreport.analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
-from headreport.analysis.config import HeadRef
 from headreport.cli import main
 from tests.families import make_family_checkpoint
+from tests.helpers import analysed
 
 VOCAB = 4096
 
@@ -274,17 +274,14 @@ def test_a_full_disk_during_a_figure_export_leaves_no_temp_folder_in_the_cache(t
     assert not entry_is_valid(cache / "entry", "x\n1\n")
 
 
-def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_config_text, tmp_path):
+def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_gpt2, tmp_path):
     """A folder an earlier headreport wrote: its manifest is of an earlier schema version, and beside
     it lies a survey.json that version kept on disk without listing it. The new run neither refuses
     the folder nor leaves the old files: the listed ones are replaced or removed as ours, the unlisted
     artifact of the kind its name says is adopted and removed, a file of another name is untouched."""
     import shutil
-    import tomllib
 
     from headreport.analysis.artifacts import foreign_artifacts
-    from headreport.analysis.config import config_from_dict
-    from headreport.analysis.pipeline import run_analysis
 
     arts = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts, arts)
@@ -296,8 +293,7 @@ def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_
     assert foreign_artifacts(arts) == ["explorer_9.9.json"]
     (arts / "explorer_9.9.json").unlink()
     (arts / "notes.json").write_text("mine", encoding="utf-8")
-    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(heads=(HeadRef(1, 3),))
-    run_analysis(config, arts, progress=False, log=lambda m: None)
+    analysed(tmp_path, tiny_gpt2, heads=["1.3"])  # into arts, over the earlier version's files
     assert sorted(p.name for p in arts.iterdir()) == ["head_1.3.json", "manifest.json", "model.json", "notes.json",
                                                      "timings.json"]
     assert foreign_artifacts(arts) == [] and load_artifacts(arts)["survey"] is None

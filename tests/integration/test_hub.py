@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from headreport.cli import main
+from tests.helpers import FAST_ANALYSIS
 from tests.hub import LocalHub
 
 REPO = "tiny-org/tiny-gpt2"
@@ -29,13 +30,7 @@ prompts = "off"
 [model]
 device = "cpu"
 {revision}
-[analysis]
-top_k = 5
-n_directions = 1
-bootstrap_resamples = 100
-ov_mode = "sampled"
-ov_sample_size = 50
-"""
+""" + FAST_ANALYSIS
 
 
 @pytest.fixture(scope="module")

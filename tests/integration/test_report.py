@@ -15,6 +15,7 @@ import yaml
 
 from headreport.report import findings
 from headreport.report.escaping import visible
+from tests.helpers import config_of
 from tests.report_fixtures import HOSTILE_TOKENS, pdf_pages, pdf_text
 
 
@@ -90,26 +91,21 @@ def test_pdf_has_title_contents_sections_tokens_and_figures(report_build):
 
 def test_reproducibility_page_has_the_rebuild_command_and_config(report_build):
     import html
-    import tomllib
 
     page = (report_build / "site" / "reproducibility.html").read_text(encoding="utf-8")
     assert "headreport build --config report.toml --out" in page
     toml_block = html.unescape(re.search(r'<pre class="code toml"><code>(.*?)</code></pre>', page, re.DOTALL).group(1))
 
     from headreport.analysis.artifacts import load_artifacts
-    from headreport.analysis.config import config_from_dict
 
     config = load_artifacts(report_build / "artifacts")["model"]["config"]
-    assert config_from_dict(tomllib.loads(toml_block)).to_dict() == config
+    assert config_of(toml_block).to_dict() == config
 
 
 def test_incremental_build_skips_unchanged_analysis(report_build, tiny_config_text, tmp_path):
-    import tomllib
-
-    from headreport.analysis.config import config_from_dict
     from headreport.build import stale_reason
 
-    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(report_build))
+    config = config_of(tiny_config_text, output_dir=str(report_build))
     assert stale_reason(config, report_build / "artifacts") is None
     changed = config.replace(analysis=config.analysis.__class__(**{**config.analysis.__dict__, "top_k": 5}))
     assert stale_reason(changed, report_build / "artifacts") == "the config changed"

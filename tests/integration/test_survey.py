@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tomllib
 
 import numpy as np
 import pytest
@@ -13,10 +12,11 @@ import torch
 
 from headreport.analysis import circuits, diagonal
 from headreport.analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
-from headreport.analysis.config import HeadRef, config_from_dict
+from headreport.analysis.config import HeadRef
 from headreport.analysis.spectra import effective_rank, sigma1_share
 from headreport.analysis.survey import run_survey
-from tests.report_fixtures import reseal
+from tests.helpers import config_of
+from tests.report_fixtures import everywhere_config, reseal
 
 SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
 
@@ -33,7 +33,7 @@ def survey_run(tmp_path_factory, tiny_config_text):
         "schema_version": SCHEMA_VERSION, "kind": "manifest", "files": {},
         "inputs": {k: "0" * 64 for k in ("config", "analysis_code", "words.names", "words.generic", "checkpoint")}}))
     reseal(out, add=("timings.json",))
-    config = config_from_dict(tomllib.loads(tiny_config_text + SURVEY_SECTION))
+    config = config_of(tiny_config_text + SURVEY_SECTION)
     run_survey(config, out, progress=False, log=lambda m: None)
     return config, out
 
@@ -181,25 +181,13 @@ def test_every_table_of_a_report_with_a_survey_has_its_own_slug_and_compiles(sur
 
 
 @pytest.fixture(scope="module")
-def everywhere(tmp_path_factory):
-    """A small-vocabulary model whose head 1.2 is copy suppression for every token."""
-    from tests.checkpoints import make_copy_suppression_checkpoint
-
-    folder, plant = make_copy_suppression_checkpoint(tmp_path_factory.mktemp("everywhere"))
+def everywhere(tmp_path_factory, everywhere_checkpoint):
+    """The survey (exact ranks, then the analysis of the top 3 heads that beat chance) of the
+    small-vocabulary model whose head 1.2 is copy suppression for every token: the report build's
+    config, without its comparison (the survey chooses the heads it analyses)."""
     out = tmp_path_factory.mktemp("everywhere_out") / "artifacts"
-    config = config_from_dict(tomllib.loads(f"""
-[model]
-name = "{folder}"
-device = "cpu"
-[effective_embedding]
-variant = "residual"
-[analysis]
-bootstrap_resamples = 200
-ov_mode = "exact"
-[survey]
-mode = "exact"
-analyze_top = 3
-"""))
+    config = config_of(everywhere_config(everywhere_checkpoint[0], '[survey]\nmode = "exact"\nanalyze_top = 3\n'),
+                       compare=())
     logs: list[str] = []
     run_survey(config, out, progress=False, log=logs.append)
     return out, logs
