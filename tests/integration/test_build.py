@@ -18,6 +18,7 @@ import pytest
 from headreport.analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
 from headreport.analysis.config import config_to_toml
 from headreport.build import stale_reason
+from headreport.cli import main
 from tests.helpers import artifacts_of, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,8 +183,6 @@ def test_sigterm_during_render_leaves_nothing(tiny_artifacts, tmp_path):
 
 
 def test_stale_staging_of_a_killed_render_is_removed_at_the_next_start(tiny_artifacts, tmp_path):
-    from headreport.cli import main
-
     out = tmp_path / "out"
     dead = out / ".headreport-render-999999999-abcd"  # no such process
     (dead / "site").mkdir(parents=True)

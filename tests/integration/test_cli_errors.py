@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import headreport.analysis.artifacts
+import headreport.analysis.diagonal
+import headreport.analysis.pipeline
+import headreport.analysis.spectra
 from headreport.cli import main
 from tests.helpers import FAST_ANALYSIS
 
@@ -31,8 +35,6 @@ def write_config(folder: Path, body: str, model: Path | None = None) -> Path:
 def cached_tiny_model(tiny_gpt2, tiny_model, monkeypatch):
     """Full runs reuse the session's loaded tiny model (loading is tested in test_models.py; the
     CLI path is otherwise unchanged). Other model names still go through the real loader."""
-    import headreport.analysis.pipeline
-
     real = headreport.analysis.pipeline.load_model
 
     def load(model_cfg, processing):
@@ -97,8 +99,6 @@ def test_missing_model_folder(tmp_path, capsys):
 
 
 def test_empty_words_file(tmp_path, capsys, tiny_gpt2, monkeypatch):
-    import headreport.analysis.pipeline
-
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the word lists were checked")
 
@@ -155,8 +155,6 @@ def test_offline_hub_name_not_cached_subprocess(tmp_path):
 
 
 def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
-    import headreport.analysis.diagonal
-
     calls = []
 
     def boom(*a, **k):
@@ -177,8 +175,6 @@ def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monke
 
 def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
     """Ctrl-C while the artifact files are being written: no temp file, no partial set of artifacts."""
-    import headreport.analysis.artifacts
-
     real_fsync = os.fsync
     calls = []
 
@@ -201,7 +197,6 @@ def test_interrupt_during_analysis_keeps_previous_artifacts(tmp_path, capsys, ti
     out = tmp_path / "out"
     assert run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(out))[0] == 0
     before = {p: p.read_bytes() for p in files_under(out)}
-    import headreport.analysis.spectra
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

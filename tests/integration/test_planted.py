@@ -18,6 +18,7 @@ from headreport.analysis.artifacts import load_artifacts
 from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
 from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
+from headreport.report.findings import head_findings
 from tests.checkpoints import make_planted_gpt2_checkpoint
 from tests.helpers import analysed
 
@@ -180,8 +181,6 @@ def test_the_dead_head_is_undefined_never_copy_suppression(results):
         assert dead[key]["defined"] is False, key
         assert dead[key]["fraction_rank1"] is None and not dead[key]["evidence"]["supported"]
         assert "σ₁ = 0" in dead[key]["reason"]
-    from headreport.report.findings import head_findings
-
     sentences = head_findings(dead)
     assert "Undefined" in sentences["self_suppression"] and "Undefined" in sentences["self_attention"]
     assert "suppresses" not in sentences["self_suppression"].replace("No claim", "")
