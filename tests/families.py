@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from tests.checkpoints import gpt2_tokenizer_files
 
@@ -154,8 +155,6 @@ def randomize_norms_and_biases(model: torch.nn.Module, seed: int) -> dict[str, l
 
 def family_config(family: str, tokenizer: Any) -> Any:
     """The ``transformers`` config of ``family``'s tiny checkpoint for ``tokenizer``."""
-    import transformers
-
     if family not in _SPECS:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES + OPTIONAL_FAMILIES)}")
     config_name, _, kwargs = _SPECS[family]
@@ -168,8 +167,6 @@ def family_config(family: str, tokenizer: Any) -> Any:
 def make_family_checkpoint(family: str, folder: Path, seed: int = 0, vocab_size: int | None = None) -> Path:
     """A tiny random ``family`` checkpoint with the real GPT-2 tokenizer (or its first
     ``vocab_size`` tokens: :func:`tests.checkpoints.gpt2_tokenizer_files`), saved in ``folder``."""
-    import transformers
-
     folder = Path(folder)
     gpt2_tokenizer_files(folder, vocab_size)
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import torch
 from einops import einsum
+from transformer_lens import FactoredMatrix
 
 
 @torch.no_grad()
 def notebook_effective_embedding(model, batch_size: int = 1000) -> torch.Tensor:
-    """``model``: an :class:`analysis.models.LoadedModel`. Returns W_EE ``[d_vocab, d_model]``."""
+    """``model``: an :class:`headreport.analysis.model.loader.LoadedModel`. Returns W_EE ``[d_vocab, d_model]``."""
     bridge = model.bridge
     block = bridge.blocks[0]
     W_E = model.weight("W_E")
@@ -49,8 +50,6 @@ def notebook_effective_embedding(model, batch_size: int = 1000) -> torch.Tensor:
 @torch.no_grad()
 def notebook_circuits(model, layer: int, head: int, W_EE: torch.Tensor):
     """The notebook's three QK circuits of head (layer, head): W_QK, full and effective."""
-    from transformer_lens import FactoredMatrix
-
     W_Q, W_K = model.weight("W_Q")[layer, head], model.weight("W_K")[layer, model.kv_head(head)]
     W_E, W_U = model.weight("W_E"), model.weight("W_U")
     W_QK = FactoredMatrix(W_Q, W_K.T)

@@ -6,7 +6,7 @@ Source: ``transformer_lens/rs/callum2/ov_qk_circuits/section_41_42.ipynb`` at co
 published 84.70% / 98.86% / 95.72% for GPT-2 small head 10.7, and the function it calls,
 ``get_effective_embedding`` in ``transformer_lens/rs/callum2/utils.py`` at the same commit. The model
 there is a ``HookedTransformer`` loaded with fold_ln, center_writing_weights and center_unembed
-(refactoring commented out); here ``model`` is an :class:`analysis.models.LoadedModel` whose bridge,
+(refactoring commented out); here ``model`` is an :class:`headreport.analysis.model.loader.LoadedModel` whose bridge,
 after ``enable_compatibility_mode``, has the same attributes (``W_E``, ``W_V``, ``blocks[0].ln1``...).
 The code is the cells' own, with only ``model`` → ``bridge`` and the head made a parameter.
 """

@@ -4,6 +4,7 @@ Chromium. Every report test reuses these, so the suite builds the report exactly
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from headreport.cli import main
+from headreport.report.render import render
+from tests.checkpoints import make_copy_suppression_checkpoint
 
 #: Token strings that would execute, restyle or break a page if any target failed to escape them.
 HOSTILE_TOKENS = [
@@ -24,8 +29,6 @@ PARTIAL_UTF8 = {"token": " \ufffd", "bytes_hex": "20e280"}
 @pytest.fixture(scope="session")
 def report_build(tmp_path_factory, tiny_config_text) -> Path:
     """``headreport build`` (analysis + render, pandoc engine) of the tiny checkpoint; the out dir."""
-    from headreport.cli import main
-
     root = tmp_path_factory.mktemp("report_build")
     config = root / "tiny.toml"
     config.write_text(tiny_config_text, encoding="utf-8")
@@ -38,8 +41,6 @@ def reseal(folder: Path, add: tuple[str, ...] = ()) -> None:
     """Record the current sha256 of every file the artifact manifest lists (and of ``add``, which
     joins the set): for tests that edit or assemble artifact sets by hand to reach a check behind
     the manifest's (render refuses a changed file and reads no unlisted one)."""
-    import hashlib
-
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["files"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
@@ -79,8 +80,6 @@ def hostile_artifacts(tmp_path_factory, tiny_artifacts) -> Path:
 @pytest.fixture(scope="session")
 def hostile_build(hostile_artifacts) -> tuple[Path, dict]:
     """The hostile artifacts rendered with the pandoc engine: (out dir, manifest)."""
-    from headreport.report.render import render
-
     out = hostile_artifacts.parent / "build"
     return out, render(hostile_artifacts, out, engine="pandoc")
 
@@ -138,7 +137,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 def browser():
     """Headless Debian Chromium driven by Playwright (no downloaded browser); skipped if absent."""
     try:
-        import playwright.sync_api as playwright_api
+        import playwright.sync_api as playwright_api  # noqa: PLC0415 (optional: skipped without it)
     except ImportError:
         skip_unless_ci("the playwright package is not installed (the dev extra has it)")
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -153,8 +152,6 @@ def browser():
 @pytest.fixture(scope="session")
 def everywhere_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
     """The small-vocabulary checkpoint whose head 1.2 is copy suppression for every token."""
-    from tests.checkpoints import make_copy_suppression_checkpoint
-
     return make_copy_suppression_checkpoint(tmp_path_factory.mktemp("everywhere_ckpt"))
 
 
@@ -177,8 +174,6 @@ bootstrap_resamples = 200
 @pytest.fixture(scope="session")
 def explorer_build(tmp_path_factory, everywhere_checkpoint) -> Path:
     """``headreport build --standalone`` of the copy-suppression-everywhere checkpoint; the out dir."""
-    from headreport.cli import main
-
     root = tmp_path_factory.mktemp("explorer_build")
     config = root / "everywhere.toml"
     config.write_text(everywhere_config(everywhere_checkpoint[0]), encoding="utf-8")

@@ -6,7 +6,12 @@ are in the page's visible text and in the chart tooltips, escaped)."""
 
 from __future__ import annotations
 
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
 from headreport.report.escaping import visible
+from headreport.report.render import render
 from tests.report_fixtures import HOSTILE_TOKENS
 
 CHART_MARKS_JS = """() => [...document.querySelectorAll('div.vega-chart')].map(el => ({
@@ -90,10 +95,6 @@ def assert_charts_drawn(page, errors, foreign, dialogs, name):
 
 def test_the_site_works_from_a_web_server(browser, report_build):
     """The same pages served over HTTP (GitHub Pages): the shared assets load, every chart draws."""
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(report_build / "site"))
     handler.log_message = lambda *a: None
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -113,8 +114,6 @@ def test_the_site_works_from_a_web_server(browser, report_build):
 
 
 def test_the_standalone_report_is_one_file_that_draws_every_chart(browser, tiny_artifacts, tmp_path):
-    from headreport.report.render import render
-
     out = tmp_path / "out"
     render(tiny_artifacts, out, engine="pandoc", standalone=True)
     single = out / "site" / "report.html"

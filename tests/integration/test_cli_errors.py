@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
+import headreport.analysis.artifacts
+import headreport.analysis.diagonal
+import headreport.analysis.pipeline
+import headreport.analysis.spectra
 from headreport.cli import main
+from tests.helpers import FAST_ANALYSIS
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADREPORT = Path(sys.executable).parent / "headreport"
@@ -26,22 +31,10 @@ def write_config(folder: Path, body: str, model: Path | None = None) -> Path:
     return path
 
 
-FAST = """
-[analysis]
-top_k = 5
-n_directions = 1
-bootstrap_resamples = 100
-ov_mode = "sampled"
-ov_sample_size = 50
-"""
-
-
 @pytest.fixture
 def cached_tiny_model(tiny_gpt2, tiny_model, monkeypatch):
     """Full runs reuse the session's loaded tiny model (loading is tested in test_models.py; the
     CLI path is otherwise unchanged). Other model names still go through the real loader."""
-    import headreport.analysis.pipeline
-
     real = headreport.analysis.pipeline.load_model
 
     def load(model_cfg, processing):
@@ -93,34 +86,32 @@ def test_malformed_head_flag(tmp_path, capsys, tiny_gpt2):
 
 
 def test_head_out_of_range_checked_after_load(tmp_path, capsys, tiny_gpt2, cached_tiny_model):
-    cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
+    cfg = write_config(tmp_path, FAST_ANALYSIS, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--head", "5.0", "--out", str(tmp_path / "out"))
     assert_clean_failure(rc, err, tmp_path / "out", "heads", "5.0", "layers 0..1", "heads 0..3")
 
 
 def test_missing_model_folder(tmp_path, capsys):
-    cfg = write_config(tmp_path, FAST)
+    cfg = write_config(tmp_path, FAST_ANALYSIS)
     missing = tmp_path / "no_such_checkpoint"
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--model", str(missing), "--out", str(tmp_path / "out"))
     assert_clean_failure(rc, err, tmp_path / "out", "model.name", str(missing), "does not exist")
 
 
 def test_empty_words_file(tmp_path, capsys, tiny_gpt2, monkeypatch):
-    import headreport.analysis.pipeline
-
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the word lists were checked")
 
     monkeypatch.setattr(headreport.analysis.pipeline, "load_model", no_load)  # fail fast: before the model load
     (tmp_path / "empty.txt").write_text("# only a comment\n\n   \n")
-    cfg = write_config(tmp_path, '[words]\nnames = "empty.txt"\n' + FAST, model=tiny_gpt2)
+    cfg = write_config(tmp_path, '[words]\nnames = "empty.txt"\n' + FAST_ANALYSIS, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(tmp_path / "out"))
     assert_clean_failure(rc, err, tmp_path / "out", "words", "empty.txt", "empty")
 
 
 def test_multi_token_word_is_skipped_with_a_reason(tmp_path, capsys, tiny_gpt2, cached_tiny_model):
     (tmp_path / "names.txt").write_text("Mary\nJohn\nXyzzyqwertz\nJames\n")
-    cfg = write_config(tmp_path, '[words]\nnames = "names.txt"\n' + FAST, model=tiny_gpt2)
+    cfg = write_config(tmp_path, '[words]\nnames = "names.txt"\n' + FAST_ANALYSIS, model=tiny_gpt2)
     out = tmp_path / "out"
     rc, stdout, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(out))
     assert rc == 0, err
@@ -164,8 +155,6 @@ def test_offline_hub_name_not_cached_subprocess(tmp_path):
 
 
 def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
-    import headreport.analysis.diagonal
-
     calls = []
 
     def boom(*a, **k):
@@ -176,7 +165,7 @@ def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monke
 
     real = headreport.analysis.diagonal.rank_pass
     monkeypatch.setattr(headreport.analysis.diagonal, "rank_pass", boom)
-    cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
+    cfg = write_config(tmp_path, FAST_ANALYSIS, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--head", "0.1", "--out", str(tmp_path / "out"))
     assert len(calls) == 3
     assert rc == 1
@@ -186,8 +175,6 @@ def test_internal_error_midway_leaves_nothing(tmp_path, capsys, tiny_gpt2, monke
 
 def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
     """Ctrl-C while the artifact files are being written: no temp file, no partial set of artifacts."""
-    import headreport.analysis.artifacts
-
     real_fsync = os.fsync
     calls = []
 
@@ -198,7 +185,7 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, mon
         return real_fsync(fd)
 
     monkeypatch.setattr(headreport.analysis.artifacts.os, "fsync", interrupted_fsync)
-    cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
+    cfg = write_config(tmp_path, FAST_ANALYSIS, model=tiny_gpt2)
     rc, _, err = run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(tmp_path / "out"))
     assert len(calls) == 2
     assert_clean_failure(rc, err, tmp_path / "out", "interrupted", code=130)
@@ -206,11 +193,10 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, mon
 
 def test_interrupt_during_analysis_keeps_previous_artifacts(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
     """A previous run's artifacts survive an interrupted rerun untouched."""
-    cfg = write_config(tmp_path, FAST, model=tiny_gpt2)
+    cfg = write_config(tmp_path, FAST_ANALYSIS, model=tiny_gpt2)
     out = tmp_path / "out"
     assert run_cli(capsys, "--config", str(cfg), "--head", "1.3", "--out", str(out))[0] == 0
     before = {p: p.read_bytes() for p in files_under(out)}
-    import headreport.analysis.spectra
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

@@ -9,15 +9,30 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import vl_convert
 
-from headreport.analysis.artifacts import MANIFEST, ArtifactError, load_artifacts, read_manifest
-from headreport.analysis.config import HeadRef
+from headreport.analysis.artifacts import (
+    MANIFEST,
+    ArtifactError,
+    foreign_artifacts,
+    load_artifacts,
+    read_manifest,
+)
 from headreport.cli import main
+from headreport.report.figures import _export, entry_is_valid
+from headreport.report.render import render
 from tests.families import make_family_checkpoint
+from tests.helpers import analysed
 
 VOCAB = 4096
 
@@ -61,8 +76,6 @@ def test_a_rebuild_on_another_model_shows_none_of_the_first_runs_results(two_mod
 
 def test_render_reads_only_what_the_manifest_lists(tiny_artifacts, tmp_path):
     arts = tmp_path / "artifacts"
-    import shutil
-
     shutil.copytree(tiny_artifacts, arts)
     listed = set(read_manifest(arts)["files"])
     # a file another run left (not listed) is not read, whatever it holds
@@ -141,8 +154,6 @@ def test_a_users_file_in_artifacts_stops_the_run_before_any_work(name, as_link, 
     else:
         (arts / name).write_text("my numbers", encoding="utf-8")
     (arts / "notes.txt").write_text("other names are never touched", encoding="utf-8")
-    import time
-
     t0 = time.perf_counter()
     code = main(["analyze", "--model", str(a), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
@@ -169,12 +180,6 @@ def test_a_poisoned_figure_cache_is_never_published(tiny_artifacts, tmp_path):
     """Cache entries with active SVG content or a formula CSV, even with a matching entry.json, and
     entries edited after export, are exported again: what reaches figures/ and site/figures/ is the
     tool's own export."""
-    import hashlib
-    import shutil
-
-    from headreport.report.figures import entry_is_valid
-    from headreport.report.render import render
-
     first = tmp_path / "first"
     render(tiny_artifacts, first, engine="pandoc")
     entries = [e for e in (first / ".headreport-cache").rglob("entry.json")]
@@ -212,10 +217,6 @@ def test_a_poisoned_figure_cache_is_never_published(tiny_artifacts, tmp_path):
 
 def test_a_second_command_on_the_same_out_is_refused_while_the_first_runs(tiny_artifacts, tmp_path, capsys):
     """No silent replacement by a concurrent build: the second stops at once, naming the first's pid."""
-    import subprocess
-    import sys
-    import time
-
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -237,8 +238,6 @@ def test_a_second_command_on_the_same_out_is_refused_while_the_first_runs(tiny_a
 
 
 def test_the_in_the_way_message_names_what_is_in_the_way(tiny_artifacts, tmp_path, capsys):
-    import shutil
-
     out = tmp_path / "out"
     assert main(["render", "--artifacts", str(tiny_artifacts), "--out", str(out), "--engine", "pandoc"]) == 0
     shutil.rmtree(out / "site" / "assets")
@@ -254,12 +253,6 @@ def test_the_in_the_way_message_names_what_is_in_the_way(tiny_artifacts, tmp_pat
 def test_a_full_disk_during_a_figure_export_leaves_no_temp_folder_in_the_cache(tmp_path, monkeypatch):
     """The export writes into a temp folder of the cache and renames it into place; when the disk
     fills up half-way the temp folder goes, and no half entry is ever used."""
-    import errno
-
-    import vl_convert
-
-    from headreport.report.figures import _export, entry_is_valid
-
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -274,18 +267,11 @@ def test_a_full_disk_during_a_figure_export_leaves_no_temp_folder_in_the_cache(t
     assert not entry_is_valid(cache / "entry", "x\n1\n")
 
 
-def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_config_text, tmp_path):
+def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_gpt2, tmp_path):
     """A folder an earlier headreport wrote: its manifest is of an earlier schema version, and beside
     it lies a survey.json that version kept on disk without listing it. The new run neither refuses
     the folder nor leaves the old files: the listed ones are replaced or removed as ours, the unlisted
     artifact of the kind its name says is adopted and removed, a file of another name is untouched."""
-    import shutil
-    import tomllib
-
-    from headreport.analysis.artifacts import foreign_artifacts
-    from headreport.analysis.config import config_from_dict
-    from headreport.analysis.pipeline import run_analysis
-
     arts = tmp_path / "artifacts"
     shutil.copytree(tiny_artifacts, arts)
     manifest = json.loads((arts / MANIFEST).read_text(encoding="utf-8"))
@@ -296,8 +282,7 @@ def test_an_earlier_versions_artifact_folder_is_still_ours(tiny_artifacts, tiny_
     assert foreign_artifacts(arts) == ["explorer_9.9.json"]
     (arts / "explorer_9.9.json").unlink()
     (arts / "notes.json").write_text("mine", encoding="utf-8")
-    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(heads=(HeadRef(1, 3),))
-    run_analysis(config, arts, progress=False, log=lambda m: None)
+    analysed(tmp_path, tiny_gpt2, heads=["1.3"])  # into arts, over the earlier version's files
     assert sorted(p.name for p in arts.iterdir()) == ["head_1.3.json", "manifest.json", "model.json", "notes.json",
                                                      "timings.json"]
     assert foreign_artifacts(arts) == [] and load_artifacts(arts)["survey"] is None

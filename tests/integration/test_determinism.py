@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import tomllib
 
-from headreport.analysis.config import config_from_dict
-from headreport.analysis.pipeline import run_analysis
+from tests.helpers import analysed
 
 
-def test_two_runs_give_identical_bytes(tiny_artifacts, tiny_config_text, tmp_path):
+def test_two_runs_give_identical_bytes(tiny_artifacts, tiny_gpt2, tmp_path):
     # the config that made ``tiny_artifacts`` (see conftest), run again into another folder
-    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(tiny_artifacts.parent))
-    again = tmp_path / "artifacts"
-    run_analysis(config, again, progress=False, log=lambda m: None)
+    again = analysed(tmp_path, tiny_gpt2, output_dir=str(tiny_artifacts.parent))
     names = sorted(p.name for p in tiny_artifacts.glob("*.json"))
     assert names == sorted(p.name for p in again.glob("*.json"))
     assert {"model.json", "head_1.3.json", "head_0.1.json", "timings.json"} <= set(names)

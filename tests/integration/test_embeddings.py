@@ -9,6 +9,7 @@ import dataclasses
 
 import pytest
 import torch
+import transformers
 
 from headreport.analysis.embeddings import attention_bias_constant, effective_embedding
 
@@ -21,8 +22,6 @@ def hf_reference(tiny_gpt2):
     """HF forward on single tokens with wpe zeroed: block 0's embedding, attention out, MLP out, and
     the same with layer 0's attention biases (c_attn's value bias, c_proj's bias) and ln_1's bias
     through the value projection dropped — the bias-free attention the notebook sums."""
-    import transformers
-
     hf = transformers.GPT2LMHeadModel.from_pretrained(str(tiny_gpt2), attn_implementation="eager").eval()
     with torch.no_grad():
         hf.transformer.wpe.weight.zero_()

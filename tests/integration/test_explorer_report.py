@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 
 import numpy as np
@@ -15,7 +16,13 @@ import torch
 
 from headreport.analysis import explorer_codec
 from headreport.analysis.artifacts import load_artifacts
+from headreport.analysis.circuits import RankCircuits
+from headreport.analysis.config import ModelConfig, ProcessingConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
+from headreport.cli import main
 from headreport.report.escaping import visible
+from headreport.report.render import render
 from tests.integration.test_browser import open_page
 from tests.oracles import dense_reference
 from tests.report_fixtures import HOSTILE_TOKENS, reseal
@@ -27,11 +34,6 @@ PREFIX = "#hrx-1-2-"
 def dense_circuits(folder):
     """The head's OV and QK circuits as dense vocab × vocab matrices, from the same factors the
     analysis ranks (float64 products)."""
-    from headreport.analysis.circuits import RankCircuits
-    from headreport.analysis.config import ModelConfig, ProcessingConfig
-    from headreport.analysis.embeddings import effective_embedding
-    from headreport.analysis.model.loader import load_model
-
     model = load_model(ModelConfig(name=str(folder), device="cpu"), ProcessingConfig())
     layer0 = effective_embedding(model, "residual", progress=False)
     rc = RankCircuits(model, 1, layer0.W_EE, "none")
@@ -162,8 +164,6 @@ def test_hostile_tokens_are_literal_and_inert_in_the_explorer(browser, explorer_
         tok["token"] = text
     (arts / "prompts.json").write_text(json.dumps(prompts, ensure_ascii=False), encoding="utf-8")
     reseal(arts)
-    from headreport.report.render import render
-
     render(arts, tmp_path / "out", engine="pandoc")
     page, errors, foreign, dialogs = open_page(browser, (tmp_path / "out" / "site" / "head-1.2.html").as_uri()
                                                + PREFIX + str(victim))
@@ -194,8 +194,6 @@ def test_hostile_tokens_are_literal_and_inert_in_the_explorer(browser, explorer_
 
 
 def _explorer_render(explorer_build, tmp_path, edit):
-    from headreport.cli import main
-
     arts = tmp_path / "artifacts"
     shutil.copytree(explorer_build / "artifacts", arts)
     path = arts / "explorer_1.2.json"
@@ -229,8 +227,6 @@ def test_explorer_ids_and_ranks_outside_the_vocabulary_or_a_corrupt_payload_are_
     refuses first, naming the file."""
     code = _explorer_render(explorer_build, tmp_path, edit)
     err = capsys.readouterr().err
-    import re
-
     assert code == 2 and re.search(words, err) and "explorer_1.2.json" in err and "Traceback" not in err, err
     assert not (tmp_path / "out" / "site").exists()
 
@@ -246,8 +242,6 @@ def test_the_explorer_finds_a_token_by_its_real_text(raw, browser, explorer_buil
     vocab["tokens"][victim] = raw
     (arts / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     reseal(arts)
-    from headreport.report.render import render
-
     render(arts, tmp_path / "out", engine="pandoc")
     page, errors, foreign, dialogs = open_page(browser, (tmp_path / "out" / "site" / "head-1.2.html").as_uri())
     page.fill(".hrx-input", raw)

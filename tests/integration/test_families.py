@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
-from headreport.analysis import circuits
+from headreport.analysis import circuits, prompts
 from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
 from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.inputs.prompt_files import PromptSet
 from headreport.analysis.model.loader import LoadedModel, load_model
 from headreport.cli import main
 from tests.families import FAMILIES, make_family_checkpoint
@@ -53,8 +55,6 @@ def loaded(family: str, folders: dict[str, Path]) -> LoadedModel:
 
 
 def hf_model(folder: Path):
-    import transformers
-
     return transformers.AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
 
 
@@ -187,9 +187,6 @@ def test_prompt_evidence_decomposes_exactly_or_is_not_computed(family, family_fo
     """On a real prompt, through the model's own forward pass: the heads' outputs add up to the
     layer's attention output and the frozen-norm logits equal the model's; families where a head's
     output is not separable get no numbers and a note that says why."""
-    from headreport.analysis import prompts
-    from headreport.analysis.inputs.prompt_files import PromptSet
-
     m = loaded(family, family_folders)
     texts = ("When Mary and John went to the store, John gave a drink to",)
     r = prompts.analyze_prompts(m, [HeadRef(1, 1), HeadRef(0, 0)], PromptSet("test", texts, "0" * 64))
@@ -259,8 +256,6 @@ def write_config(folder: Path, config) -> Path:
 ])
 def test_unsupported_families_are_refused_before_loading(make, words, tmp_path, capsys):
     """Only config.json is there: the refusal comes from it, before any weights are looked for."""
-    import transformers
-
     folder = write_config(tmp_path / "ckpt", make(transformers))
     code = main(["analyze", "--model", str(folder), "--head", "0.0", "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err

@@ -9,18 +9,26 @@ strings for timings, an empty spectrum. Config: not UTF-8, a folder, a word list
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
 
+import headreport.analysis.pipeline
+import headreport.report.render
 from headreport.cli import main
+from tests.families import make_family_checkpoint
 from tests.report_fixtures import reseal
 
 
@@ -66,9 +74,6 @@ def mismatched_config(folder: Path) -> str:
 
 
 def nan_weights(folder: Path) -> str:
-    import torch
-    from safetensors.torch import load_file, save_file
-
     path = folder / "model.safetensors"
     tensors = load_file(str(path))
     name = next(n for n in tensors if n.endswith("attn.c_attn.weight"))
@@ -84,8 +89,6 @@ def symlink_loop(folder: Path) -> str:
 
 
 def encoder_only(folder: Path) -> str:
-    import transformers
-
     transformers.BertConfig().to_json_file(str(folder / "config.json"))
     return "encoder-only"
 
@@ -319,8 +322,6 @@ def test_a_head_outside_the_model_in_model_json_is_refused(tiny_artifacts, tmp_p
 def test_paths_the_system_cannot_take_are_refused_at_once(args, key, tmp_path, monkeypatch, capsys):
     """A name over 255 bytes, a path over the system's limit, a NUL: one line naming the key, exit 2,
     before any model is looked for (no traceback, nothing created)."""
-    import time
-
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     code = main(["analyze", "--head", "0.0", "--no-progress", *(["--model", str(tmp_path / "none")] if "--model" not in args else []),
@@ -343,10 +344,6 @@ def test_a_nul_in_output_dir_and_a_deeply_nested_config_are_refused(tmp_path, ca
 def test_a_full_disk_while_rendering_is_one_clear_line(tiny_artifacts, tmp_path, monkeypatch, capsys):
     """ENOSPC while the figures are exported: exit 2, the cause, the file and what to do; no site, no
     staging folder, no temp folder in the figure cache."""
-    import errno
-
-    import headreport.report.render
-
     def full(figures, out_dir, cache, workers=2):  # the disk fills up while the first export is written
         (out_dir / "partial.svg").parent.mkdir(parents=True, exist_ok=True)
         (out_dir / "partial.svg").write_text("<svg", encoding="utf-8")
@@ -367,8 +364,6 @@ def test_a_full_disk_while_rendering_is_one_clear_line(tiny_artifacts, tmp_path,
 def test_limits_are_never_silent_caps(tmp_path, capsys):
     """A sample larger than the vocabulary is refused, naming the key (it was capped silently), and a
     word list longer than an artifact can record is refused before the model is looked for."""
-    from tests.families import make_family_checkpoint
-
     folder = make_family_checkpoint("gpt2", tmp_path / "ckpt", vocab_size=4096)
     config = tmp_path / "c.toml"
     config.write_text(f'prompts = "off"\n[model]\nname = "{folder}"\ndevice = "cpu"\n'
@@ -387,8 +382,6 @@ def test_limits_are_never_silent_caps(tmp_path, capsys):
 
 def test_an_over_long_prompt_is_refused_before_any_heavy_work(tiny_gpt2, tmp_path, monkeypatch, capsys):
     """It was refused only after 127 s of analysis: now right after the model is loaded, before W_EE."""
-    import headreport.analysis.pipeline
-
     def heavy(*args, **kwargs):
         raise AssertionError("the effective embedding was computed before the prompts were checked")
 

@@ -16,9 +16,14 @@ import socket
 import time
 from pathlib import Path
 
+import huggingface_hub.constants as constants
 import pytest
 
+import headreport.report.render
+from headreport.analysis.model import sources
 from headreport.cli import main
+from tests.families import make_family_checkpoint
+from tests.helpers import FAST_ANALYSIS
 from tests.hub import LocalHub
 
 REPO = "tiny-org/tiny-gpt2"
@@ -29,20 +34,12 @@ prompts = "off"
 [model]
 device = "cpu"
 {revision}
-[analysis]
-top_k = 5
-n_directions = 1
-bootstrap_resamples = 100
-ov_mode = "sampled"
-ov_sample_size = 50
-"""
+""" + FAST_ANALYSIS
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Two GPT-2-architecture checkpoints with the real tokenizer's first 4096 tokens, different weights."""
-    from tests.families import make_family_checkpoint
-
     root = tmp_path_factory.mktemp("hub_checkpoints")
     return {branch: make_family_checkpoint("gpt2", root / branch, seed=seed, vocab_size=4096)
             for branch, seed in (("main", 0), ("dev", 1))}
@@ -80,8 +77,6 @@ class Env:
     """One test's Hugging Face setup: an empty cache, HF_ENDPOINT at the local hub, online."""
 
     def __init__(self, tmp_path: Path, monkeypatch, hub: LocalHub, looked_up: list[str]) -> None:
-        import huggingface_hub.constants as constants
-
         self.tmp, self.mp, self.hub, self.looked_up, self.constants = tmp_path, monkeypatch, hub, looked_up, constants
         self.cache = tmp_path / "hf_home" / "hub"
         for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HF_HUB_DOWNLOAD_TIMEOUT",
@@ -144,8 +139,6 @@ def env(tmp_path, monkeypatch, hub, no_internet) -> Env:
 @pytest.fixture
 def no_render(monkeypatch):
     """``headreport build`` without the render engines: the staleness decision is what is tested."""
-    import headreport.report.render
-
     def render(artifacts_dir, out, **kwargs):
         return {"site": str(Path(out) / "site"), "pdf": str(Path(out) / "pdf"), "up_to_date": True, "engine": "stub"}
 
@@ -351,8 +344,6 @@ def test_offline_without_the_revision_cached(env, hub, capsys):
 
 def test_a_proxy_means_no_direct_probe(monkeypatch):
     """Behind a proxy the direct probe says nothing: it is skipped, and the client is left to try."""
-    from headreport.analysis.model import sources
-
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)

@@ -4,15 +4,28 @@ dense computations from the Hugging Face weights and the Hugging Face forward pa
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from headreport.analysis import circuits
-from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from headreport.analysis.config import (
+    AnalysisConfig,
+    Config,
+    HeadRef,
+    ModelConfig,
+    ProcessingConfig,
+    SurveyConfig,
+)
 from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
+from headreport.analysis.pipeline import Timer, load_words, run_analysis, tokenize_word_lists
+from headreport.analysis.survey import survey_documents
+from headreport.cli import main
+from tests.checkpoints import gpt2_tokenizer_files, randomize_norms_and_biases
 
 N_LAYERS, N_HEADS, N_KV, D_MODEL = 2, 4, 2, 64
 D_HEAD = D_MODEL // N_HEADS
@@ -22,10 +35,6 @@ NO_REFACTOR = ProcessingConfig()  # "auto": skipped for a rotary model
 def make_llama_checkpoint(folder: Path, seed: int = 0) -> Path:
     """Llama architecture, 2 layers, 4 query / 2 key-value heads, d_model 64, random weights and
     random RMSNorm gains, saved with the real GPT-2 tokenizer (vocabulary 50257)."""
-    import transformers
-
-    from tests.checkpoints import gpt2_tokenizer_files, randomize_norms_and_biases
-
     gpt2_tokenizer_files(folder)
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
     torch.manual_seed(seed)
@@ -53,8 +62,6 @@ def llama(llama_folder):
 
 @pytest.fixture(scope="module")
 def hf_llama(llama_folder):
-    import transformers
-
     return transformers.LlamaForCausalLM.from_pretrained(str(llama_folder), attn_implementation="eager").eval()
 
 
@@ -99,8 +106,6 @@ def test_effective_embedding_matches_hf_forward(llama, hf_llama):
 
 
 def test_rotary_refactor_is_a_config_error(llama_folder, tmp_path, capsys):
-    from headreport.cli import main
-
     cfg = tmp_path / "r.toml"
     cfg.write_text(f'heads = ["1.1"]\n[model]\nname = "{llama_folder}"\ndevice = "cpu"\n'
                    "[processing]\nrefactor_factored_attn_matrices = true\n")
@@ -114,17 +119,11 @@ def test_rotary_refactor_is_a_config_error(llama_folder, tmp_path, capsys):
 
 def test_llama_survey_and_analysis(llama, tmp_path):
     """The survey and the per-head analysis run on a GQA model and record the key/value head."""
-    from headreport.analysis.config import AnalysisConfig, Config, SurveyConfig
-    from headreport.analysis.pipeline import Timer, run_analysis
-    from headreport.analysis.survey import survey_documents
-
     config = Config(
         heads=(HeadRef(1, 3),), model=ModelConfig(name="llama", device="cpu"), processing=NO_REFACTOR,
         analysis=AnalysisConfig(ov_mode="sampled", ov_sample_size=300, bootstrap_resamples=200),
         survey=SurveyConfig(sample_size=300),
     )
-    from headreport.analysis.pipeline import load_words, tokenize_word_lists
-
     layer0 = effective_embedding(llama, progress=False)
     word_lists = tokenize_word_lists(config, load_words(config), llama.tokenizer)
     doc = survey_documents(config, llama, layer0, word_lists, Timer(), progress=False)
@@ -135,14 +134,10 @@ def test_llama_survey_and_analysis(llama, tmp_path):
     assert any("rotary" in n.lower() for n in doc["results"]["model"]["notes"])
     written = run_analysis(config, tmp_path / "a", progress=False, log=lambda m: None, model=llama, layer0=layer0)
     assert {p.name for p in written} == {"model.json", "head_1.3.json", "timings.json", "prompts.json"}
-    import json
-
     prompts = json.loads((tmp_path / "a" / "prompts.json").read_text())["results"]  # GQA: the head's kv head
     assert prompts["checks"]["direct_effects_exact"] and prompts["checks"]["attn_out_max_relative_error"] < 1e-5
     assert prompts["heads"]["1.3"]["summary"]["n_prompts"] == 25
     ov = next(r for r in heads if r["label"] == "1.3")["ov_self_suppression"]
-    import json
-
     head = json.loads((tmp_path / "a" / "head_1.3.json").read_text())["results"]
     assert head["head"]["kv_head"] == 1
     assert head["ov_self_suppression"]["fraction_rank1"] == pytest.approx(ov["fraction_rank1"], abs=0)
@@ -152,10 +147,6 @@ def test_llama_survey_and_analysis(llama, tmp_path):
 
 def test_rotary_model_runs_with_no_config(llama_folder, tmp_path):
     """refactor_factored_attn_matrices defaults to "auto": a Llama checkpoint needs no config."""
-    import json
-
-    from headreport.cli import main
-
     out = tmp_path / "o"
     code = main(["analyze", "--model", str(llama_folder), "--head", "1.1", "--out", str(out), "--no-progress"])
     assert code == 0

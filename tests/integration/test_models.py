@@ -7,8 +7,10 @@ import hashlib
 import importlib.metadata
 import shutil
 
+import huggingface_hub.constants
 import pytest
 import torch
+import transformers
 
 from headreport.analysis.config import ModelConfig, ProcessingConfig
 from headreport.analysis.errors import ModelUnavailableError
@@ -23,8 +25,6 @@ SEQUENCES = [
 
 @pytest.fixture(scope="module")
 def hf_model(tiny_gpt2):
-    import transformers
-
     return transformers.GPT2LMHeadModel.from_pretrained(str(tiny_gpt2), attn_implementation="eager").eval()
 
 
@@ -83,8 +83,6 @@ def test_provenance_flags_follow_config(tiny_model_unprocessed):
 
 def test_hub_name_loads_from_local_cache_offline(tiny_gpt2, tmp_path, monkeypatch):
     """A hub name whose snapshot is in the HF cache loads offline, with repo id and revision."""
-    import huggingface_hub.constants
-
     rev = "0123456789abcdef0123456789abcdef01234567"
     repo_dir = tmp_path / "hub" / "models--tiny-org--tiny-gpt2"
     shutil.copytree(tiny_gpt2, repo_dir / "snapshots" / rev)

@@ -9,6 +9,7 @@ import torch
 
 from headreport.analysis.artifacts import load_artifacts
 from headreport.analysis.config import Config
+from headreport.analysis.inputs.words import load_word_list
 from tests.notebook import notebook_circuits, notebook_effective_embedding
 
 
@@ -37,7 +38,5 @@ def test_default_spectra_are_the_notebooks(tiny_model, tiny_W_EE, tiny_artifacts
 def test_default_words_are_the_notebooks():
     c = Config()
     assert c.words.names == "builtin:ioi_names" and c.words.form == "bare"
-    from headreport.analysis.inputs.words import load_word_list
-
     names = load_word_list("builtin:ioi_names")
     assert len(names) == 109 and names[:3] == ["Aaron", "Adam", "Alan"] and "William" in names

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 
+from headreport.analysis.artifacts import load_artifacts
+from headreport.report.context import ReportContext
+from headreport.report.pages import build_pages
+
 
 def test_figures_and_tables_are_numbered_where_the_templates_place_them(tiny_artifacts):
-    from headreport.analysis.artifacts import load_artifacts
-    from headreport.report.context import ReportContext
-    from headreport.report.pages import build_pages
-
     ctx = ReportContext(artifacts=load_artifacts(tiny_artifacts), engine="pandoc", tool_versions={})
     pages = build_pages(ctx)
     figures = [f for page in pages for f in page.figures]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from headreport.analysis import circuits, diagonal
 from headreport.analysis.artifacts import load_artifacts
@@ -87,8 +88,6 @@ def test_the_checkpoint_exercises_everything(checkpoint, authors_model, transcri
     """Layer-0 biases and LayerNorm parameters are non-zero (the bias and folding choices matter) and
     the planted head is far from chance (the comparison is not between two near-random rankings)."""
     assert authors_model.weight("b_O")[0].abs().max() > 1e-2  # (b_V is folded into b_O)
-    import transformers
-
     hf = transformers.GPT2LMHeadModel.from_pretrained(str(checkpoint))
     assert hf.transformer.h[0].ln_1.weight.std() > 0.05 and hf.transformer.h[1].ln_1.bias.abs().max() > 0.05
     for key in ("ov", "qk"):

@@ -9,19 +9,18 @@ V in the cos² rankings, or building the subspace score from V instead of U.
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
 import torch
 from transformer_lens import FactoredMatrix
 
 from headreport.analysis import alignment, circuits, diagonal, spectra
 from headreport.analysis.artifacts import load_artifacts
-from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig, config_from_dict
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
 from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
-from headreport.analysis.pipeline import run_analysis
+from headreport.report.findings import head_findings
 from tests.checkpoints import make_planted_gpt2_checkpoint
+from tests.helpers import analysed
 from tests.oracles import effective_ov_circuit, ov_self_suppression
 
 PLANTED, DEAD, CONTROL = "1.2", "1.3", "1.0"
@@ -33,32 +32,12 @@ def planted(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def planted_config_text(planted) -> str:
-    folder, _ = planted
-    return f"""
-heads = ["{PLANTED}", "{CONTROL}", "{DEAD}"]
-[model]
-name = "{folder}"
-device = "cpu"
-[effective_embedding]
-variant = "residual"
-[words]
-names = "builtin:census_names"
-form = "space_prefixed"
-[analysis]
-top_k = 20
-bootstrap_resamples = 2000
-ov_mode = "sampled"
-ov_sample_size = 300
-"""
-
-
-@pytest.fixture(scope="module")
-def planted_artifacts(planted_config_text, tmp_path_factory):
-    out = tmp_path_factory.mktemp("planted_build")
-    config = config_from_dict(tomllib.loads(planted_config_text)).replace(output_dir=str(out))
-    run_analysis(config, out / "artifacts", progress=False, log=lambda m: None)
-    return out / "artifacts"
+def planted_artifacts(planted, tmp_path_factory):
+    """The planted, control and dead heads at the residual W_EE, on the IOI prompts, 20 top tokens."""
+    return analysed(tmp_path_factory.mktemp("planted_build"), planted[0], heads=[PLANTED, CONTROL, DEAD],
+                    prompts="builtin:ioi", effective_embedding={"variant": "residual"},
+                    words={"names": "builtin:census_names", "form": "space_prefixed"},
+                    analysis={"top_k": 20, "bootstrap_resamples": 2000, "ov_sample_size": 300})
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +182,6 @@ def test_the_dead_head_is_undefined_never_copy_suppression(results):
         assert dead[key]["defined"] is False, key
         assert dead[key]["fraction_rank1"] is None and not dead[key]["evidence"]["supported"]
         assert "σ₁ = 0" in dead[key]["reason"]
-    from headreport.report.findings import head_findings
-
     sentences = head_findings(dead)
     assert "Undefined" in sentences["self_suppression"] and "Undefined" in sentences["self_attention"]
     assert "suppresses" not in sentences["self_suppression"].replace("No claim", "")

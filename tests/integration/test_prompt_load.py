@@ -21,6 +21,7 @@ from headreport.analysis.attention_patterns import n_weights
 from headreport.analysis.inputs.prompt_files import MAX_PROMPT_TOKENS, MAX_PROMPTS
 from headreport.report import charts
 from headreport.report.escaping import visible
+from tests.integration.test_browser import open_page
 from tests.prompt_load import measured_render, scale_prompts
 from tests.report_fixtures import HOSTILE_TOKENS, pdf_text
 
@@ -107,8 +108,6 @@ def test_the_pdf_shows_the_first_prompt_and_says_so(many_prompts):
 
 
 def test_choosing_a_prompt_loads_and_draws_only_that_prompt(many_prompts, browser):
-    from tests.integration.test_browser import open_page
-
     out, doc, _ = many_prompts
     page, errors, foreign, dialogs = open_page(browser, out / "site" / "head-1.2.html")
     fig = "#fig-head-1-2-prompt-attention"

@@ -9,10 +9,13 @@ import json
 import pytest
 
 from headreport.analysis import attention_patterns
-from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from headreport.analysis.artifacts import load_artifacts
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig, config_from_dict
+from headreport.analysis.errors import ConfigError
 from headreport.analysis.inputs.prompt_files import PromptSet, load_prompts
 from headreport.analysis.model.loader import load_model
 from headreport.analysis.prompts import analyze_prompts
+from tests.integration.test_browser import CHART_MARKS_JS, open_page
 
 #: each prompt ends on a token that occurred earlier
 REPEATS = (
@@ -54,8 +57,6 @@ def test_planted_head_attends_to_the_repeated_token_and_pushes_it_down(everywher
 
 
 def test_prompt_artifact_and_pages(explorer_build):
-    from headreport.analysis.artifacts import load_artifacts
-
     arts = load_artifacts(explorer_build / "artifacts")  # schema-valid and consistent with the heads
     doc = arts["prompts"]
     r = doc["results"]
@@ -71,8 +72,6 @@ def test_prompt_artifact_and_pages(explorer_build):
 
 
 def test_comparison_page_renders(explorer_build, browser):
-    from tests.integration.test_browser import CHART_MARKS_JS, open_page
-
     path = explorer_build / "site" / "compare-1.2-0.1.html"
     html = path.read_text(encoding="utf-8")
     for heading in ("Spectra", "Rank metrics", "Most-suppressed tokens", "On prompts"):
@@ -108,8 +107,6 @@ def switch_prompts(page) -> None:
 
 
 def test_prompt_menu_switches_the_charts(explorer_build, browser):
-    from tests.integration.test_browser import open_page
-
     page, errors, foreign, _ = open_page(browser, explorer_build / "site" / "head-1.2.html")
     switch_prompts(page)
     # the chosen prompt's data, and only it, came as its own script from file://
@@ -120,8 +117,6 @@ def test_prompt_menu_switches_the_charts(explorer_build, browser):
 
 
 def test_the_standalone_report_switches_prompts_from_its_inline_data(explorer_build, browser, tmp_path):
-    from tests.integration.test_browser import open_page
-
     lone = tmp_path / "report.html"  # away from the site: nothing beside it to load
     lone.write_bytes((explorer_build / "site" / "report.html").read_bytes())
     page, errors, foreign, _ = open_page(browser, lone)
@@ -132,9 +127,6 @@ def test_the_standalone_report_switches_prompts_from_its_inline_data(explorer_bu
 
 
 def test_the_comparison_of_a_copy_suppression_head_with_itself_is_refused():
-    from headreport.analysis.config import config_from_dict
-    from headreport.analysis.errors import ConfigError
-
     with pytest.raises(ConfigError):
         config_from_dict({"compare": [["1.2", "1.2"]]})
     assert json.dumps(config_from_dict({"compare": [["1.2", "0.1"]]}).to_dict()["compare"]) == '[["1.2", "0.1"]]'

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from headreport.report.publish import PublishError, has_trailer, publish
+
 
 def _git(*args, cwd=None):
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
@@ -43,8 +45,6 @@ def test_make_publish_pushes_the_site_to_gh_pages(tmp_path, bare_remote):
 
 
 def test_publish_refuses_a_missing_site(tmp_path, bare_remote):
-    from headreport.report.publish import PublishError, publish
-
     with pytest.raises(PublishError, match="no index.html"):
         publish(tmp_path / "nothing", str(bare_remote))
 
@@ -76,8 +76,6 @@ def pushed_branch(tmp_path: Path, remote: Path, branch: str, message: str) -> st
 
 def test_publish_refuses_a_branch_it_did_not_make(tmp_path, bare_remote, identity):
     """`--branch main` on a repository whose main holds the project: refused, main untouched."""
-    from headreport.report.publish import PublishError, publish
-
     tip = pushed_branch(tmp_path, bare_remote, "main", "project")
     site = make_site(tmp_path)
     with pytest.raises(PublishError, match="was not made by `make publish`"):
@@ -94,8 +92,6 @@ def test_publish_refuses_a_branch_it_did_not_make(tmp_path, bare_remote, identit
 @pytest.mark.parametrize("remote, branch", [("--upload-pack=touch PWNED;", "gh-pages"), ("REMOTE", "-x"),
                                             ("REMOTE", "a..b"), ("", "gh-pages")])
 def test_publish_never_lets_a_name_become_an_option(remote, branch, tmp_path, bare_remote, identity, monkeypatch):
-    from headreport.report.publish import PublishError, publish
-
     monkeypatch.chdir(tmp_path)
     site = make_site(tmp_path)
     with pytest.raises(PublishError):
@@ -106,8 +102,6 @@ def test_publish_never_lets_a_name_become_an_option(remote, branch, tmp_path, ba
 
 def test_a_tip_that_only_mentions_the_trailer_is_not_ours(tmp_path, bare_remote, identity):
     """The guard compares the trailer line exactly: a commit that merely quotes it is refused."""
-    from headreport.report.publish import PublishError, has_trailer, publish
-
     tip = pushed_branch(tmp_path, bare_remote, "gh-pages", "Docs: why we drop 'Published-by: headreport' commits\n\nhand-made")
     with pytest.raises(PublishError, match="was not made by `make publish`"):
         publish(make_site(tmp_path), str(bare_remote), "gh-pages")

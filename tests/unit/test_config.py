@@ -4,6 +4,8 @@ accepted, every error names the key and what is allowed."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,11 +15,15 @@ from headreport.analysis.config import (
     AnalysisConfig,
     Config,
     HeadRef,
+    apply_overrides,
     check_against_model,
     config_from_dict,
+    config_to_toml,
     load_config,
 )
 from headreport.analysis.errors import ConfigError
+from headreport.analysis.inputs.prompt_files import load_prompts
+from headreport.analysis.model.families import FAMILY_TABLE, family_notes
 from tests.oracles import check_heads_against_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,8 +211,6 @@ def test_heads_checked_against_model():
 def test_config_to_toml_round_trips_hostile_strings():
     """The reproducibility page and the benchmark write configs back as TOML: quotes, backslashes,
     control characters and non-ASCII in a value must survive."""
-    from headreport.analysis.config import config_to_toml
-
     name = 'we"ird\\model\tname\nwith ünïcode'
     c = Config().replace(model=Config().model.__class__(name=name))
     text = config_to_toml(c.to_dict())
@@ -215,8 +219,6 @@ def test_config_to_toml_round_trips_hostile_strings():
 
 
 def test_config_checked_against_the_model():
-    from headreport.analysis.config import check_against_model
-
     c = Config(heads=(HeadRef(1, 1),))
     check_against_model(c, n_layers=2, n_heads=4, d_head=16)
     too_many = c.replace(analysis=AnalysisConfig(n_directions=17))
@@ -227,8 +229,6 @@ def test_config_checked_against_the_model():
 
 
 def test_apply_overrides_validates_like_the_file():
-    from headreport.analysis.config import apply_overrides
-
     c = apply_overrides(Config(), {"model.name": "x", "survey.mode": "exact", "output_dir": None})
     assert c.model.name == "x" and c.survey.mode == "exact" and c.output_dir == "build"
     with pytest.raises(ConfigError, match=r"^survey.sample_size: must be an integer between 1"):
@@ -245,10 +245,7 @@ def test_a_config_folder_or_non_utf8_file_is_a_clear_error(tmp_path):
 
 def test_reading_a_config_imports_no_torch():
     """A config error must take well under a second: nothing heavy is imported to read one."""
-    import subprocess
-    import sys
-
-    code = ("import sys, analysis.config as c, headreport.cli\n"
+    code = ("import sys, headreport.analysis.config as c, headreport.cli\n"
             "c.load_config(None)\n"
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -265,8 +262,6 @@ def test_compare_heads_are_analysed_and_checked_against_the_model():
 
 
 def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
-    from headreport.analysis.inputs.prompt_files import load_prompts
-
     good = tmp_path / "p.txt"
     good.write_text("# comment\nOne prompt\n\nAnother prompt  \n", encoding="utf-8")
     c = config_from_dict({"prompts": "p.txt"}, base_dir=tmp_path)
@@ -286,8 +281,6 @@ def test_prompt_files_resolve_and_bad_ones_fail_with_the_key(tmp_path):
 def test_models_doc_family_table_is_the_analysis_table():
     """The "Supported model families" rows of docs/models.md are analysis.model.families.FAMILY_TABLE,
     which also writes the report's model notes: one table for both."""
-    from headreport.analysis.model.families import FAMILY_TABLE, family_notes
-
     models_doc = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
     for row in FAMILY_TABLE:
         assert row.markdown() in models_doc, row.name

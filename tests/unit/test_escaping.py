@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import html as html_mod
 import io
 import json
 import subprocess
 
 import pytest
+import typst
 
 from headreport.report import escaping as esc
+from headreport.report.engines.pandoc import run_pandoc
+from headreport.report.escaping import html_text, markdown_text, typst_markup, typst_string, visible
 
 HOSTILE = ["<script>alert(1)</script>", "</div>", "*a*", "#set page(width: 1pt)", "$x$", "\\", "@fig",
            "{{ x }}", "<|endoftext|>", "\n", "`", "``a", "[x](y)", "| a |", "// c", "<!--", "\u202e"]
@@ -66,8 +70,6 @@ def test_csv_cell_guards_formulas_and_round_trips():
 
 
 def _pandoc(markdown: str, to: str) -> str:
-    from headreport.report.engines.pandoc import run_pandoc
-
     return run_pandoc(markdown, to)
 
 
@@ -75,14 +77,10 @@ def test_markdown_text_is_literal_in_pandoc_html():
     for text in HOSTILE[:-1]:
         html = _pandoc(esc.markdown_text(text), "html5")
         visible = html.replace("<p>", "").replace("</p>", "").strip()
-        import html as html_mod
-
         assert html_mod.unescape(visible) == " ".join(text.split()) or text.strip() == "", text
 
 
 def test_markdown_token_reaches_html_and_typst_verbatim():
-    import html as html_mod
-
     for text in HOSTILE:
         md = f"before {esc.markdown_token({'id': 0, 'token': text})} after"
         html = _pandoc(md, "html5")
@@ -95,8 +93,6 @@ def test_markdown_token_reaches_html_and_typst_verbatim():
 
 
 def test_typst_escapes_compile_to_the_literal_text(tmp_path):
-    import typst
-
     shown = [esc.visible(t) for t in HOSTILE]
     doc = "\n\n".join(f"{esc.typst_markup(s)} | {esc.typst_raw(s)}.tail" for s in shown)
     (tmp_path / "t.typ").write_text(doc, encoding="utf-8")
@@ -112,8 +108,6 @@ def test_typst_escapes_compile_to_the_literal_text(tmp_path):
 def test_raw_bytes_and_characters_never_share_a_visible_form():
     """GPT-2's id 254 is the raw byte 0xA0 and id 1849 the character U+00A0 (likewise 0xAD / U+00AD):
     distinct tokens, distinct forms."""
-    from headreport.report.escaping import visible
-
     for byte in (0xA0, 0xAD, 0x80, 0x9F):  # (printable characters such as U+00FF show as themselves)
         assert visible("\ufffd", bytes_hex=f"{byte:02x}") == f"\\x{byte:02x}"
         assert visible(chr(byte)) == f"\\u{byte:04x}"
@@ -122,8 +116,6 @@ def test_raw_bytes_and_characters_never_share_a_visible_form():
 
 def test_direction_overrides_are_neutralised_in_every_target():
     """A U+202E in a model path would reverse the site title and the PDF title page."""
-    from headreport.report.escaping import html_text, markdown_text, typst_markup, typst_string
-
     path = "models/\u202egpt2\u2066x\u2069"
     for out in (html_text(path), markdown_text(path), typst_markup(path), typst_string(path)):
         assert "\u202e" not in out and "\u2066" not in out and "\u2069" not in out

@@ -8,6 +8,7 @@ from headreport.analysis.config import Config
 from headreport.analysis.diagonal import rank_summary
 from headreport.report import references
 from headreport.report.pages.head import rank_table
+from headreport.report.pages.reproducibility import total_seconds
 
 GPT2 = {"name": "gpt2-small", "n_layers": 12, "n_heads": 12, "d_model": 768, "d_vocab": 50257}
 PROVENANCE = {"requested_name": "gpt2-small"}
@@ -52,8 +53,6 @@ def test_no_published_values_under_other_definitions_or_heads():
 
 
 def test_the_timings_total_counts_every_step_once():
-    from headreport.report.pages.reproducibility import total_seconds
-
     t = {"survey/load_model": 10.0, "survey/effective_embedding": 5.0, "survey/total_heads": 100.0,
          "survey/spectra": 60.0, "survey/ov_self_suppression": 30.0, "survey/qr": 1.0, "10.7/spectra": 2.0}
     assert total_seconds(t) == 117.0

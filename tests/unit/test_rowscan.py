@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from headreport.analysis import rowscan
+from headreport.analysis.diagonal import block_ranks
 
 
 def reference(A: torch.Tensor, B: torch.Tensor, rows: torch.Tensor, descending: bool) -> np.ndarray:
@@ -64,8 +65,6 @@ def test_the_tuned_blocking_is_a_candidate():
 @pytest.mark.parametrize("descending", [False, True])
 def test_the_gpu_pass_counting_equals_the_reference_with_ties_and_nan(descending):
     """diagonal.block_ranks (the GPU pass's counting of a computed block; CPU tensors here)."""
-    from headreport.analysis.diagonal import block_ranks
-
     A, B = tied_factors(200, 6, seed=3)
     A[12, 0] = float("nan")  # row 12: a NaN own entry ranks last
     rows = torch.arange(0, 200, 3)

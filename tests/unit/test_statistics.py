@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.stats import binomtest
 
 from headreport.analysis.alignment import compare_groups, squared_cosine, subspace_scores, summarize
 from headreport.analysis.diagonal import rank_histogram, rank_summary, sample_rows, wilson_interval
@@ -81,8 +82,6 @@ def test_wilson_interval_closed_forms(n):
 
 @pytest.mark.parametrize("k, n", [(5, 10), (1, 20), (81, 263), (1999, 2000)])
 def test_wilson_interval_matches_scipy(k, n):
-    from scipy.stats import binomtest
-
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     assert wilson_interval(k, n) == pytest.approx([ci.low, ci.high], abs=1e-9)
 
