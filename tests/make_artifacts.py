@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 from headreport.analysis.config import config_from_dict
-from headreport.analysis.pipeline import run_analysis
 from tests.checkpoints import make_gpt2_checkpoint
+from tests.helpers import artifacts_of
 
 
 def main(out: str) -> int:
@@ -20,7 +20,7 @@ def main(out: str) -> int:
             "heads": ["1.3"], "model": {"name": str(folder), "device": "cpu"},
             "analysis": {"top_k": 5, "bootstrap_resamples": 200, "ov_mode": "sampled", "ov_sample_size": 200},
         })
-        run_analysis(config, Path(out), progress=False, log=lambda m: None)
+        artifacts_of(config, Path(out))
     return 0
 
 

@@ -26,9 +26,9 @@ from headreport.analysis.config import (
 )
 from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
-from headreport.analysis.pipeline import run_analysis
 from tests import paper
 from tests.checkpoints import make_copy_suppression_checkpoint
+from tests.helpers import artifacts_of
 
 LAYER, HEAD = 1, 2
 VOCAB = 4096
@@ -108,8 +108,7 @@ def test_default_summaries_are_what_the_authors_cells_print(checkpoint, transcri
     config = Config(heads=(HeadRef(LAYER, HEAD),), prompts="off", output_dir=str(tmp_path))
     config = config.replace(model=ModelConfig(name=str(checkpoint), device="cpu", dtype="float64"),
                             analysis=AnalysisConfig(explorer=False, bootstrap_resamples=100))
-    run_analysis(config, tmp_path / "artifacts", progress=False, log=lambda m: None)
-    r = load_artifacts(tmp_path / "artifacts")["heads"][0]["results"]
+    r = load_artifacts(artifacts_of(config, tmp_path / "artifacts"))["heads"][0]["results"]
     assert r["effective_embedding"]["rank_variant"] == "residual"
     for key, metric in (("ov", "ov_self_suppression"), ("qk", "qk_self_attention")):
         s, ranks = r[metric], transcription[key]
