@@ -7,6 +7,8 @@
   W_QK's top-r left (query-side) singular vectors, scaled by d_model / r so that a random direction
   scores about 1.
 * :func:`compare_groups` — names versus generic words: medians, bootstrap CIs, Mann-Whitney U, AUC.
+
+Definitions and sources: docs/methods.md#squared-cosine-rankings.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ TransformerLens folded a norm its gain is 1 and nothing changes. A norm's scale 
 per position) changes no rank within a row.
 
 Each factored matrix keeps the d_head-wide inner dimension, so its SVD costs O(d_vocab · d_head²).
+
+Definitions and sources: docs/methods.md#circuits.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ tokens ranked 1, in the top 10 and in the top 5% of their row (for OV: "among th
 The circuit is ``A @ B`` with A: ``[d_vocab, d_head]``, B: ``[d_head, d_vocab]``; rows are computed in
 batches, never the whole matrix. Exact mode ranks every row; sampled mode ranks a seeded uniform
 sample of rows and gives Wilson 95% CIs for the fractions.
+
+Definitions and sources: docs/methods.md#ov-self-suppression-and-qk-self-attention-the-rank-metrics.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ numbers with one d_model × d_model GEMM for the attention (a = ln1(x)·Σ_h W_V
 own ln2 and MLP modules. It is used only after it has been checked against the forward pass on a
 seeded sample of tokens (:data:`PROBE_TOKENS`); otherwise, or when the check fails, the forward pass
 computes everything. :class:`Layer0` records which path ran and the check's error.
+
+Definitions and sources: docs/methods.md#effective-embedding-w_ee.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ circuit's SVD (cached on its ``FactoredMatrix``) is computed once per head:
 * rank metrics: OV self-suppression and QK self-attention (:mod:`analysis.diagonal`) on the layer's
   :class:`analysis.circuits.RankCircuits`, shared with the survey (:mod:`analysis.survey`);
 * the most self-suppressed tokens (z-score of each token's own OV entry in its row).
+
+Definitions and sources: docs/methods.md#most-suppressed-tokens.
 """
 
 from __future__ import annotations

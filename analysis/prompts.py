@@ -19,6 +19,8 @@ logit soft-cap, a logit scale), the direct effects are a linearisation, and the 
 report say so.
 
 This is evidence on a handful of prompts, not the dataset-wide numbers of the copy-suppression paper.
+
+Definitions and sources: docs/methods.md#the-head-on-prompts.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ once for the head pages and the survey alike:
 Every function here reads a circuit's SVD through ``FactoredMatrix.S`` / ``.svd()``, which
 TransformerLens caches on the object: a caller that builds each circuit once
 (:class:`analysis.circuits.HeadCircuits`) decomposes it once, however many of these read it.
+
+Definitions and sources: docs/methods.md#spectra-and-their-shape-statistics.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ are. Ties are broken by the same mean of the top-5% excesses, then by layer and 
 circuit is degenerate (a dead head: σ₁ = 0) has no score and no rank. A head **beats chance** when
 both halves' evidence is supported (the effect-size rule of :func:`analysis.diagonal.rank_evidence`);
 ``survey.analyze_top`` analyses only heads that beat chance, and the report says when none does.
+
+Definitions and sources: docs/methods.md#survey-of-all-heads.
 """
 
 from __future__ import annotations

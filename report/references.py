@@ -17,6 +17,8 @@ compute, with W_EE = W_E + layer-0 attention on the token itself (b_V, b_O dropp
 This report's ranks are 1-based, so the notebook's mean and median are quoted plus one. The figures
 are shown only where the report's definitions are the paper's (:func:`definition_mismatch`).
 ``tests/integration/test_paper.py`` transcribes those cells and checks that our ranks equal theirs.
+
+Definitions and sources: docs/methods.md#ov-self-suppression-and-qk-self-attention-the-rank-metrics.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 @dataclass(frozen=True)
 class FamilyRow:
-    """What the analysis honours and approximates for one group of families: one row of README's
+    """What the analysis honours and approximates for one group of families: one row of docs/models.md's
     "Supported model families" table and, for a loaded model of one of ``model_types``, a model note
     on its report pages (:func:`family_notes`)."""
 
@@ -60,7 +60,7 @@ class FamilyRow:
         return f"{self.name}: {self.quirks}. Exact: {self.exact}. Approximated: {self.approximated}."
 
 
-#: the single table of family facts: README's table rows and the report's model notes
+#: the single table of family facts: docs/models.md's table rows and the report's model notes
 FAMILY_TABLE: tuple[FamilyRow, ...] = (
     FamilyRow("GPT-2", ("gpt2",), "learned absolute positions (excluded, as in the notebook)", "everything", "—"),
     FamilyRow("GPT-J, GPT-NeoX / Pythia, Phi", ("gptj", "gpt_neox", "phi"), "parallel attention + MLP; partial rotary",
@@ -131,7 +131,7 @@ def refuse_unsupported(config: dict[str, Any], where: str) -> None:
         raise UnsupportedFamilyError(
             f"model.name: {where} is a {family} model: {reason}. headreport analyses attention heads of "
             "decoder-only causal language models (GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, Bloom, Llama, Mistral, "
-            "Mixtral, Qwen, Phi, Gemma, OLMo...); see README.md, \"Supported model families\""
+            "Mixtral, Qwen, Phi, Gemma, OLMo...); see docs/models.md, \"Supported model families\""
         )
 
     if model_type in STATE_SPACE or any("Mamba" in a or "Rwkv" in a for a in archs):
