@@ -31,7 +31,7 @@ from typing import Any
 from . import attention_patterns
 from .errors import UserError
 
-SCHEMA_VERSION = "3.1"
+SCHEMA_VERSION = "3.2"
 MANIFEST = "manifest.json"
 #: the step timings: merged across the runs into one folder (:func:`merged_timings`), so not hashed
 TIMINGS = "timings.json"

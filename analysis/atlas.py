@@ -160,8 +160,9 @@ def positional_signature(w: circuits.HeadWeights, rows: Tensor | None, scale: fl
         causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
         pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
         i = torch.arange(1, n, device=scores.device)
-        previous = float(pattern[i, i - 1].mean()) if n > 1 else None
-        first = float(pattern[i, 0].mean()) if n > 1 else None
+        # means of softmax weights: in [0, 1], up to float rounding
+        previous = min(1.0, float(pattern[i, i - 1].double().mean())) if n > 1 else None
+        first = min(1.0, float(pattern[i, 0].double().mean())) if n > 1 else None
     return {"defined": n > 1, "reason": None if n > 1 else "a single position", "previous_token": previous,
             "first_token": first, "n_positions": int(n)}
 
@@ -294,24 +295,28 @@ def head_types(record: dict[str, Any], previous_token_heads: set[str], copy_supp
     return types
 
 
-def self_promotion(model_layers, head: HeadRef, mode: str, sample_size: int, seed: int) -> dict[str, Any]:
-    """OV self-promotion: in row s of the effective OV circuit (the rank metrics' own
-    :class:`analysis.circuits.RankCircuits`), the rank of s's own logit, rank 1 = highest."""
-    summary, _ = diagonal.rank_pass(model_layers[head.layer].ov(head.head), mode, True, sample_size, seed)
-    return summary
+@torch.no_grad()
+def self_promotion(model: LoadedModel, w: circuits.HeadWeights, W_EE: Tensor, mode: str, sample_size: int,
+                   seed: int) -> dict[str, Any]:
+    """OV self-promotion: in row s of the effective OV circuit W_EE·W_V·W_O·W_U (the rank metrics'
+    circuit, :func:`analysis.circuits.effective_ov_circuit`), the rank of s's own logit, rank 1 =
+    highest; the row factor of the ranked rows only, the column factor W_O·W_U once."""
+    W_U = circuits.unembedding(model)
+    circuit = diagonal.TokenCircuit(lambda rows: W_EE[rows.to(W_EE.device)] @ w.W_V, w.W_O_out @ W_U, W_EE.shape[0])
+    return diagonal.rank_pass(circuit, mode, True, sample_size, seed)[0]
 
 
-def atlas(model: LoadedModel, layer0: Layer0, *, copy_suppression: dict[str, bool], rank_layers, mode: str,
+def atlas(model: LoadedModel, layer0: Layer0, *, copy_suppression: dict[str, bool], mode: str,
           sample_size: int, seed: int, timer=None) -> dict[str, Any]:
     """Every head's atlas record (``"heads"``: label → record) and the model-wide part (the rules,
     the composition baseline, the strongest edges). ``copy_suppression``: label → the survey's
-    ``beats_chance``; ``rank_layers``: the survey's :class:`analysis.pipeline.LayerCache` (the OV
-    self-promotion check reads the same circuits as OV self-suppression, for heads whose copying
-    score meets :data:`COPYING_MIN` only)."""
+    ``beats_chance``; ``mode``, ``sample_size``, ``seed``: the survey's ranking settings, which the
+    OV self-promotion check uses (for heads whose copying score meets :data:`COPYING_MIN` only, so
+    the cost stays linear in heads); ``timer``: a :class:`analysis.pipeline.Timer`."""
     import contextlib
 
     def step(name):
-        return timer(f"atlas/{name}") if timer is not None else contextlib.nullcontext()
+        return timer(f"survey/atlas/{name}") if timer is not None else contextlib.nullcontext()
 
     refs = [HeadRef(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
     labels = [r.label for r in refs]
@@ -350,7 +355,7 @@ def atlas(model: LoadedModel, layer0: Layer0, *, copy_suppression: dict[str, boo
                 {"label": labels[a], "score": float(col[a]), "excess": float(col[a]) - baseline["mean"],
                  "ratio": float(col[a]) / baseline["mean"]} for a in hits]
             eff = r["copying"]["effective"]["score"]
-            promo = (self_promotion(rank_layers, refs[i], mode, sample_size, seed)
+            promo = (self_promotion(model, heads[i], layer0.W_EE_rank, mode, sample_size, seed)
                      if eff is not None and eff >= COPYING_MIN else None)
             r["ov_self_promotion"] = (None if promo is None else
                                       {k: promo[k] for k in ("defined", "fraction_top10", "median_rank", "chance",

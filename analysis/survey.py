@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import FactoredMatrix
 
-from . import alignment, circuits, diagonal, spectra
+from . import alignment, atlas, circuits, diagonal, spectra
 from .artifacts import SCHEMA_VERSION, merged_timings, write_artifacts
 from .config import Config, HeadRef
 from .embeddings import Layer0
@@ -252,6 +252,12 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
             layers=layers,
         ))
     order = rank_heads(records)
+    with timer("survey/atlas"):  # analysis/atlas.py; composition is n_heads² products, each d_head-sized
+        head_atlas = atlas.atlas(model, layer0, copy_suppression={r["label"]: r["beats_chance"] for r in records},
+                                 mode=s.mode, sample_size=s.sample_size, seed=a.seed, timer=timer)
+    atlas_heads = head_atlas.pop("heads")
+    for r in records:
+        r["atlas"] = atlas_heads[r["label"]]
     beating = [label for label in order if next(r for r in records if r["label"] == label)["beats_chance"]]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -274,6 +280,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
             "statistics": STATISTICS,
             "ranking": {"formula": RANKING_FORMULA, "order": order, "beats_chance": beating},
             "heads": records,
+            "atlas": head_atlas,
         },
     }
 
