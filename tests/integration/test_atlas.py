@@ -4,6 +4,7 @@ planted signature is found, and each flip of a sign or of a Q/K side fails the r
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -200,11 +201,11 @@ analyze_top = 0
 """))
     out = base / "artifacts"
     run_survey(config, out, progress=False, log=lambda m: None)
-    return json.loads((out / "survey.json").read_text()), json.loads((out / "timings.json").read_text())
+    return json.loads((out / "survey.json").read_text()), json.loads((out / "timings.json").read_text()), out
 
 
 def test_survey_carries_the_atlas_and_finds_every_planted_type(atlas_survey):
-    survey, timings = atlas_survey
+    survey, timings, _ = atlas_survey
     results = survey["results"]
     by_label = {r["label"]: r for r in results["heads"]}
     found = {lab: {t["type"] for t in r["atlas"]["types"] or []} for lab, r in by_label.items()}
@@ -217,3 +218,42 @@ def test_survey_carries_the_atlas_and_finds_every_planted_type(atlas_survey):
                                                               "induction"]
     assert results["atlas"]["composition_baseline"]["mean"] == pytest.approx(1 / 8)
     assert "survey/atlas" in timings["seconds"] and "survey/atlas/composition" in timings["seconds"]
+
+
+def test_atlas_page_names_every_type_with_its_evidence(atlas_survey, tmp_path):
+    """The atlas page: the grid (every signature per cell, links to the heads with a page), the
+    types found with their evidence, the sortable signatures table and the edges table, whose LaTeX
+    exports compile; no page without the survey."""
+    from headreport.analysis.artifacts import load_artifacts
+    from headreport.report.context import ReportContext
+    from headreport.report.latex import write_tables
+    from headreport.report.pages import PAGE_BUILDERS
+    from headreport.report.pages.atlas import atlas_pages
+    from tests.report_fixtures import compile_latex, pdf_text
+
+    _, _, out = atlas_survey
+    arts = load_artifacts(out)
+    ctx = ReportContext(artifacts=arts, engine="pandoc", tool_versions={})
+    [page] = atlas_pages(ctx)
+    assert page.slug == "atlas" and atlas_pages in PAGE_BUILDERS
+    [grid] = page.figures
+    by_label = {r["label"]: r for r in grid.rows}
+    assert len(by_label) == 12
+    assert by_label[ATLAS_PLANT["copying"]]["type"] == "copying"
+    assert by_label[ATLAS_PLANT["copy_suppression"]]["type"] == "copy suppression"
+    assert by_label[ATLAS_PLANT["induction"]]["type"] == "induction"
+    assert by_label[ATLAS_PLANT["previous_token"]]["type"] == "previous token"
+    assert by_label[ATLAS_PLANT["dead"]]["type"] == "dead (undefined)"
+    assert all(r["href"] is None for r in grid.rows)  # survey only: no head has a page
+    spec = json.dumps(grid.spec())
+    assert '"href"' in spec and "previous-token score" in spec
+    md = page.markdown
+    assert r"weights\-only candidate" in md and 'class="sortable"' in md and "<script>" in md
+    assert r"previous\-token score 1" in md and r"K\-composition with previous\-token head 1\.2" in md
+    assert "Undefined (dead heads" in md
+    [signatures, edges] = page.tables
+    assert len(signatures.rows) == 12 and edges.rows[0][2].text in ("Q", "K")
+    written = write_tables(page.tables, tmp_path / "tables")
+    text = pdf_text(compile_latex(tmp_path / "tables", [p.stem for p in written.values()]))
+    assert "strongest composition edges" in text
+    assert atlas_pages(ReportContext(artifacts={**arts, "survey": None}, engine="pandoc", tool_versions={})) == []
