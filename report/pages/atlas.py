@@ -135,3 +135,36 @@ def atlas_pages(ctx: ReportContext) -> list[Page]:
         edges=edges, found=found_by_type(survey), dead=dead, with_pages=with_pages, sort_script=sort_script,
     )
     return [Page("atlas", "Head atlas", "Atlas", markdown, [grid], [signatures, edges])]
+
+
+def head_atlas_part(ctx: ReportContext, label: str) -> dict[str, Any] | None:
+    """The head page's atlas section (when the survey has an atlas): the OV eigenvalues in the complex
+    plane and the upstream heads that compose most with it in each mode, numbered after the page's
+    other figures and tables (the section comes last)."""
+    survey = ctx.survey
+    if survey is None or "atlas" not in survey["results"]:
+        return None
+    record = next((r for r in survey["results"]["heads"] if r["label"] == label), None)
+    if record is None:
+        return None
+    a, name = record["atlas"], f"head-{label.replace('.', '-')}"
+    rows = charts.eigenvalue_rows(a["copying"])
+    figure = None
+    if rows:
+        figure = ctx.number_figure(Figure(
+            f"{name}-ov-eigenvalues", f"Head {label}: OV eigenvalues",
+            f"Head {label}: the non-zero eigenvalues of the full OV circuit W_E·W_OV·W_U (copying score "
+            f"{_num(a['copying']['full']['score'])}) and of the effective one W_EE·W_OV·W_U (copying score "
+            f"{_num(a['copying']['effective']['score'])}) in the complex plane. Right of the dashed line the "
+            "head copies what it attends to, left it suppresses it.",
+            charts.eigenvalue_chart(rows), rows))
+    baseline = survey["results"]["atlas"]["composition_baseline"]["mean"]
+    table_rows = [[tb.text(mode), tb.code(p["label"]), tb.number(fmt.num(p["score"])), tb.number(fmt.num(p["excess"])),
+                   tb.number(fmt.num(p["ratio"]))] for mode in ("Q", "K", "V") for p in a["composition"][mode]["top"]]
+    table = ctx.number_table(tb.Table(
+        f"Head {label}: the earlier heads that compose most with it, per mode (random baseline "
+        f"{fmt.num(baseline)}).", ["mode", "upstream head", "score", "excess over baseline", "× baseline"],
+        table_rows, slug=f"{name}-composition")) if table_rows else None
+    return {"record": a, "figure": figure, "table": table,
+            "types": None if a["types"] is None else [t["type"].replace("_", " ") for t in a["types"]],
+            "candidate_label": survey["results"]["atlas"]["candidate_label"]}

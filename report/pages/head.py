@@ -13,6 +13,7 @@ from .. import tables as tb
 from ..context import LOADER_JS, Page, ReportContext
 from ..figures import Figure
 from ..outputs import head_slug, slug
+from .atlas import head_atlas_part
 from .prompts import prompt_context, prompt_figures, prompt_scripts, prompt_table
 
 #: how the rank metrics are drawn and named: key → (title, x-axis title, colour, circuit text)
@@ -238,6 +239,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
     shown = [t for t in tables.values() if t is not None]
     for t in shown:
         ctx.number_table(t)
+    atlas = head_atlas_part(ctx, label)  # the page's last section: numbered after the others
     m = r["model"]
     sentences = findings.head_findings(r)
     sentences["cosine"] = findings.cosine_sentence(r["squared_cosine"], m["d_model"], m["d_vocab"])
@@ -256,11 +258,13 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         r=r, head=r["head"], model=m, figures=figs, tables=tables,
         findings=sentences, config=head["config"], provenance=head["provenance"],
         embedding=r["effective_embedding"], paper=references.PAPER if paper else None, paper_mismatch=mismatch,
-        notebook=references.NOTEBOOK,
+        notebook=references.NOTEBOOK, atlas=atlas,
         processing=", ".join(f"{k} = {str(v).lower()}" for k, v in sorted(head["provenance"]["processing"].items())),
     )
+    atlas_figs = [atlas["figure"]] if atlas and atlas["figure"] else []
+    atlas_tables = [atlas["table"]] if atlas and atlas["table"] else []
     return Page(head_slug(label), f"Head {label}", f"Head {label}", markdown,
-                list(figs.values()) + list(prompt_figs.values()), shown,
+                list(figs.values()) + list(prompt_figs.values()) + atlas_figs, shown + atlas_tables,
                 scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)))
 
 

@@ -257,3 +257,23 @@ def test_atlas_page_names_every_type_with_its_evidence(atlas_survey, tmp_path):
     text = pdf_text(compile_latex(tmp_path / "tables", [p.stem for p in written.values()]))
     assert "strongest composition edges" in text
     assert atlas_pages(ReportContext(artifacts={**arts, "survey": None}, engine="pandoc", tool_versions={})) == []
+
+
+def test_head_page_part_plots_the_eigenvalues_and_lists_upstream_partners(atlas_survey):
+    from headreport.analysis.artifacts import load_artifacts
+    from headreport.report.context import ReportContext
+    from headreport.report.pages.atlas import head_atlas_part
+
+    _, _, out = atlas_survey
+    ctx = ReportContext(artifacts=load_artifacts(out), engine="pandoc", tool_versions={})
+    part = head_atlas_part(ctx, ATLAS_PLANT["induction"])
+    assert part["types"] == ["copying", "induction"]
+    assert len(part["figure"].rows) == 2 * 16 and {r["circuit"] for r in part["figure"].rows} == {
+        "W_E·W_OV·W_U", "W_EE·W_OV·W_U"}
+    assert all(r["re"] > 0 for r in part["figure"].rows)  # a copying head's eigenvalues: right half-plane
+    k_rows = [row for row in part["table"].rows if row[0].text == "K"]
+    assert k_rows[0][1].text == ATLAS_PLANT["previous_token"] and len(part["table"].rows) == 3 * atlas.TOP_PARTNERS
+    dead = head_atlas_part(ctx, ATLAS_PLANT["dead"])
+    assert dead["types"] is None and dead["figure"] is None
+    assert head_atlas_part(ReportContext(artifacts={**ctx.artifacts, "survey": None}, engine="pandoc",
+                                         tool_versions={}), "1.0") is None
