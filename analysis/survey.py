@@ -14,6 +14,8 @@ seed and sample size:
 * **OV self-suppression** and **QK self-attention** (:func:`analysis.pipeline.head_rank_metrics`):
   for a seeded sample of tokens (or all, ``exact``), the paper's fractions (rank 1, top 10, top 5%),
   their chance levels and the effect-size evidence (:func:`analysis.diagonal.rank_evidence`).
+* the **head atlas** (:mod:`analysis.atlas`): copying scores, composition with every earlier head,
+  the positional signature and the weights-only candidate types (``heads[].atlas``, ``atlas``).
 
 **Copy-suppression score** (the ranking): ``sqrt(e_OV · e_QK)``, the geometric mean of the two
 chance-normalised top-10 excesses e = (f₁₀ − c₁₀) / (1 − c₁₀), each clipped at 0, with chance
