@@ -45,7 +45,7 @@ from transformer_lens.utilities import composition_scores
 from . import circuits, diagonal
 from .config import HeadRef
 from .embeddings import Layer0
-from .model.loader import LoadedModel
+from .model.loader import LoadedModel, single_threaded
 
 #: an eigenvalue with |λ| below this share of the largest |λ| counts as zero
 ZERO_EIGENVALUE = 1e-6
@@ -109,9 +109,13 @@ def copying_score(eigenvalues: Tensor) -> dict[str, Any]:
 
 
 def readouts(model: LoadedModel, layer0: Layer0) -> dict[str, Tensor]:
-    """W_U·W_E and W_U·W_EE (the rank metrics' W_EE), d_model × d_model, once per model (float64)."""
-    W_U = circuits.unembedding(model).double()
-    return {"full": W_U @ layer0.W_E.double(), "effective": W_U @ layer0.W_EE_rank.double()}
+    """W_U·W_E and W_U·W_EE (the rank metrics' W_EE), d_model × d_model, once per model: vocab-long
+    products in float32 at least (a float64 GEMM would double the atlas's largest cost), kept in float64."""
+    W_U = circuits.unembedding(model)
+    dtype = torch.promote_types(W_U.dtype, torch.float32)
+    with torch.no_grad():
+        return {key: (W_U.to(dtype) @ X.to(dtype)).double()
+                for key, X in (("full", layer0.W_E), ("effective", layer0.W_EE_rank))}
 
 
 def head_copying(w: circuits.HeadWeights, reads: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
@@ -145,26 +149,35 @@ def positional_inputs(model: LoadedModel) -> Tensor | None:
     return circuits.scale_rows(W_pos)
 
 
-def positional_signature(w: circuits.HeadWeights, rows: Tensor | None, scale: float,
-                         positional: str) -> dict[str, Any]:
+def causal_mask(n: int, device=None) -> Tensor:
+    """``[n, n]``: 0 where key j ≤ query i, −inf above the diagonal (added to the scores)."""
+    return torch.zeros(n, n, device=device).masked_fill_(torch.ones(n, n, dtype=torch.bool, device=device).triu(1),
+                                                         float("-inf"))
+
+
+def positional_signature(w: circuits.HeadWeights, rows: Tensor | None, scale: float, positional: str,
+                         mask: Tensor | None = None) -> dict[str, Any]:
     """Previous-token and first-token scores of the head's positional pattern (module docstring);
-    the reason and no numbers for non-learned positions."""
+    the reason and no numbers for non-learned positions. ``mask``: :func:`causal_mask` of the rows
+    (built here when not given)."""
     if rows is None:
         reason = ROTARY_REASON if positional == "rotary" else f"not defined from the weights for {positional} positions"
         return {"defined": False, "reason": reason, "previous_token": None, "first_token": None, "n_positions": None}
+    n = rows.shape[0]
+    if n < 2:
+        return {"defined": False, "reason": "a single position", "previous_token": None, "first_token": None,
+                "n_positions": n}
     with torch.no_grad():
         dtype = torch.promote_types(rows.dtype, torch.float32)
         q, k = w.queries(rows).to(dtype), w.keys(rows).to(dtype)
-        scores = q @ k.T / scale
-        n = scores.shape[0]
-        causal = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
-        pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        mask = causal_mask(n, rows.device) if mask is None else mask
+        scores = torch.addmm(mask.to(dtype), q, k.T, alpha=1 / scale)  # mask + q·kᵀ / s
+        lse = torch.logsumexp(scores, dim=-1)  # the causal softmax's normaliser of each query row
         i = torch.arange(1, n, device=scores.device)
-        # means of softmax weights: in [0, 1], up to float rounding
-        previous = min(1.0, float(pattern[i, i - 1].double().mean())) if n > 1 else None
-        first = min(1.0, float(pattern[i, 0].double().mean())) if n > 1 else None
-    return {"defined": n > 1, "reason": None if n > 1 else "a single position", "previous_token": previous,
-            "first_token": first, "n_positions": int(n)}
+        # means of softmax weights exp(score − lse): in [0, 1], up to float rounding
+        previous = min(1.0, float((scores[i, i - 1] - lse[i]).double().exp().mean()))
+        first = min(1.0, float((scores[i, 0] - lse[i]).double().exp().mean()))
+    return {"defined": True, "reason": None, "previous_token": previous, "first_token": first, "n_positions": int(n)}
 
 
 def composition_baseline(d_model: int) -> dict[str, Any]:
@@ -211,22 +224,23 @@ def composition_matrices(heads: list[circuits.HeadWeights]) -> dict[str, Factore
 def all_compositions(heads: list[circuits.HeadWeights], dead: list[bool]) -> dict[str, Tensor]:
     """For each mode, the ``[n, n]`` scores of writer head a (row) into reader head b (column) for
     a in an earlier layer than b (NaN elsewhere and for dead heads), from TransformerLens'
-    ``composition_scores``: one call per reader head and mode, against the stack of every head of
-    the earlier layers (whose SVD each call reuses), so only earlier-layer pairs are computed and no
-    pair-sized copy of the factors is made."""
+    ``composition_scores``: one call per reader head, mode and earlier layer, against the stack of
+    that layer's heads. Each side's factored matrix is built once (TransformerLens caches its SVD on
+    the object), so every head's SVD is computed once per side, only earlier-layer pairs are
+    multiplied, and no pair-sized copy of the factors is made."""
     mats = composition_matrices(heads)
     layers = torch.tensor([w.head.layer for w in heads])
     n = len(heads)
     out = {mode: torch.full((n, n), float("nan"), dtype=torch.float64) for mode in MODES}
-    for layer in sorted(set(layers.tolist())):
-        writers = (layers < layer).nonzero()[:, 0]
-        if writers.numel() == 0:
-            continue
-        left = FactoredMatrix(mats["OV"].A[writers], mats["OV"].B[writers])
-        for b in (layers == layer).nonzero()[:, 0].tolist():
-            for mode in MODES:
+    index = {layer: (layers == layer).nonzero()[:, 0] for layer in sorted(set(layers.tolist()))}
+    writers = {layer: FactoredMatrix(mats["OV"].A[idx], mats["OV"].B[idx]) for layer, idx in index.items()}
+    with single_threaded():  # small SVDs and GEMMs: thread barriers cost more than the work
+        for b in range(n):
+            earlier = [layer for layer in index if layer < int(layers[b])]
+            for mode in MODES if earlier else ():
                 right = FactoredMatrix(mats[mode].A[b], mats[mode].B[b])
-                out[mode][writers, b] = composition_scores(left, right, broadcast_dims=False).double()
+                for layer in earlier:
+                    out[mode][index[layer], b] = composition_scores(writers[layer], right, broadcast_dims=False).double()
     mask = torch.tensor(dead, dtype=torch.bool)
     for scores in out.values():
         scores[mask, :] = float("nan")
@@ -324,11 +338,14 @@ def atlas(model: LoadedModel, layer0: Layer0, *, copy_suppression: dict[str, boo
     dead = [dead_reason(w) for w in heads]
     with step("copying"):
         reads = readouts(model, layer0)
-        copying = [None if d else head_copying(w, reads) for w, d in zip(heads, dead)]
+        with single_threaded():  # d_head-sized eigenproblems
+            copying = [None if d else head_copying(w, reads) for w, d in zip(heads, dead)]
     with step("positional"):
         rows, scale = positional_inputs(model), attention_scale(model)
-        positional = [None if d else positional_signature(w, rows, scale, model.positional)
-                      for w, d in zip(heads, dead)]
+        mask = None if rows is None else causal_mask(rows.shape[0], rows.device)
+        with single_threaded():  # n_ctx-sized products and row reductions, one head at a time
+            positional = [None if d else positional_signature(w, rows, scale, model.positional, mask)
+                          for w, d in zip(heads, dead)]
     with step("composition"):
         baseline = composition_baseline(model.d_model)
         scores = all_compositions(heads, [d is not None for d in dead])
