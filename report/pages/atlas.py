@@ -30,7 +30,13 @@ SORT_SCRIPT = r"""<script>
   function key(text, first) {
     var s = text.trim().replace(/\u2212/g, "-"), m = /^(\d+)\.(\d+)$/.exec(s);
     if (first && m) return [0, Number(m[1]) * 1e6 + Number(m[2])];
-    var x = Number(s.replace(/×10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)$/, ""));
+    var e = /^(.*)×10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)$/.exec(s), x;
+    if (e) {  // report.formatting's scientific form: mantissa×10 and a superscript exponent
+      var p = e[2].replace(/[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]/g, function (c) { return "-0123456789"["⁻⁰¹²³⁴⁵⁶⁷⁸⁹".indexOf(c)]; });
+      x = Number(e[1]) * Math.pow(10, Number(p));
+    } else {
+      x = Number(s);
+    }
     return isNaN(x) || s === "" ? [1, s] : [0, x];
   }
   document.querySelectorAll("table.sortable").forEach(function (table) {
