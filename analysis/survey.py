@@ -14,6 +14,8 @@ seed and sample size:
 * **OV self-suppression** and **QK self-attention** (:func:`analysis.head.head_rank_metrics`):
   for a seeded sample of tokens (or all, ``exact``), the paper's fractions (rank 1, top 10, top 5%),
   their chance levels and the effect-size evidence (:func:`analysis.diagonal.rank_evidence`).
+* the **head atlas** (:mod:`analysis.atlas`): copying scores, composition with every earlier head,
+  the positional signature and the weights-only candidate types (``heads[].atlas``, ``atlas``).
 
 **Copy-suppression score** (the ranking): ``sqrt(e_OV · e_QK)``, the geometric mean of the two
 chance-normalised top-10 excesses e = (f₁₀ − c₁₀) / (1 − c₁₀), each clipped at 0, with chance
@@ -41,7 +43,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import FactoredMatrix
 
-from . import alignment, circuits, diagonal, spectra
+from . import alignment, atlas, circuits, diagonal, spectra
 from .artifacts import SCHEMA_VERSION, merged_timings, write_artifacts
 from .config import Config, HeadRef
 from .embeddings import Layer0
@@ -247,6 +249,12 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
             layers=layers,
         ))
     order = rank_heads(records)
+    with timer("survey/atlas"):  # analysis/atlas.py; composition is n_heads² products, each d_head-sized
+        head_atlas = atlas.atlas(model, layer0, copy_suppression={r["label"]: r["beats_chance"] for r in records},
+                                 mode=s.mode, sample_size=s.sample_size, seed=a.seed, timer=timer)
+    atlas_heads = head_atlas.pop("heads")
+    for r in records:
+        r["atlas"] = atlas_heads[r["label"]]
     beating = [label for label in order if next(r for r in records if r["label"] == label)["beats_chance"]]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -269,6 +277,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
             "statistics": STATISTICS,
             "ranking": {"formula": RANKING_FORMULA, "order": order, "beats_chance": beating},
             "heads": records,
+            "atlas": head_atlas,
         },
     }
 

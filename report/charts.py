@@ -514,3 +514,87 @@ def compare_spectra_chart(rows: list[dict[str, Any]], labels: list[str]) -> alt.
     ).properties(width=WIDTH // 4 - 10, height=180).facet(
         column=alt.Column("circuit:N", sort=circuits, title=None),
     ).resolve_scale(y="independent").properties(title=f"Spectra of heads {labels[0]} and {labels[1]}")
+
+
+# --- the head atlas ------------------------------------------------------------------------------
+
+#: the atlas grid's colour per head type (first listed type of a head wins), in the legend's order
+ATLAS_TYPES = {"copy suppression": OKABE_ITO["vermillion"], "induction": OKABE_ITO["green"],
+               "copying": OKABE_ITO["blue"], "previous token": OKABE_ITO["orange"],
+               "no type": "#eeeeee", "dead (undefined)": "#999999"}
+
+
+def atlas_type_name(types: list[Mapping[str, Any]] | None) -> str:
+    """The grid's category of a head: its first type by :data:`ATLAS_TYPES` order, "no type", or
+    "dead (undefined)"."""
+    if types is None:
+        return "dead (undefined)"
+    names = {t["type"].replace("_", " ") for t in types}
+    return next((name for name in ATLAS_TYPES if name in names), "no type")
+
+
+def atlas_rows(survey: Mapping[str, Any], with_pages: set[str], head_href) -> list[dict[str, Any]]:
+    """One row per head: position, category, every signature (the tooltip and the CSV export), and
+    the link to the head's page when it has one (``head_href(label)``)."""
+    rows = []
+    for r in survey["heads"]:
+        a = r["atlas"]
+        comp = {m: (a["composition"][m]["top"] or [None])[0] for m in ("Q", "K", "V")}
+        rows.append({
+            "label": r["label"], "layer": r["layer"], "head": r["head"],
+            "type": atlas_type_name(a["types"]),
+            "types": "undefined (dead head)" if a["types"] is None
+            else ", ".join(t["type"].replace("_", " ") for t in a["types"]) or "none",
+            "copying_full": a["copying"]["full"]["score"], "copying_effective": a["copying"]["effective"]["score"],
+            "previous_token": a["positional"]["previous_token"], "first_token": a["positional"]["first_token"],
+            **{f"{m.lower()}_partner": p["label"] if p else None for m, p in comp.items()},
+            **{f"{m.lower()}_ratio": p["ratio"] if p else None for m, p in comp.items()},
+            "copy_suppression_score": r["copy_suppression_score"],
+            "href": head_href(r["label"]) if r["label"] in with_pages else None,
+        })
+    return rows
+
+
+def atlas_grid_chart(rows: list[dict[str, Any]], n_layers: int, n_heads: int) -> alt.TopLevelMixin:
+    """Layers down, heads across, colour = the head's type (a weights-only candidate); every
+    signature in the tooltip; a click opens the head's page where it has one."""
+    cell = max(12, min(34, WIDTH // max(n_heads, 1)))
+    present = [name for name in ATLAS_TYPES if any(r["type"] == name for r in rows)]
+    colour = alt.Color("type:N", title="type", scale=alt.Scale(domain=present, range=[ATLAS_TYPES[n] for n in present]),
+                       legend=alt.Legend(orient="right"))
+    tooltip = [alt.Tooltip("label:N", title="head"), alt.Tooltip("types:N", title="types"),
+               alt.Tooltip("copying_full:Q", title="copying (W_E·W_OV·W_U)", format=".3f"),
+               alt.Tooltip("copying_effective:Q", title="copying (W_EE·W_OV·W_U)", format=".3f"),
+               alt.Tooltip("previous_token:Q", title="previous-token score", format=".3f"),
+               alt.Tooltip("first_token:Q", title="first-token score", format=".3f"),
+               alt.Tooltip("q_partner:N", title="top Q partner"), alt.Tooltip("q_ratio:Q", title="Q / baseline", format=".2f"),
+               alt.Tooltip("k_partner:N", title="top K partner"), alt.Tooltip("k_ratio:Q", title="K / baseline", format=".2f"),
+               alt.Tooltip("v_partner:N", title="top V partner"), alt.Tooltip("v_ratio:Q", title="V / baseline", format=".2f"),
+               alt.Tooltip("copy_suppression_score:Q", title="copy-suppression score", format=".3f")]
+    return alt.Chart(_data(rows)).mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("layer:O", title="layer"),
+        color=colour, tooltip=tooltip, href=alt.Href("href:N"),
+    ).properties(width=cell * n_heads, height=max(12, min(22, 480 // max(n_layers, 1))) * n_layers,
+                 title=alt.Title("Head atlas", subtitle="weights-only candidate types; hover for every signature"))
+
+
+def eigenvalue_rows(copying: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per non-zero OV eigenvalue of each circuit (``full``, ``effective``)."""
+    names = {"full": "W_E·W_OV·W_U", "effective": "W_EE·W_OV·W_U"}
+    return [{"circuit": names[key], "re": z[0], "im": z[1], "abs": math.hypot(z[0], z[1])}
+            for key in ("full", "effective") for z in copying[key]["eigenvalues"]]
+
+
+def eigenvalue_chart(rows: list[dict[str, Any]]) -> alt.TopLevelMixin:
+    """The OV circuits' non-zero eigenvalues in the complex plane (colour = circuit): right of the
+    dashed imaginary axis the head copies, left it suppresses."""
+    points = alt.Chart(_data(rows)).mark_point(filled=True, size=40, opacity=0.8).encode(
+        x=alt.X("re:Q", title="Re λ"), y=alt.Y("im:Q", title="Im λ"),
+        color=alt.Color("circuit:N", title=None, scale=alt.Scale(range=CIRCUIT_COLOURS[:2]),
+                        legend=alt.Legend(orient="bottom")),
+        shape=alt.Shape("circuit:N", legend=None),
+        tooltip=[alt.Tooltip("circuit:N"), alt.Tooltip("re:Q", title="Re λ", format=".4g"),
+                 alt.Tooltip("im:Q", title="Im λ", format=".4g"), alt.Tooltip("abs:Q", title="|λ|", format=".4g")])
+    axis = alt.Chart(_data([{"x": 0.0}])).mark_rule(color="#888888", strokeDash=[3, 3]).encode(x="x:Q")
+    return (axis + points).properties(width=WIDTH - 160, height=260)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -254,3 +255,117 @@ def make_copy_suppression_checkpoint(folder: Path, *, vocab_size: int = 2048, la
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder, {"layer": layer, "head": head, "S": S}
+
+
+#: the heads :func:`make_atlas_checkpoint` plants, by what they are
+ATLAS_PLANT = {"copying": "1.0", "copy_suppression": "1.1", "previous_token": "1.2", "dead": "1.3",
+               "writer": "0.1", "q_reader": "2.0", "induction": "2.1"}
+
+
+def make_atlas_checkpoint(folder: Path, *, vocab_size: int = 2048, seed: int = 5, n_positions: int = 64,
+                          frequencies: tuple[float, ...] = (0.3, 0.7, 1.3, 2.1), qk_gain: float = 3.0
+                          ) -> tuple[Path, dict]:
+    """A small-vocabulary GPT-2 checkpoint (3 layers × 4 heads, d_model 64, d_head 16, every LayerNorm
+    (1, 0), every bias 0, untied W_U) with the atlas's known answers planted (:data:`ATLAS_PLANT`), in
+    mutually orthogonal residual subspaces (all orthogonal to the all-ones vector): T (16 dims, the
+    tokens: every embedding = unembedding is 3 · a random unit direction in T), P (2 per frequency,
+    the positions), C and D (8 each, two private channels). Layer 0's MLP writes nothing.
+
+    * 1.0 copying: W_V = 1.5·T, W_O = +1.5·Tᵀ, so W_O·W_U·W_E·W_V is positive definite (score +1).
+    * 1.1 copy suppression: W_Q = W_K = 2·T, W_V = 1.5·T, W_O = −1.5·Tᵀ (score −1).
+    * 1.2 previous token: W_pos[i] = Σ_f cos(θ_f i)·P_{2f} + sin(θ_f i)·P_{2f+1}; W_Q reads position
+      i as position i − 1 (each plane rotated back by θ_f), W_K reads it as it is, both times
+      √qk_gain: the query at i matches the key at i − 1. It writes its (copied) token into D.
+    * 1.3 dead: W_Q = 0, W_O = 0.
+    * 0.1 writes its token into C; 2.0's W_Q reads C (its W_K stays random): Q-composition.
+    * 2.1 copies (as 1.0) and its W_K reads D: copying + K-composition with the previous-token head.
+    """
+
+    gpt2_tokenizer_files(folder, vocab_size)
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+    torch.manual_seed(seed)
+    d_model, n_head = 64, 4
+    d_head = d_model // n_head
+    config = transformers.GPT2Config(n_layer=3, n_head=n_head, n_embd=d_model, n_positions=n_positions,
+                                     vocab_size=len(tokenizer), tie_word_embeddings=False)
+    model = transformers.GPT2LMHeadModel(config)
+    g = torch.Generator().manual_seed(seed)
+    n_p = 2 * len(frequencies)
+    basis = _orthonormal_basis(d_model, d_head + n_p + 16, g)
+    T, P, C, D = basis[:, :d_head], basis[:, d_head:d_head + n_p], basis[:, d_head + n_p:d_head + n_p + 8], \
+        basis[:, d_head + n_p + 8:]
+    dirs = torch.nn.functional.normalize(torch.randn(len(tokenizer), d_head, generator=g, dtype=torch.float64), dim=1)
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    theta = torch.tensor(frequencies, dtype=torch.float64)[None, :]
+    planes = torch.stack([torch.cos(theta * pos), torch.sin(theta * pos)], dim=-1).reshape(n_positions, n_p)
+    back = torch.stack([torch.cos(theta * (pos - 1)), torch.sin(theta * (pos - 1))], dim=-1).reshape(n_positions, n_p)
+    # W_Q's plane coordinates: the rotation R with planes[i] @ R = back[i] (a rotation by -θ_f per plane)
+    R = torch.zeros(n_p, n_p, dtype=torch.float64)
+    for f, t in enumerate(frequencies):
+        c, s = math.cos(t), math.sin(t)
+        R[2 * f:2 * f + 2, 2 * f:2 * f + 2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    assert torch.allclose(planes @ R, back)
+
+    def head_cols(layer: int, head: int, which: int) -> tuple[torch.Tensor, slice]:
+        W = model.transformer.h[layer].attn.c_attn.weight  # Conv1D [d_model, 3 d_model]: x @ W = [q | k | v]
+        lo = which * d_model + head * d_head
+        return W, slice(lo, lo + d_head)
+
+    def set_cols(layer: int, head: int, which: int, value: torch.Tensor) -> None:
+        W, cols = head_cols(layer, head, which)
+        W[:, cols] = value.to(W.dtype)
+
+    def set_out(layer: int, head: int, value: torch.Tensor) -> None:  # W_O rows of the head: [d_head, d_model]
+        P_ = model.transformer.h[layer].attn.c_proj.weight
+        P_[head * d_head:(head + 1) * d_head, :] = value.to(P_.dtype)
+
+    def into(channel: torch.Tensor) -> torch.Tensor:  # [d_head, d_model]: the first dims into the channel
+        out = torch.zeros(d_head, d_model, dtype=torch.float64)
+        out[:channel.shape[1]] = channel.T
+        return out
+
+    def reading(channel: torch.Tensor, scale: float) -> torch.Tensor:  # [d_model, d_head]
+        out = torch.zeros(d_model, d_head, dtype=torch.float64)
+        out[:, :channel.shape[1]] = scale * channel
+        return out
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif ("ln" in name or "norm" in name) and name.endswith("weight"):
+                param.fill_(1.0)
+        rows = (3.0 * dirs @ T.T).to(model.transformer.wte.weight.dtype)
+        model.transformer.wte.weight.copy_(rows)
+        model.lm_head.weight.copy_(rows)
+        model.transformer.wpe.weight.copy_((planes @ P.T).to(model.transformer.wpe.weight.dtype))
+        model.transformer.h[0].mlp.c_proj.weight.zero_()
+        # 0.1 writes its token into C
+        set_cols(0, 1, 2, 1.5 * T)
+        set_out(0, 1, 1.5 * into(C))
+        # 1.0 copying, 1.1 copy suppression
+        set_cols(1, 0, 2, 1.5 * T)
+        set_out(1, 0, 1.5 * T.T)
+        set_cols(1, 1, 0, 2.0 * T)
+        set_cols(1, 1, 1, 2.0 * T)
+        set_cols(1, 1, 2, 1.5 * T)
+        set_out(1, 1, -1.5 * T.T)
+        # 1.2 previous token: the query at i reads position i - 1, the key at j position j; writes its token into D
+        q = torch.zeros(d_model, d_head, dtype=torch.float64)
+        q[:, :n_p] = qk_gain**0.5 * P @ R
+        set_cols(1, 2, 0, q)
+        set_cols(1, 2, 1, reading(P, qk_gain**0.5))
+        set_cols(1, 2, 2, 1.5 * T)
+        set_out(1, 2, 1.5 * into(D))
+        # 1.3 dead
+        set_cols(1, 3, 0, torch.zeros(d_model, d_head))
+        set_out(1, 3, torch.zeros(d_head, d_model))
+        # 2.0 reads C with its queries
+        set_cols(2, 0, 0, reading(C, 2.0))
+        # 2.1 copies and reads D with its keys
+        set_cols(2, 1, 1, reading(D, 2.0))
+        set_cols(2, 1, 2, 1.5 * T)
+        set_out(2, 1, 1.5 * T.T)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder, {"heads": dict(ATLAS_PLANT), "T": T, "P": P, "C": C, "D": D}

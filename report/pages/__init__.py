@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..context import Page, ReportContext
+from .atlas import atlas_pages
 from .compare import compare_pages
 from .head import head_pages
 from .index import index_page
@@ -26,7 +27,7 @@ from .reproducibility import reproducibility_page
 from .survey import survey_pages
 
 PAGE_BUILDERS: list[Callable[[ReportContext], list[Page]]] = [index_page, head_pages, compare_pages, survey_pages,
-                                                              reproducibility_page]
+                                                              atlas_pages, reproducibility_page]
 
 
 def build_pages(ctx: ReportContext, builders: list[Callable[[ReportContext], list[Page]]] | None = None) -> list[Page]:

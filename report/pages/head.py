@@ -13,6 +13,7 @@ from .. import tables as tb
 from ..context import LOADER_JS, Page, ReportContext
 from ..figures import Figure
 from ..outputs import head_slug
+from .atlas import head_atlas_part
 from .prompts import prompt_context, prompt_figures, prompt_scripts, prompt_table
 
 #: how the rank metrics are drawn and named: key → (title, x-axis title, colour, circuit text)
@@ -277,7 +278,7 @@ def head_page(ctx: ReportContext, head: Mapping[str, Any]) -> Page:
         scripts=with_loader(([explorer_block.EXPLORER_JS] if has_explorer else []) + prompt_scripts(ctx, label)),
         explorer=explorer_block.block(label, qk_note) if has_explorer else None,
         explorer_note=explorer_note, prompts=prompt_context(ctx, label), prompt_figures=prompt_figs,
-        r=r, head=r["head"], model=m, figures=figs, tables=tables,
+        r=r, head=r["head"], model=m, figures=figs, tables=tables, atlas=head_atlas_part(ctx, label),
         findings=sentences, config=head["config"], provenance=head["provenance"],
         embedding=r["effective_embedding"], paper=references.PAPER if paper else None, paper_mismatch=mismatch,
         notebook=references.NOTEBOOK,
