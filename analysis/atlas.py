@@ -1,5 +1,5 @@
 """The head atlas: every head's weights-only signatures and the head types they support
-(docs/methods-atlas.md). Pure functions: a loaded model and its :class:`analysis.embeddings.Layer0`
+(docs/methods.md#head-atlas). Pure functions: a loaded model and its :class:`analysis.embeddings.Layer0`
 in, plain numbers and lists out. All circuits come from :mod:`analysis.circuits` (norm gains, GQA's
 query head → key/value head), never from a re-implemented block.
 
