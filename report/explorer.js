@@ -264,7 +264,10 @@
   // show token ``id`` and record it in the address (back and forward work; the link can be shared)
   Explorer.prototype.go = function (id, focus) {
     var hash = "#" + this.prefix + id;
-    if (location.hash !== hash) history.pushState(null, "", hash);
+    if (location.hash !== hash) {
+      // a frame with no URL of its own (a notebook's srcdoc display) has no history to push to
+      try { history.pushState(null, "", hash); } catch (e) { /* the view still shows; no back button */ }
+    }
     this.input.value = this.tokens[id];
     this.show(id, focus);
   };

@@ -107,6 +107,17 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
     return manifest
 
 
+def standalone_html(artifacts_dir: str | Path) -> str:
+    """The report of ``artifacts_dir`` as one self-contained HTML page (what ``render(...,
+    standalone=True)`` writes as ``site/report.html``, by the same pandoc path), rendered alone: no
+    figure exports, LaTeX tables or PDF, nothing left on disk. For a notebook's inline display."""
+    ctx = ReportContext(artifacts=load_artifacts(Path(artifacts_dir)), engine="pandoc",
+                        tool_versions=tool_versions(engine_versions("pandoc")), typst_figures_path="../figures")
+    pages = build_pages(ctx)
+    with tempfile.TemporaryDirectory(prefix="headreport-html-") as tmp:
+        return pandoc.standalone_html(ctx, pages, Path(tmp))
+
+
 def stage_figures(pages: list[Page], stage: Path, out_dir: Path, seconds: dict[str, float],
                   log: Callable[[str], None]) -> dict[str, dict[str, str]]:
     """Every figure's exports into ``stage/figures`` (cached by content: :func:`export_figures`)."""

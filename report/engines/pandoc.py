@@ -94,6 +94,14 @@ def _standalone_page(ctx: ReportContext, pages: list[Page], site_dir: Path, temp
     return path
 
 
+def standalone_html(ctx: ReportContext, pages: list[Page], work_dir: Path) -> str:
+    """The standalone page alone (``report.html``: every page, the CSS, the scripts, the charts and the
+    data inlined), written in ``work_dir`` and returned: for a notebook's inline display."""
+    template = work_dir / "fragment.html"
+    template.write_text(_FRAGMENT_TEMPLATE, encoding="utf-8")
+    return _standalone_page(ctx, pages, work_dir, template).read_text(encoding="utf-8")
+
+
 def render_html(ctx: ReportContext, pages: list[Page], site_dir: Path, src_dir: Path,
                 standalone: bool = False) -> list[Path]:
     """Each page: pandoc → HTML fragment (MathML) → ``page.html.j2``, loading the site's shared

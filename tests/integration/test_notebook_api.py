@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+import headreport
 from headreport.report.escaping import visible
 from tests.integration.test_browser import CHART_MARKS_JS, open_page
 from tests.report_fixtures import HOSTILE_TOKENS
@@ -78,5 +79,25 @@ def test_two_displays_draw_in_chromium_and_hostile_tokens_show_literally(execute
     text = frames[1].evaluate("document.body.innerText")
     for token in HOSTILE_TOKENS:
         assert visible(token) in text, token
+    assert errors == [] and foreign == [] and dialogs == []
+    page.close()
+
+
+def test_the_explorer_works_inline_from_its_inlined_data(explorer_build, browser, tmp_path):
+    """The inline display of a set with a token explorer: its data are inside the frame (nothing to
+    load from a folder), so a search lists tokens and a choice shows its lists."""
+    shown = headreport.load(explorer_build / "artifacts")._repr_html_()
+    path = tmp_path / "notebook-output.html"
+    path.write_text(f"<!doctype html><html><body>{shown}</body></html>", encoding="utf-8")
+    page, errors, foreign, dialogs = open_page(browser, path)
+    frame = next(f for f in page.frames if f != page.main_frame)
+    frame.wait_for_selector(".hrx-input")
+    frame.focus(".hrx-input")
+    page.keyboard.type(" th")
+    frame.wait_for_selector(".hrx-option", timeout=15000)
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    frame.wait_for_selector(".hrx-result[data-token]", timeout=15000)
+    assert frame.locator(".hrx-card").count() == 3
     assert errors == [] and foreign == [] and dialogs == []
     page.close()
