@@ -127,7 +127,8 @@ def pid_alive(pid: int) -> bool:
 
 
 #: the names this tool writes in an artifacts folder (besides its own temp files)
-ARTIFACT_NAME = re.compile(r"\A(?:model|survey|timings|vocabulary|prompts|(?:head|explorer)_[0-9]{1,6}\.[0-9]{1,6})\.json\Z")
+ARTIFACT_NAME = re.compile(
+    r"\A(?:model|survey|timings|vocabulary|prompts|(?:head|explorer)_[0-9]{1,6}\.[0-9]{1,6})\.json\Z")
 #: a temp file of ours: ``.<artifact name>.headreport-<pid>-<random>.tmp`` (see :func:`_write_temp`)
 TEMP_NAME = re.compile(r"\A\.(?P<name>[^/]+)\.headreport-(?P<pid>[0-9]{1,10})-[A-Za-z0-9_]{4,32}\.tmp\Z")
 #: a render's staging folder of ours: ``.headreport-render-<pid>-<random>`` (report/render.py)
@@ -352,7 +353,8 @@ def check_artifacts_owned(out_dir: Path, names: Iterable[str] = ()) -> None:
         shown = ", ".join(repr(str(out_dir / n)) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise OutputOwnershipError(
             f"--out: {shown} {'is' if len(foreign) == 1 else 'are'} not headreport's (not listed in "
-            f"{str(out_dir / MANIFEST)!r} as written, or a link, or a folder): headreport writes artifacts of these names "
+            f"{str(out_dir / MANIFEST)!r} as written, or a link, or a folder): "
+            "headreport writes artifacts of these names "
             "there and never overwrites or deletes a file it did not write; move "
             f"{'it' if len(foreign) == 1 else 'them'} away or choose another --out")
 
@@ -553,7 +555,8 @@ def check_explorers(folder: Path, model: dict[str, Any], explorers: dict[str, An
     if vocabulary is None:
         raise ArtifactError(f"{folder / 'vocabulary.json'}: missing, but explorer artifacts need it")
     if vocabulary["d_vocab"] != d_vocab or len(vocabulary["tokens"]) != d_vocab:
-        raise ArtifactError(f"{folder / 'vocabulary.json'}: {len(vocabulary['tokens'])} tokens, the model has {d_vocab}")
+        raise ArtifactError(
+            f"{folder / 'vocabulary.json'}: {len(vocabulary['tokens'])} tokens, the model has {d_vocab}")
     for label, doc in explorers.items():
         where = folder / explorer_filename(label)
         k = doc["k"]

@@ -241,7 +241,8 @@ def all_compositions(heads: list[circuits.HeadWeights], dead: list[bool]) -> dic
             for mode in MODES if earlier else ():
                 right = FactoredMatrix(mats[mode].A[b], mats[mode].B[b])
                 for layer in earlier:
-                    out[mode][index[layer], b] = composition_scores(writers[layer], right, broadcast_dims=False).double()
+                    out[mode][index[layer], b] = composition_scores(
+                        writers[layer], right, broadcast_dims=False).double()
     mask = torch.tensor(dead, dtype=torch.bool)
     for scores in out.values():
         scores[mask, :] = float("nan")

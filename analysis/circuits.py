@@ -17,11 +17,11 @@ out. ``sides = "sqrt_d_model"`` first scales each side's rows to norm √d_model
 copy-suppression paper's appendix describes); ``"none"`` (the paper's code) leaves them raw.
 
 Norm gains that the weight processing did not fold (:func:`norm_map`, read through the norm modules
-themselves; with an unfolded LayerNorm's centring) are applied where the model applies them: the layer's input-norm gain to the rows that
-enter W_Q, W_K and W_V (into the weights), a post-attention norm's gain (Gemma 2/3, OLMo 2) to W_O's
-output in the token-level OV circuits, and the final norm's gain to W_U (:func:`unembedding`). Where
-TransformerLens folded a norm its gain is 1 and nothing changes. A norm's scale (one positive number
-per position) changes no rank within a row.
+themselves; with an unfolded LayerNorm's centring) are applied where the model applies them: the layer's
+input-norm gain to the rows that enter W_Q, W_K and W_V (into the weights), a post-attention norm's gain
+(Gemma 2/3, OLMo 2) to W_O's output in the token-level OV circuits, and the final norm's gain to W_U
+(:func:`unembedding`). Where TransformerLens folded a norm its gain is 1 and nothing changes. A norm's
+scale (one positive number per position) changes no rank within a row.
 
 Each factored matrix keeps the d_head-wide inner dimension, so its SVD costs O(d_vocab · d_head²).
 

@@ -422,7 +422,8 @@ def load_config(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {shown(str(path))} is not valid TOML ({exc})") from None
     except RecursionError:
-        raise ConfigError(f"--config: {shown(str(path))} nests arrays or tables too deeply to be a configuration") from None
+        raise ConfigError(
+            f"--config: {shown(str(path))} nests arrays or tables too deeply to be a configuration") from None
     return config_from_dict(raw, base_dir=path.parent)
 
 

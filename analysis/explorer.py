@@ -16,8 +16,8 @@ are looked at (a compare pass, like the rank count, instead of a sort). The colu
 worker thread, the best ``k`` rows of every column, merged at the end.
 
 :func:`analysis.explorer_codec.encode` packs the arrays compactly — ``uint16`` ids when the vocabulary allows, else
-``uint32`` — lays them out in byte planes, deflates them and base64-encodes the result: the payload the report's explorer loads
-from a ``.js`` file (``fetch`` is blocked on ``file://``).
+``uint32`` — lays them out in byte planes, deflates them and base64-encodes the result: the payload the report's
+explorer loads from a ``.js`` file (``fetch`` is blocked on ``file://``).
 
 Definitions and sources: docs/methods.md#token-explorer.
 """

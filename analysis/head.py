@@ -110,7 +110,8 @@ def head_rank_metrics(circuits_of_layer: circuits.RankCircuits, head: int, *, mo
     lists = explorer.collectors(ov_circuit, qk_circuit) if explore and mode == "exact" else None
     with timer(f"{tag}/ov_self_suppression"):
         ov, ov_ranks = diagonal.rank_pass(ov_circuit, mode, descending=False, sample_size=sample_size, seed=seed,
-                                          progress=progress, visitors=[lists["ov_low"], lists["ov_high"]] if lists else ())
+                                          progress=progress,
+                                          visitors=[lists["ov_low"], lists["ov_high"]] if lists else ())
     with timer(f"{tag}/qk_self_attention"):
         qk, qk_ranks = diagonal.rank_pass(qk_circuit, mode, descending=True, sample_size=sample_size, seed=seed,
                                           progress=progress,
@@ -129,7 +130,8 @@ class LayerCache:
     """The :class:`analysis.circuits.RankCircuits` of the layers in use, built once per layer."""
 
     def __init__(self, model: LoadedModel, layer0: Layer0, qk_normalization: str, timer: Timer, tag: str):
-        self.model, self.layer0, self.qk_normalization, self.timer, self.tag = model, layer0, qk_normalization, timer, tag
+        self.model, self.layer0, self.qk_normalization = model, layer0, qk_normalization
+        self.timer, self.tag = timer, tag
         self.layers: dict[int, circuits.RankCircuits] = {}
 
     def __getitem__(self, layer: int) -> circuits.RankCircuits:

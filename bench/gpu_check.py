@@ -109,10 +109,13 @@ def main() -> int:
         vis_c = explorer.collectors(cc, cc)
         vis_g = explorer.collectors(cg, cg)
         keys = ("ov_low", "ov_high") if name.startswith("ov") else ("qk_keys", "qk_queries")
-        (sc, rk_c), tc = timed(lambda: diagonal.rank_pass(cc, "exact", descending=desc, visitors=[vis_c[k] for k in keys]))
+        (sc, rk_c), tc = timed(lambda: diagonal.rank_pass(cc, "exact", descending=desc,
+                                                          visitors=[vis_c[k] for k in keys]))
         diagonal.rank_pass(cg, "sampled", descending=desc, sample_size=4096)  # warm-up
-        (sg, rk_g), tg = timed(lambda: diagonal.rank_pass(cg, "exact", descending=desc, visitors=[vis_g[k] for k in keys]))
-        (sf, rk_f), tf = timed(lambda: diagonal.rank_pass(cg, "exact", descending=desc))  # no visitor: the survey's pass
+        (sg, rk_g), tg = timed(lambda: diagonal.rank_pass(cg, "exact", descending=desc,
+                                                          visitors=[vis_g[k] for k in keys]))
+        # no visitor: the survey's pass
+        (sf, rk_f), tf = timed(lambda: diagonal.rank_pass(cg, "exact", descending=desc))
         (_, rk_s), _ = timed(lambda: diagonal.rank_pass(pick(rc_same), "exact", descending=desc))
         diff, diff_s = abs(rk_c - rk_g), abs(rk_c - rk_s)
         ranks[name] = {
@@ -158,7 +161,8 @@ def survey_and_analysis(report: dict, gpu, ck: Path, dev: str, out: Path, head: 
     save(report, out)
     written, t = timed(lambda: run_analysis(base, out / "build" / "artifacts", progress=False, log=lambda m: None))
     timings = json.loads((out / "build" / "artifacts" / "timings.json").read_text())
-    report[f"analyze_{head.label}_exact"] = {"seconds": t, "steps": timings["seconds"], "files": [p.name for p in written]}
+    report[f"analyze_{head.label}_exact"] = {"seconds": t, "steps": timings["seconds"],
+                                             "files": [p.name for p in written]}
     save(report, out)
     print(json.dumps(report, indent=1, sort_keys=True))
     return 0

@@ -258,7 +258,8 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         {"goal": "W_EE equals the notebook's and is at least as fast",
          "measured": f"{p['w_ee']['notebook_s'] / p['w_ee']['headreport_s']:.2f}× the notebook loop; "
                      f"same numbers: {p['w_ee']['same_numbers']}",
-         "target": "≥ 1.00×, same", "pass": p["w_ee"]["same_numbers"] and p["w_ee"]["headreport_s"] <= p["w_ee"]["notebook_s"]},
+         "target": "≥ 1.00×, same",
+         "pass": p["w_ee"]["same_numbers"] and p["w_ee"]["headreport_s"] <= p["w_ee"]["notebook_s"]},
         seconds(f"headreport analyze --head {HEAD} (exact ranks, explorer, 25 prompts)", c["analyze"], 40,
                 scaled=True),
         {"goal": f"explorer payload of head {HEAD} (random weights: the incompressible worst case)",
@@ -302,7 +303,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"{'PASS' if g['pass'] else 'FAIL'}  {g['goal']:<{width}}  {g['measured']:<40}  {g['target']}")
     steps = r["commands"]["analyze"].get("steps", {})
     if steps:
-        lines.append("\nanalyze steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:8]))
+        slowest = sorted(steps.items(), key=lambda kv: -kv[1])[:8]
+        lines.append("\nanalyze steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in slowest))
     return "\n".join(lines)
 
 

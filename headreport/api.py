@@ -141,8 +141,8 @@ def analyze(model: ModelLike, heads: Sequence[str | HeadRef] | str | None = None
     cfg, loaded = _model(model, cfg, tokenizer)
     timer = Timer()
     docs, loaded = analysis_documents(cfg, progress, log or _quiet, model=loaded, timer=timer)
-    return Report(results=as_written(docs), config=cfg, timings=dict(timer.seconds), device=loaded.provenance.get("device"),
-                  inputs=input_key(cfg, loaded.checkpoint_hashes))
+    return Report(results=as_written(docs), config=cfg, timings=dict(timer.seconds),
+                  device=loaded.provenance.get("device"), inputs=input_key(cfg, loaded.checkpoint_hashes))
 
 
 def survey(model: ModelLike, *, config: Config | Mapping[str, Any] | str | os.PathLike | None = None,
@@ -168,8 +168,8 @@ def survey(model: ModelLike, *, config: Config | Mapping[str, Any] | str | os.Pa
         analysed, _ = analysis_documents(cfg.replace(heads=top), progress, log, model=loaded, layer0=layer0,
                                          timer=timer)
         docs.update(analysed)
-    return Survey(results=as_written(docs), config=cfg, timings=dict(timer.seconds), device=loaded.provenance.get("device"),
-                  inputs=input_key(cfg, loaded.checkpoint_hashes))
+    return Survey(results=as_written(docs), config=cfg, timings=dict(timer.seconds),
+                  device=loaded.provenance.get("device"), inputs=input_key(cfg, loaded.checkpoint_hashes))
 
 
 def load(artifacts: str | os.PathLike) -> Report:

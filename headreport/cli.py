@@ -41,7 +41,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help=f"TOML config (default: ./{DEFAULT_CONFIG} if present, else the built-in defaults)")
     p.add_argument("--model", metavar="NAME_OR_PATH",
-                   help="model to load: a TransformerLens/HF name, a local checkpoint folder or a bundled id (overrides model.name)")
+                   help="model to load: a TransformerLens/HF name, a local checkpoint folder or a bundled id "
+                        "(overrides model.name)")
     p.add_argument("--head", metavar="L.H", action="append",
                    help="head to analyse, e.g. 10.7; repeat for several (overrides heads)")
     p.add_argument("--out", metavar="DIR", help="output folder (overrides output_dir); artifacts go to DIR/artifacts")
@@ -151,7 +152,8 @@ def _add_survey_options(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
     p.add_argument("--mode", choices=("sampled", "exact"),
                    help="rank a seeded sample of tokens (default) or every token (GPU) (overrides survey.mode)")
-    p.add_argument("--sample-size", type=int, metavar="N", help="tokens ranked per head in sampled mode (overrides survey.sample_size)")
+    p.add_argument("--sample-size", type=int, metavar="N",
+                   help="tokens ranked per head in sampled mode (overrides survey.sample_size)")
     p.add_argument("--analyze-top", type=int, metavar="N",
                    help="then analyse the N most copy-suppression-like heads in full (overrides survey.analyze_top)")
 
@@ -234,8 +236,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "analyze": (_add_run_options, cmd_analyze, "compute every analysis of the configured heads into JSON artifacts"),
-    "render": (_add_render_options, cmd_render, "render the HTML site, the PDF and the figures from existing artifacts"),
-    "build": (_add_build_options, cmd_build, "analyse (only if the config, weights or analysis code changed) and render"),
+    "render": (_add_render_options, cmd_render,
+               "render the HTML site, the PDF and the figures from existing artifacts"),
+    "build": (_add_build_options, cmd_build,
+              "analyse (only if the config, weights or analysis code changed) and render"),
     "survey": (_add_survey_options, cmd_survey,
                "cheap statistics for every head and a copy-suppression ranking, into survey.json"),
 }
@@ -300,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    previous = (signal.signal(signal.SIGTERM, _on_sigterm)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         return args.func(args)
     except UserError as exc:

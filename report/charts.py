@@ -567,9 +567,12 @@ def atlas_grid_chart(rows: list[dict[str, Any]], n_layers: int, n_heads: int) ->
                alt.Tooltip("copying_effective:Q", title="copying (W_EE·W_OV·W_U)", format=".3f"),
                alt.Tooltip("previous_token:Q", title="previous-token score", format=".3f"),
                alt.Tooltip("first_token:Q", title="first-token score", format=".3f"),
-               alt.Tooltip("q_partner:N", title="top Q partner"), alt.Tooltip("q_ratio:Q", title="Q / baseline", format=".2f"),
-               alt.Tooltip("k_partner:N", title="top K partner"), alt.Tooltip("k_ratio:Q", title="K / baseline", format=".2f"),
-               alt.Tooltip("v_partner:N", title="top V partner"), alt.Tooltip("v_ratio:Q", title="V / baseline", format=".2f"),
+               alt.Tooltip("q_partner:N", title="top Q partner"),
+               alt.Tooltip("q_ratio:Q", title="Q / baseline", format=".2f"),
+               alt.Tooltip("k_partner:N", title="top K partner"),
+               alt.Tooltip("k_ratio:Q", title="K / baseline", format=".2f"),
+               alt.Tooltip("v_partner:N", title="top V partner"),
+               alt.Tooltip("v_ratio:Q", title="V / baseline", format=".2f"),
                alt.Tooltip("copy_suppression_score:Q", title="copy-suppression score", format=".3f")]
     return alt.Chart(_data(rows)).mark_rect(stroke="white", strokeWidth=0.5).encode(
         x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),

@@ -175,4 +175,5 @@ class ReportContext:
 
 def tool_versions(engine_versions: Mapping[str, str]) -> dict[str, str]:
     """Versions of the report's libraries plus the engine's tools."""
-    return {**package_versions(("headreport", "altair", "vl-convert-python", "jinja2"), missing=None), **engine_versions}
+    return {**package_versions(("headreport", "altair", "vl-convert-python", "jinja2"), missing=None),
+            **engine_versions}

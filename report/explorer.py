@@ -60,7 +60,8 @@ def site_assets(artifacts: Mapping[str, Any]) -> dict[str, str]:
     explorers = artifacts.get("explorers") or {}
     if not explorers:
         return {}
-    out = {EXPLORER_JS: resources.files("headreport.report").joinpath("explorer.js").read_text(encoding="utf-8"), tokens_path(): tokens_script(artifacts["vocabulary"])}
+    out = {EXPLORER_JS: resources.files("headreport.report").joinpath("explorer.js").read_text(encoding="utf-8"),
+           tokens_path(): tokens_script(artifacts["vocabulary"])}
     for label, payload in explorers.items():
         out[head_data_path(label)] = head_script(payload)
     return out

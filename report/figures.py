@@ -101,7 +101,8 @@ def entry_is_valid(entry: Path, csv: str) -> bool:
         files = {fmt: entry / f"figure.{fmt}" for fmt in FORMATS}
         if any(p.is_symlink() or not p.is_file() or _sha256(p) != meta["sha256"][fmt] for fmt, p in files.items()):
             return False
-        if files["csv"].read_text(encoding="utf-8") != csv or ACTIVE_SVG.search(files["svg"].read_text(encoding="utf-8")):
+        if (files["csv"].read_text(encoding="utf-8") != csv
+                or ACTIVE_SVG.search(files["svg"].read_text(encoding="utf-8"))):
             return False
         return all(files[fmt].read_bytes()[: len(magic)] == magic for fmt, magic in MAGIC.items())
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):

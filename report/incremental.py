@@ -39,7 +39,8 @@ def report_code_digest() -> str:
 
 def artifact_files(artifacts_dir: Path) -> list[Path]:
     return sorted(p for p in artifacts_dir.iterdir()
-                  if p.is_file() and (p.name in ARTIFACT_NAMES or (p.name.startswith(("head_", "explorer_")) and p.suffix == ".json")))
+                  if p.is_file() and (p.name in ARTIFACT_NAMES
+                                      or (p.name.startswith(("head_", "explorer_")) and p.suffix == ".json")))
 
 
 def render_key(artifacts_dir: Path, engine: str, options: dict[str, Any]) -> str:
@@ -49,7 +50,8 @@ def render_key(artifacts_dir: Path, engine: str, options: dict[str, Any]) -> str
     for path in artifact_files(artifacts_dir):
         h.update(path.name.encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())
-    versions = package_versions(("headreport", "altair", "vl-convert-python", "jinja2", "pypandoc-binary", "typst"), "-")
+    versions = package_versions(
+        ("headreport", "altair", "vl-convert-python", "jinja2", "pypandoc-binary", "typst"), "-")
     h.update(json.dumps({"engine": engine, "versions": versions, "options": options,
                          "code": report_code_digest()}, sort_keys=True).encode())
     return h.hexdigest()

@@ -87,5 +87,6 @@ def load_gguf(path: Path) -> tuple[Any, Any]:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelUnavailableError(f"model.name: transformers cannot load the GGUF file {str(path)!r}: {first}") from None
+            raise ModelUnavailableError(
+                f"model.name: transformers cannot load the GGUF file {str(path)!r}: {first}") from None
     return hf_model, tokenizer

@@ -119,7 +119,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ModelUnavailableError("model.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+        raise ModelUnavailableError(
+            "model.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
     return device
 
 
@@ -163,7 +164,8 @@ def processing_applied(bridge: Any, processing: ProcessingConfig, rotary: bool) 
         "center_writing_weights": (processing.center_writing_weights
                                    and getattr(adapter, "supports_center_writing_weights", True)
                                    and norm in ("LN", "LNPre") and not getattr(cfg, "final_rms", False)),
-        "center_unembed": processing.center_unembed and not softcap_enabled(getattr(cfg, "output_logits_soft_cap", None)),
+        "center_unembed": (processing.center_unembed
+                           and not softcap_enabled(getattr(cfg, "output_logits_soft_cap", None))),
         "fold_value_biases": True,
         "refactor_factored_attn_matrices": (not rotary) if refactor == "auto" else bool(refactor),
     }

@@ -327,7 +327,8 @@ def resolve_local_folder(name: str, revision: str | None) -> tuple[Path, dict[st
     try:
         folder = _cached_snapshot(repo, revision)
     except HFValidationError:
-        raise ModelUnavailableError(f"model.name: {name!r} is neither a checkpoint folder nor a valid hub model name") from None
+        raise ModelUnavailableError(
+            f"model.name: {name!r} is neither a checkpoint folder nor a valid hub model name") from None
     if folder is None:
         what = _described(name, repo, revision)
         switch = offline_switch()

@@ -127,7 +127,8 @@ def typst_document(ctx: ReportContext, body: str) -> str:
     model = m["results"]["model"]
     prov = m["provenance"]
     meta = [
-        ("Model", f"{model['name']} ({model['n_layers']} layers × {model['n_heads']} heads, d_model {model['d_model']})"),
+        ("Model", f"{model['name']} ({model['n_layers']} layers × {model['n_heads']} heads, "
+                  f"d_model {model['d_model']})"),
         ("Heads", ", ".join(m["results"]["heads"]) or "none analysed in full (survey only)"),
         ("Effective embedding", m["results"]["effective_embedding"]["variant"]),
         ("Analysis code", prov["analysis_code_sha256"][:16]),

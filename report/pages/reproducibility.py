@@ -89,7 +89,8 @@ def reproducibility_page(ctx: ReportContext) -> list[Page]:
         commands = {"build": f"headreport build --config report.toml --out {out_dir}",
                     "make": f"make report CONFIG=report.toml OUT={out_dir}", "render": render_cmd, "survey": False}
     return [ctx.page(
-        "reproducibility", "Reproducibility", "Reproducibility", "reproducibility.qmd.j2", config_toml=config_to_toml(model["config"]),
+        "reproducibility", "Reproducibility", "Reproducibility", "reproducibility.qmd.j2",
+        config_toml=config_to_toml(model["config"]),
         provenance_table=provenance, versions_table=versions_table, timings_table=timings_table,
         commands=commands, engine=ctx.engine, schema_version=model["schema_version"],
         heads=model["results"]["heads"], style_file=export_link(STYLE_FILE),

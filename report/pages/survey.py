@@ -81,7 +81,8 @@ def survey_pages(ctx: ReportContext) -> list[Page]:
     linked = [label for label in order if label in with_pages]
     undefined = [r["label"] for r in survey["heads"] if r["rank"] is None]
     return [ctx.page(
-        "survey", "Survey of all heads", "Survey", "survey.qmd.j2", survey=survey, model=survey["model"], settings=survey["settings"],
+        "survey", "Survey of all heads", "Survey", "survey.qmd.j2",
+        survey=survey, model=survey["model"], settings=survey["settings"],
         ranking_table=table, figures=figs, linked=linked, beating=beating, undefined=undefined,
         rows={r["label"]: r for r in survey["heads"]}, provenance=artifact["provenance"],
     )]

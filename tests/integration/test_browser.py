@@ -16,7 +16,8 @@ from tests.report_fixtures import HOSTILE_TOKENS
 
 CHART_MARKS_JS = """() => [...document.querySelectorAll('div.vega-chart')].map(el => ({
   rendered: el.getAttribute('data-rendered'),
-  marks: el.querySelectorAll('svg [class*="mark-"] path, svg [class*="mark-"] line, svg [class*="mark-"] rect, svg [class*="mark-"] text').length,
+  marks: el.querySelectorAll('svg [class*="mark-"] path, svg [class*="mark-"] line, \
+svg [class*="mark-"] rect, svg [class*="mark-"] text').length,
 }))"""
 
 

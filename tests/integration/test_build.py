@@ -68,7 +68,8 @@ def test_fresh_artifacts_are_up_to_date(analysed_set):
     assert stale_reason(config, artifacts) is None
     manifest = read_manifest(artifacts)
     assert set(manifest["files"]) == {"model.json", "head_1.3.json", "prompts.json"}
-    assert {"config", "analysis_code", "words.names", "words.generic", "prompts", "checkpoint"} <= set(manifest["inputs"])
+    assert ({"config", "analysis_code", "words.names", "words.generic", "prompts", "checkpoint"}
+            <= set(manifest["inputs"]))
 
 
 def test_checking_that_nothing_changed_imports_no_torch(analysed_set, tmp_path):
@@ -77,9 +78,11 @@ def test_checking_that_nothing_changed_imports_no_torch(analysed_set, tmp_path):
     config, artifacts, _ = analysed_set
     toml = tmp_path / "c.toml"
     toml.write_text(config_to_toml(config.to_dict()), encoding="utf-8")
-    code = ("import sys\nfrom headreport.analysis.config import load_config\nfrom headreport.build import stale_reason\n"
+    code = ("import sys\nfrom headreport.analysis.config import load_config\n"
+            "from headreport.build import stale_reason\n"
             f"c = load_config({str(toml)!r}).replace(output_dir={config.output_dir!r})\n"
-            f"from pathlib import Path\nassert stale_reason(c, Path({str(artifacts)!r})) is None, stale_reason(c, Path({str(artifacts)!r}))\n"
+            "from pathlib import Path\n"
+            f"assert stale_reason(c, Path({str(artifacts)!r})) is None, stale_reason(c, Path({str(artifacts)!r}))\n"
             "heavy = {'torch', 'transformers', 'transformer_lens'} & set(sys.modules)\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -102,7 +105,8 @@ def test_an_edited_word_list_is_stale(analysed_set, tmp_path):
 def test_an_edited_checkpoint_config_is_stale(analysed_set, own_checkpoint):
     """A changed layer_norm_epsilon changes every number: config.json is part of the key."""
     config, artifacts, _ = analysed_set
-    with edited(own_checkpoint / "config.json", lambda text: json.dumps({**json.loads(text), "layer_norm_epsilon": 1e-3})):
+    with edited(own_checkpoint / "config.json",
+                lambda text: json.dumps({**json.loads(text), "layer_norm_epsilon": 1e-3})):
         assert stale_reason(config, artifacts) == "the model's files changed (weights, config.json or tokenizer)"
     assert stale_reason(config, artifacts) is None
 
@@ -190,7 +194,8 @@ def test_stale_staging_of_a_killed_render_is_removed_at_the_next_start(tiny_arti
     tmp = out / ".report.json.headreport-999999999-abcd.tmp"
     tmp.write_text("{}", encoding="utf-8")
     # a user's look-alikes: not names this tool makes, so never removed
-    users = [out / ".render-999999999-abc", out / ".notes.999999999.abc.tmp", out / ".x.json.headreport-999999999-abcd.tmp"]
+    users = [out / ".render-999999999-abc", out / ".notes.999999999.abc.tmp",
+             out / ".x.json.headreport-999999999-abcd.tmp"]
     users[0].mkdir()
     for p in users[1:]:
         p.write_text("mine", encoding="utf-8")

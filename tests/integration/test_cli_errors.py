@@ -191,7 +191,8 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path, capsys, tiny_gpt2, mon
     assert_clean_failure(rc, err, tmp_path / "out", "interrupted", code=130)
 
 
-def test_interrupt_during_analysis_keeps_previous_artifacts(tmp_path, capsys, tiny_gpt2, monkeypatch, cached_tiny_model):
+def test_interrupt_during_analysis_keeps_previous_artifacts(tmp_path, capsys, tiny_gpt2, monkeypatch,
+                                                            cached_tiny_model):
     """A previous run's artifacts survive an interrupted rerun untouched."""
     cfg = write_config(tmp_path, FAST_ANALYSIS, model=tiny_gpt2)
     out = tmp_path / "out"

@@ -111,7 +111,8 @@ def test_a_run_never_removes_a_file_it_did_not_write(two_models, tmp_path, capsy
     code = main(["build", "--config", str(config), "--out", str(out), "--engine", "pandoc", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "explorer_1.1.json" in err and "vocabulary.json" in err, err
-    assert (arts / "vocabulary.json").read_text(encoding="utf-8") == changed and (arts / "explorer_1.1.json").is_symlink()
+    assert ((arts / "vocabulary.json").read_text(encoding="utf-8") == changed
+            and (arts / "explorer_1.1.json").is_symlink())
     assert mine.read_text(encoding="utf-8") == "my data"
     assert read_manifest(arts)["inputs"]  # the first set's manifest, untouched
     with pytest.raises(ArtifactError, match=r"explorer_1\.1\.json: missing or changed"):
@@ -160,7 +161,8 @@ def test_a_users_file_in_artifacts_stops_the_run_before_any_work(name, as_link, 
     assert code == 2 and time.perf_counter() - t0 < 10, err
     assert name in err and "not headreport's" in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in arts.iterdir()) == sorted([name, "notes.txt"])
-    assert (arts / name).read_text(encoding="utf-8") == "my numbers" and mine.read_text(encoding="utf-8") == "my numbers"
+    assert ((arts / name).read_text(encoding="utf-8") == "my numbers"
+            and mine.read_text(encoding="utf-8") == "my numbers")
 
 
 def test_files_of_other_names_in_artifacts_are_left_alone(two_models, tmp_path, capsys):

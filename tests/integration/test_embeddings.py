@@ -93,7 +93,8 @@ def test_forward_and_factored_paths_agree(tiny_model, variant):
 def test_unprocessed_model_gives_uncentered_hf_values(tiny_model_unprocessed, hf_reference, variant):
     """Without weight processing nothing is folded or centred: W_EE is HF's output itself."""
     r = hf_reference
-    ref = {"mlp_after_attention": r["mlp"], "residual": r["x"] + r["attn"] + r["mlp"], "mlp_only": r["mlp_only"]}[variant]
+    ref = {"mlp_after_attention": r["mlp"], "residual": r["x"] + r["attn"] + r["mlp"],
+           "mlp_only": r["mlp_only"]}[variant]
     layer0 = effective_embedding(tiny_model_unprocessed, variant, progress=False, attention_bias=True)
     torch.testing.assert_close(layer0.W_EE[IDS], ref, atol=2e-6, rtol=1e-4)
     assert ref.mean(-1).abs().max() > 1e-3  # really uncentred

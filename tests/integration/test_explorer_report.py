@@ -216,7 +216,8 @@ def _reencode(doc, change):
 
 @pytest.mark.parametrize("edit, words", [
     (lambda d: _reencode(d, lambda a: a["ov_rank"].__setitem__(3, d["d_vocab"] + 7)), "ov_rank holds values outside"),
-    (lambda d: _reencode(d, lambda a: a["qk_keys"].__setitem__((5, 0), d["d_vocab"])), "qk_keys holds values outside|lists do not fit head 1.2"),
+    (lambda d: _reencode(d, lambda a: a["qk_keys"].__setitem__((5, 0), d["d_vocab"])),
+     "qk_keys holds values outside|lists do not fit head 1.2"),
     (lambda d: d.update(data=d["data"][:-40] + "A" * 40), "payload is corrupt"),
     (lambda d: d.update(sha256="0" * 64), "sha256 mismatch"),
     (lambda d: d.update(data=base64.b64encode(b"not deflated").decode()), "payload is corrupt"),

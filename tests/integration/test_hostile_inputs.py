@@ -324,8 +324,8 @@ def test_paths_the_system_cannot_take_are_refused_at_once(args, key, tmp_path, m
     before any model is looked for (no traceback, nothing created)."""
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
-    code = main(["analyze", "--head", "0.0", "--no-progress", *(["--model", str(tmp_path / "none")] if "--model" not in args else []),
-                 *args])
+    code = main(["analyze", "--head", "0.0", "--no-progress",
+                 *(["--model", str(tmp_path / "none")] if "--model" not in args else []), *args])
     err = capsys.readouterr().err
     assert code == 2 and time.perf_counter() - t0 < 5, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and len(err) < 600, err
@@ -392,5 +392,6 @@ def test_an_over_long_prompt_is_refused_before_any_heavy_work(tiny_gpt2, tmp_pat
     config.write_text(f'prompts = "{prompts}"\n[model]\nname = "{tiny_gpt2}"\ndevice = "cpu"\n', encoding="utf-8")
     code = main(["analyze", "--config", str(config), "--head", "1.1", "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "prompts:" in err and "301 tokens; a prompt is at most 64 (the model's context is 64 tokens)" in err, err
+    assert (code == 2 and "prompts:" in err
+            and "301 tokens; a prompt is at most 64 (the model's context is 64 tokens)" in err), err
     assert not (tmp_path / "out" / "artifacts" / "model.json").exists()

@@ -73,7 +73,8 @@ def test_the_reproducibility_page_lists_every_latex_table(report_build):
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     assert "\\usepackage{headreport}" in text and "\\input{tables/<slug>.tex}" in text
     assert f'href="tables/{STYLE_FILE}"' in page
-    listed = re.findall(r'<li><a href="tables/([^"]+)\.tex" download>.*?</a>: Table (\d+)\. (.*?)</li>', page, re.DOTALL)
+    listed = re.findall(r'<li><a href="tables/([^"]+)\.tex" download>.*?</a>: Table (\d+)\. (.*?)</li>',
+                        page, re.DOTALL)
     assert sorted(name for name, _, _ in listed) == sorted(exported_tables(report_build))
     shown = {}
     for html_page in site.glob("*.html"):

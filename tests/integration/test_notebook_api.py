@@ -72,7 +72,8 @@ def test_two_displays_draw_in_chromium_and_hostile_tokens_show_literally(execute
     assert len(frames) == 2
     for frame in frames:
         frame.wait_for_function("() => [...document.querySelectorAll('div.vega-chart')].length > 0 && "
-                                "[...document.querySelectorAll('div.vega-chart')].every(e => e.hasAttribute('data-rendered'))",
+                                "[...document.querySelectorAll('div.vega-chart')]"
+                                ".every(e => e.hasAttribute('data-rendered'))",
                                 timeout=30000)
         charts = frame.evaluate(CHART_MARKS_JS)
         assert charts and all(c["rendered"] == "true" and c["marks"] > 0 for c in charts)

@@ -51,7 +51,8 @@ def authors_model(checkpoint):
 @pytest.fixture(scope="module")
 def transcription(authors_model):
     W_EE = paper.get_effective_embedding(authors_model)["W_E (including MLPs)"]
-    out = {"ov": paper.ov_ranks(authors_model, LAYER, HEAD, W_EE), "qk": paper.qk_ranks(authors_model, LAYER, HEAD, W_EE)}
+    out = {"ov": paper.ov_ranks(authors_model, LAYER, HEAD, W_EE),
+           "qk": paper.qk_ranks(authors_model, LAYER, HEAD, W_EE)}
     out["tied"] = {k: paper.tied_rows(authors_model, LAYER, HEAD, W_EE, k) for k in ("ov", "qk")}
     return out
 

@@ -133,8 +133,9 @@ def test_choosing_a_prompt_loads_and_draws_only_that_prompt(many_prompts, browse
         # the browser's rows are the rows the static exports would draw for this prompt
         prompt, rec = doc["results"]["prompts"][number - 1], doc["results"]["heads"]["1.2"]["records"][number - 1]
         pattern = attention_patterns.decode(rec["pattern"], N_TOKENS)
-        for figure, name, want in (("attention", "prompt_attention", charts.attention_rows(number - 1, prompt, pattern)),
-                                   ("final", "prompt_final", charts.final_position_rows(number - 1, prompt, rec))):
+        for figure, name, want in (
+                ("attention", "prompt_attention", charts.attention_rows(number - 1, prompt, pattern)),
+                ("final", "prompt_final", charts.final_position_rows(number - 1, prompt, rec))):
             got = page.evaluate(f"""() => window.headreportCharts['fig-head-1-2-prompt-{figure}-spec']
                 .then(view => view.data('{name}').map(row => Object.assign({{}}, row)))""")
             assert got == want, figure

@@ -76,7 +76,8 @@ def test_comparison_page_renders(explorer_build, browser):
     html = path.read_text(encoding="utf-8")
     for heading in ("Spectra", "Rank metrics", "Most-suppressed tokens", "On prompts"):
         assert f">{heading}<" in html
-    assert "at least one head’s OV circuit is degenerate" in html or "at least one head's OV circuit is degenerate" in html
+    assert ("at least one head’s OV circuit is degenerate" in html
+            or "at least one head's OV circuit is degenerate" in html)
     nav = (explorer_build / "site" / "index.html").read_text(encoding="utf-8")
     assert 'href="compare-1.2-0.1.html"' in nav
     page, errors, foreign, _ = open_page(browser, path)

@@ -102,7 +102,8 @@ def test_publish_never_lets_a_name_become_an_option(remote, branch, tmp_path, ba
 
 def test_a_tip_that_only_mentions_the_trailer_is_not_ours(tmp_path, bare_remote, identity):
     """The guard compares the trailer line exactly: a commit that merely quotes it is refused."""
-    tip = pushed_branch(tmp_path, bare_remote, "gh-pages", "Docs: why we drop 'Published-by: headreport' commits\n\nhand-made")
+    tip = pushed_branch(tmp_path, bare_remote, "gh-pages",
+                        "Docs: why we drop 'Published-by: headreport' commits\n\nhand-made")
     with pytest.raises(PublishError, match="was not made by `make publish`"):
         publish(make_site(tmp_path), str(bare_remote), "gh-pages")
     assert _git("rev-parse", "gh-pages", cwd=bare_remote) == tip

@@ -131,7 +131,8 @@ def test_hostile_tokens_are_literal_in_html_and_pdf(hostile_build, report_build)
         assert re.sub(r"\s+", "", visible(token)) in flat, token
     # `#set page(width: 1pt)` did not run: every page is still A4, and there are about as many
     assert abs(pdf_pages(pdf) - pdf_pages(report_build / "pdf" / "report.pdf")) <= 2
-    sizes = subprocess.run(["pdfinfo", "-f", "1", "-l", "1000", str(pdf)], check=False, capture_output=True, text=True).stdout
+    sizes = subprocess.run(["pdfinfo", "-f", "1", "-l", "1000", str(pdf)],
+                           check=False, capture_output=True, text=True).stdout
     assert set(re.findall(r"Page\s+\d+ size:\s+(.*)", sizes)) == {"595.276 x 841.89 pts (A4)"}
     # CSV: quoted by the csv module, formulas guarded
     rows = list(csv.DictReader((out / "figures" / "head-1-3-squared-cosine.csv").open(encoding="utf-8")))

@@ -99,7 +99,8 @@ def test_typst_escapes_compile_to_the_literal_text(tmp_path):
     typst.compile(str(tmp_path / "t.typ"), output=str(tmp_path / "t.pdf"))
     if subprocess.run(["which", "pdftotext"], check=False, capture_output=True).returncode != 0:
         pytest.skip("pdftotext not installed")
-    text = subprocess.run(["pdftotext", str(tmp_path / "t.pdf"), "-"], check=False, capture_output=True, text=True).stdout
+    text = subprocess.run(["pdftotext", str(tmp_path / "t.pdf"), "-"],
+                          check=False, capture_output=True, text=True).stdout
     for s in shown:
         assert text.count(s) >= 2, s  # once as markup, once as raw
     assert ".tail" in text

@@ -11,7 +11,8 @@ from headreport.analysis import explorer, explorer_codec, rowscan
 from tests.oracles import dense_reference
 
 
-@pytest.mark.parametrize("blocking", [rowscan.Blocking(16, 32), rowscan.Blocking(100, 128), rowscan.Blocking(512, 1024)])
+@pytest.mark.parametrize("blocking", [rowscan.Blocking(16, 32), rowscan.Blocking(100, 128),
+                                      rowscan.Blocking(512, 1024)])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_row_and_column_lists_equal_the_dense_top_k(blocking, workers):
     g = torch.Generator().manual_seed(0)
@@ -59,7 +60,8 @@ def test_seeding_with_few_sampled_columns_is_still_exact(seed_size, monkeypatch)
 def test_payload_round_trips_and_is_compact():
     rng = np.random.default_rng(0)
     V = 50257
-    arrays = {f: rng.integers(0, V, size=(V, 10) if f not in ("ov_rank", "qk_rank") else (V,)) for f in explorer_codec.FIELDS}
+    arrays = {f: rng.integers(0, V, size=(V, 10) if f not in ("ov_rank", "qk_rank") else (V,))
+              for f in explorer_codec.FIELDS}
     payload = explorer_codec.encode(arrays, V)
     assert payload["dtype"] == "uint16"
     back = explorer_codec.decode(payload)

@@ -91,7 +91,8 @@ def test_latex_table_is_a_booktabs_float_with_caption_and_label():
                         r"effect supported & yes\hfill \\",  # text in a number column: left
                         r"{}*starred &  \\",  # `\\*` would swallow the star
                         r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    tokens = tb.Table("t", ["token", "id"], [[tb.code("a"), tb.number("1")], [tb.number("2"), tb.number("3")]], slug="t")
+    tokens = tb.Table("t", ["token", "id"], [[tb.code("a"), tb.number("1")], [tb.number("2"), tb.number("3")]],
+                      slug="t")
     assert r"\hfill 2 & 3 \\" in latex.latex_table(tokens, "t")  # a number in a text column: right
 
 
@@ -121,7 +122,8 @@ def test_hostile_tokens_compile_with_pdflatex_and_print_literally(tmp_path):
     writes in a caption: one pdflatex run, then the PDF's text. A token never runs: ``\\input{secret}``
     prints itself, not the file."""
     (tmp_path / "secret.tex").write_text("LEAKED", encoding="ascii")
-    rows = [[tb.number(str(i)), tb.token({"id": i, "token": t}), tb.text(visible(t))] for i, t in enumerate(LATEX_TOKENS)]
+    rows = [[tb.number(str(i)), tb.token({"id": i, "token": t}), tb.text(visible(t))]
+            for i, t in enumerate(LATEX_TOKENS)]
     caption = ("σ₁/σ₂, σ₁²/Σσᵢ², W_E W_QK W_Eᵀ, cos², u₁, 1.2×10⁻⁴, −0.5, p < 10⁻¹⁰, 0.1–0.2 — √(e_OV · e_QK), "
                "≤ ⊤ → … 50,257 × 64, 100% & #1 $x$ ~ ^ {x} [x] | \" é ␣ 中 😀 \\input{secret}")
     latex.write_tables([tb.Table(caption, ["#", "token", "as text"], rows, slug="hostile")], tmp_path)

@@ -57,7 +57,8 @@ def test_seeded_bootstrap_is_deterministic():
     rng = np.random.default_rng(2)
     a, b = rng.random(30), rng.random(30)
     assert compare_groups(a, b, 1000, seed=7) == compare_groups(a, b, 1000, seed=7)
-    assert compare_groups(a, b, 1000, seed=7)["median_ratio_ci95"] != compare_groups(a, b, 1000, seed=8)["median_ratio_ci95"]
+    assert (compare_groups(a, b, 1000, seed=7)["median_ratio_ci95"]
+            != compare_groups(a, b, 1000, seed=8)["median_ratio_ci95"])
     out = compare_groups(a, b, 1000, seed=7)
     assert out["bootstrap"] == {"n_resamples": 1000, "seed": 7, "method": "percentile"}
 
