@@ -234,7 +234,7 @@ def write_artifacts(out_dir: Path, docs: dict[str, dict[str, Any]], inputs: dict
                 if name not in manifest["files"] and name != TIMINGS:
                     _unlink_quietly(out_dir / name)
             # until every rename is done, the files being replaced are ours by their old sha256 too
-            replacing = {name: sha256_bytes_of(out_dir / name) for name in texts
+            replacing = {name: sha256_file(out_dir / name) for name in texts
                          if (out_dir / name).is_file() and not (out_dir / name).is_symlink()}
             _write_manifest(out_dir, {**manifest, "replacing": dict(sorted(replacing.items()))})
         else:
@@ -366,7 +366,7 @@ def _is_own_file(out_dir: Path, name: str, hashes: set[str]) -> bool:
     if Path(name).name != name or path.is_symlink() or not path.is_file():
         return False
     try:
-        return sha256_bytes_of(path) in hashes
+        return sha256_file(path) in hashes
     except OSError:
         return False
 
@@ -389,8 +389,13 @@ def _key_core(inputs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in inputs.items() if k != "checkpoint_files"}
 
 
-def sha256_bytes_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB chunks (a checkpoint, an artifact, an export)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def package_versions(names: Iterable[str], missing: str | None = "not installed") -> dict[str, str]:

@@ -20,12 +20,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import canonical, code_digest
+from .artifacts import canonical, code_digest, sha256_file
 from .config import Config, ModelConfig
 from .inputs.prompt_files import prompt_source_bytes
 from .inputs.words import read_word_source
 from .model.bundled import BUNDLED_FILES
-from .model.checkpoint import checkpoint_files, sha256_file
+from .model.checkpoint import checkpoint_files
 from .model.gguf import is_gguf_name
 from .model.sources import checkpoint_folder
 

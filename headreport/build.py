@@ -19,7 +19,7 @@ from headreport.analysis.artifacts import (
     check_artifacts_owned,
     head_filename,
     read_manifest,
-    sha256_bytes_of,
+    sha256_file,
 )
 from headreport.analysis.config import Config
 from headreport.analysis.inputs.preflight import preflight
@@ -40,7 +40,7 @@ def stale_reason(config: Config, artifacts_dir: Path) -> str | None:
     for name in dict.fromkeys([*needed, *manifest["files"]]):
         recorded = manifest["files"].get(name)
         path = artifacts_dir / name
-        if recorded is None or not path.is_file() or sha256_bytes_of(path) != recorded:
+        if recorded is None or not path.is_file() or sha256_file(path) != recorded:
             return f"the artifact set is incomplete or changed ({name})"
     old = manifest["inputs"]
     reasons = changed_inputs(old, input_key(config, cache=old.get("checkpoint_files")))

@@ -62,12 +62,7 @@
     this.build();
   }
 
-  Explorer.prototype.el = function (tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
+  Explorer.prototype.el = load.el;
 
   Explorer.prototype.build = function () {
     var self = this, id = this.prefix.replace(/-$/, "");

@@ -10,7 +10,6 @@ one includes the PDF export as a numbered ``#figure`` with its caption.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import multiprocessing
@@ -25,6 +24,8 @@ from typing import Any
 
 import altair as alt
 import vl_convert as vlc
+
+from headreport.analysis.artifacts import sha256_file
 
 from .charts import themed
 from .escaping import csv_cell, html_text, json_for_script, typst_markup, typst_string
@@ -84,10 +85,6 @@ MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}
 ENTRY = "entry.json"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def entry_is_valid(entry: Path, csv: str) -> bool:
     """Whether a cache entry can be used as this figure's exports: a real folder of plain files whose
     sha256s are those its ``entry.json`` recorded when this tool exported them, whose CSV is exactly
@@ -99,7 +96,7 @@ def entry_is_valid(entry: Path, csv: str) -> bool:
             return False
         meta = json.loads((entry / ENTRY).read_text(encoding="utf-8"))
         files = {fmt: entry / f"figure.{fmt}" for fmt in FORMATS}
-        if any(p.is_symlink() or not p.is_file() or _sha256(p) != meta["sha256"][fmt] for fmt, p in files.items()):
+        if any(p.is_symlink() or not p.is_file() or sha256_file(p) != meta["sha256"][fmt] for fmt, p in files.items()):
             return False
         if (files["csv"].read_text(encoding="utf-8") != csv
                 or ACTIVE_SVG.search(files["svg"].read_text(encoding="utf-8"))):
@@ -132,7 +129,7 @@ def _export(job: tuple[dict[str, Any], str, str]) -> str:
         (tmp / "figure.png").write_bytes(vlc.svg_to_png(svg, scale=PNG_SCALE))
         (tmp / "figure.pdf").write_bytes(vlc.svg_to_pdf(svg))
         (tmp / "figure.csv").write_text(csv, encoding="utf-8")
-        digests = {fmt: _sha256(tmp / f"figure.{fmt}") for fmt in FORMATS}
+        digests = {fmt: sha256_file(tmp / f"figure.{fmt}") for fmt in FORMATS}
         (tmp / ENTRY).write_text(json.dumps({"sha256": digests}, sort_keys=True), encoding="utf-8")
         if target.exists() or target.is_symlink():
             if entry_is_valid(target, csv):  # another render filled this entry meanwhile: same content

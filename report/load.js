@@ -37,5 +37,13 @@
     return new Response(stream).arrayBuffer().then(function (buf) { return new Uint8Array(buf); });
   }
 
-  window.headreportLoad = { script: script, base64Bytes: base64Bytes, inflate: inflate };
+  // a new element: tag, class, text (as text: token strings never become markup)
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  window.headreportLoad = { script: script, base64Bytes: base64Bytes, inflate: inflate, el: el };
 })();

@@ -70,12 +70,7 @@
     this.build();
   }
 
-  Menu.prototype.el = function (tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
+  Menu.prototype.el = load.el;
 
   Menu.prototype.build = function () {
     var self = this, id = "hrp-" + this.label.replace(/[^A-Za-z0-9]/g, "-");

@@ -19,10 +19,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import package_versions
+from ..artifacts import package_versions, sha256_file
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelUnavailableError
-from .checkpoint import gguf_check, sha256_file
+from .checkpoint import gguf_check
 from .gguf import load_gguf
 
 SMOLLM2_ID = "smollm2-135m-instruct"

@@ -12,7 +12,6 @@ that are there. GGUF files (the bundled model) are checked by magic, version and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -66,15 +65,6 @@ def checkpoint_files(folder: Path) -> list[Path]:
 
 def weight_files(folder: Path) -> list[Path]:
     return [p for p in checkpoint_files(folder) if p.name.endswith(WEIGHT_SUFFIXES)]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:

@@ -12,12 +12,13 @@ import tomllib
 import pytest
 import torch
 import transformers
+from transformer_lens.model_bridge import TransformerBridge
 
 import headreport
+from headreport.analysis.artifacts import sha256_file
 from headreport.analysis.config import config_from_dict
 from headreport.analysis.errors import ConfigError
 from headreport.analysis.model.bundled import smollm2_gguf_path
-from headreport.analysis.model.checkpoint import sha256_file
 from headreport.analysis.model.memory import weights_sha256
 from headreport.cli import main
 from tests.integration.test_hostile_inputs import refused_before_torch
@@ -157,3 +158,31 @@ def test_the_version_names_the_libraries(capsys):
 def test_python_dash_m_headreport_version():
     run = subprocess.run([sys.executable, "-m", "headreport", "--version"], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.startswith("headreport "), run.stderr
+
+
+def test_an_unprocessed_bridge_is_analysed_like_its_folder(tiny_gpt2, tiny_config_text, tmp_path):
+    """A TransformerBridge the user booted (not processed): analysed on a copy of its HF model with
+    its own tokenizer; the results equal those of the checkpoint folder, and the bridge is untouched."""
+    bridge = TransformerBridge.boot_transformers(str(tiny_gpt2), device="cpu")
+    before = {k: v.clone() for k, v in bridge.original_model.state_dict().items()}
+    config = config_from_dict(tomllib.loads(tiny_config_text))
+    rep = headreport.analyze(bridge, heads=["1.3"], config=config, progress=False)
+    assert not getattr(bridge, "compatibility_mode", False)
+    after = bridge.original_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    folder = headreport.analyze(str(tiny_gpt2), heads=["1.3"], config=config, progress=False)
+    assert rep.results["head_1.3.json"]["results"] == folder.results["head_1.3.json"]["results"]
+    assert rep.results["model.json"]["provenance"]["requested_name"] == "memory:TransformerBridge"
+
+
+def test_survey_in_memory_ranks_every_head(in_memory, tiny_config_text):
+    model, tokenizer = in_memory
+    config = config_from_dict(tomllib.loads(tiny_config_text))
+    atlas = headreport.survey(model, tokenizer=tokenizer, config=config, settings={"survey.sample_size": 300},
+                              progress=False)
+    doc = atlas.results["survey.json"]["results"]
+    assert len(atlas.ranking) == 8 == len(doc["heads"])  # 2 layers × 4 heads
+    assert [r["label"] for r in atlas.top(3)] == doc["ranking"]["order"][:3]
+    assert set(atlas.results) == {"survey.json"}  # analyze_top = 0: nothing else analysed
+    assert "atlas" in doc and all("atlas" in r for r in doc["heads"])
+    assert isinstance(atlas, headreport.Survey) and "Survey" in atlas._repr_html_()
