@@ -1,14 +1,20 @@
 """The artifact contract: versioned JSON files, validated, deterministic, written atomically.
 
-Files in an artifacts folder:
+Files in an artifacts folder (docs/artifacts.md describes each field):
 
-* ``model.json``      kind "model": config, provenance, model dimensions, the heads analysed.
-* ``head_L.H.json``   kind "head": one head's results (spectra, singular directions, cos² rankings,
-                      subspace alignment of names vs generic words, OV self-suppression).
-* ``survey.json``     kind "survey": per-head statistics for every head (optional).
-* ``timings.json``    kind "timings": wall-clock seconds per step. Kept apart on purpose: every
-                      other file is byte-identical for the same inputs (sorted keys, floats rounded to
-                      7 significant digits, no timestamps).
+* ``model.json``          kind "model": config, provenance, model dimensions, the heads analysed.
+* ``head_L.H.json``       kind "head": one head's results (spectra, singular directions, cos²
+                          rankings, names vs generic words, OV self-suppression and QK self-attention
+                          ranks, the most suppressed tokens).
+* ``explorer_L.H.json``   kind "explorer": the token explorer's lists of one head (encoded).
+* ``vocabulary.json``     kind "vocabulary": every token as decoded (the explorer's search).
+* ``prompts.json``        kind "prompts": the analysed heads on real prompts.
+* ``survey.json``         kind "survey": every head's statistics, ranking and atlas signatures.
+* ``manifest.json``       kind "manifest": every file above with its sha256, and the staleness key
+                          (the only files a reader reads are those it lists).
+* ``timings.json``        kind "timings": wall-clock seconds per step. Kept apart on purpose (and out
+                          of the manifest): every other file is byte-identical for the same inputs
+                          (sorted keys, floats rounded to 7 significant digits, no timestamps).
 
 The JSON Schema is ``analysis/data/artifact.schema.json``; :func:`write_artifacts` validates every
 document before writing any, and :func:`read_artifact` validates on read.
