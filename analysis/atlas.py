@@ -276,6 +276,24 @@ def strongest_edges(scores: dict[str, Tensor], labels: list[str], baseline: floa
              "ratio": -neg / baseline} for neg, _, a, b, mode in edges[:k]]
 
 
+def layer_composition(scores: dict[str, Tensor], layers: list[int], n_layers: int,
+                      baseline: float) -> dict[str, list[list[float | None]]]:
+    """For each mode, the ``n_layers × n_layers`` map of the strongest composition from a head of
+    layer i (row, the writer) into a head of layer j (column, the reader), as a ratio to the baseline:
+    the maximum over every pair of live heads (None where j ≤ i, or no pair is live)."""
+    index = torch.tensor(layers)
+    out = {}
+    for mode, s in scores.items():
+        grid: list[list[float | None]] = [[None] * n_layers for _ in range(n_layers)]
+        for i in range(n_layers):
+            for j in range(i + 1, n_layers):
+                block = s[index == i][:, index == j]
+                block = block[~block.isnan()]
+                grid[i][j] = float(block.max()) / baseline if block.numel() else None
+        out[mode] = grid
+    return out
+
+
 def head_types(record: dict[str, Any], previous_token_heads: set[str], copy_suppression: bool,
                self_promotion: dict[str, Any] | None) -> list[dict[str, str]] | None:
     """The types whose rule (:data:`TYPE_RULES`) the signatures in ``record`` (an atlas head record)
@@ -400,6 +418,7 @@ def atlas(model: LoadedModel, layer0: Layer0, *, copy_suppression: dict[str, boo
         "candidate_label": CANDIDATE,
         "composition_baseline": baseline,
         "edges": strongest_edges(scores, labels, baseline["mean"]),
+        "layer_composition": layer_composition(scores, [r.layer for r in refs], model.n_layers, baseline["mean"]),
         "attention_scale": scale,
         "positional": model.positional,
         "zero_eigenvalue": ZERO_EIGENVALUE,

@@ -601,3 +601,28 @@ def eigenvalue_chart(rows: list[dict[str, Any]]) -> alt.TopLevelMixin:
                  alt.Tooltip("im:Q", title="Im λ", format=".4g"), alt.Tooltip("abs:Q", title="|λ|", format=".4g")])
     axis = alt.Chart(_data([{"x": 0.0}])).mark_rule(color="#888888", strokeDash=[3, 3]).encode(x="x:Q")
     return (axis + points).properties(width=WIDTH - 160, height=260)
+
+
+def layer_composition_rows(layer_composition: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (mode, writer layer, later reader layer) with a live pair: the strongest ratio."""
+    return [{"mode": mode, "writer": i, "reader": j, "ratio": value}
+            for mode in ("Q", "K", "V") for i, row in enumerate(layer_composition[mode])
+            for j, value in enumerate(row) if value is not None]
+
+
+def layer_composition_chart(rows: list[dict[str, Any]], n_layers: int) -> alt.TopLevelMixin:
+    """Writer layer down, reader layer across, one panel per mode (Q, K, V): colour = the strongest
+    composition between their heads as a ratio to the random baseline."""
+    cell = max(6, min(18, (WIDTH // 3 - 40) // max(n_layers, 1)))
+    return alt.Chart(_data(rows)).mark_rect().encode(
+        x=alt.X("reader:O", title="reader layer", axis=alt.Axis(labelAngle=0, labelOverlap=True)),
+        y=alt.Y("writer:O", title="writer layer", axis=alt.Axis(labelOverlap=True)),
+        color=alt.Color("ratio:Q", title="× baseline", scale=alt.Scale(scheme="viridis"),
+                        legend=alt.Legend(orient="right", gradientLength=140)),
+        tooltip=[alt.Tooltip("mode:N", title="mode"), alt.Tooltip("writer:O", title="writer layer"),
+                 alt.Tooltip("reader:O", title="reader layer"),
+                 alt.Tooltip("ratio:Q", title="strongest score / baseline", format=".2f")],
+    ).properties(width=cell * n_layers, height=cell * n_layers).facet(
+        column=alt.Column("mode:N", title=None, sort=["Q", "K", "V"]), spacing=24,
+    ).properties(title=alt.Title("Composition between layers",
+                                 subtitle="strongest head pair, as a ratio to the random baseline"))

@@ -132,12 +132,21 @@ def atlas_pages(ctx: ReportContext) -> list[Page]:
         "dead head (undefined). Hover a cell for every signature; click it to open the head's page where it has "
         "one. The CSV export holds every signature of every head.",
         charts.atlas_grid_chart(rows, m["n_layers"], m["n_heads"]), rows)
+    layer_rows = charts.layer_composition_rows(survey["atlas"]["layer_composition"])
+    layers = Figure(
+        "atlas-layer-composition", "Composition between layers",
+        f"For each pair of layers (writer i down, later reader j across) and each mode, the strongest Q-, K- or "
+        f"V-composition score between a head of layer i and a head of layer j, as a ratio to the random baseline "
+        f"{_num(survey['atlas']['composition_baseline']['mean'])} (1/√d_model): over every pair of live heads, "
+        "not only the strongest edges listed below. The CSV export holds every cell.",
+        charts.layer_composition_chart(layer_rows, m["n_layers"]), layer_rows) if layer_rows else None
     signatures = atlas_table(survey, with_pages)
     edges = edge_table(survey)
     dead = [r["label"] for r in survey["heads"] if r["atlas"]["dead"]]
     sort_script = raw_block(SORT_SCRIPT, "// the site's copy of the table sorts by any column")
     return [ctx.page(
         "atlas", "Head atlas", "Atlas", "atlas.qmd.j2", survey=survey, model=m, atlas=survey["atlas"], grid=grid,
+        layers=layers,
         signatures=signatures, edges=edges, found=found_by_type(survey), dead=dead, with_pages=with_pages,
         sort_script=sort_script,
     )]

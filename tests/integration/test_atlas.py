@@ -124,6 +124,22 @@ def test_planted_k_composition_and_the_induction_candidate(planted):
     assert edges == {(ATLAS_PLANT["writer"], ATLAS_PLANT["q_reader"], "Q"), (prev, reader, "K")}
 
 
+def test_layer_composition_is_the_strongest_pair_of_each_layer_pair(planted):
+    """Each cell (writer layer i, reader layer j > i) holds the strongest ratio of its head pairs: the
+    planted Q pair's, where it lies, and never less than any head's recorded partner there."""
+    model, _, result = planted
+    grid = result["layer_composition"]
+    n = model.n_layers
+    assert all(grid[m][i][j] is None for m in "QKV" for i in range(n) for j in range(i + 1))
+    writer, reader = HeadRef.parse(ATLAS_PLANT["writer"]), HeadRef.parse(ATLAS_PLANT["q_reader"])
+    assert grid["Q"][writer.layer][reader.layer] == pytest.approx(largest_partner(result, reader.label, "Q")[1])
+    for label, record in result["heads"].items():
+        for mode in "QKV":
+            for p in record["composition"][mode]["top"]:
+                cell = grid[mode][HeadRef.parse(p["label"]).layer][HeadRef.parse(label).layer]
+                assert cell is not None and cell >= p["ratio"] - 1e-9
+
+
 def test_composition_scores_are_transformerlens_own(planted):
     """The atlas's Q score of a pair is TransformerLens' composition_scores of OV·(W_Q W_Kᵀ)."""
 
@@ -232,7 +248,8 @@ def test_atlas_page_names_every_type_with_its_evidence(atlas_survey, tmp_path):
     ctx = ReportContext(artifacts=arts, engine="pandoc", tool_versions={})
     [page] = atlas_pages(ctx)
     assert page.slug == "atlas" and atlas_pages in PAGE_BUILDERS
-    [grid] = page.figures
+    [grid, layers] = page.figures
+    assert {r["mode"] for r in layers.rows} == {"Q", "K", "V"} and all(r["reader"] > r["writer"] for r in layers.rows)
     by_label = {r["label"]: r for r in grid.rows}
     assert len(by_label) == 12
     assert by_label[ATLAS_PLANT["copying"]]["type"] == "copying"
