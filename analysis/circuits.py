@@ -307,9 +307,11 @@ class RankCircuits:
             # (W_Uᵀ · W_O_allᵀ): vocab-tall, so the GEMM streams W_U once; each head's [d_head, d_vocab]
             # column factor is a transposed slice of it
             self._ov = W_U.T @ W_O_all.reshape(-1, W_O_all.shape[-1]).T  # [d_vocab, n_heads·d_head]
-            # the keys of every key/value head: one wide GEMM, or the model's own k norms per head
+            # the keys of every key/value head, once each (grouped-query heads share them): one wide
+            # GEMM, or the model's own k norms per key/value head
             if model.family.qk_norm:
-                kv_keys = {w.kv_head: w.keys(key_inputs).T.contiguous() for w in heads}
+                readers = {w.kv_head: w for w in heads}  # one query head reading each key/value head
+                kv_keys = {kv: w.keys(key_inputs).T.contiguous() for kv, w in readers.items()}
             else:
                 kv_keys = {}
                 for w in heads:

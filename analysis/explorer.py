@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 K = 10
 
@@ -45,6 +46,8 @@ def _kth(values: np.ndarray, k: int, axis: int) -> np.ndarray:
 
 def _lexsort_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_groups: int, k: int,
                     largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's first ``k`` candidates by (key, id), one sort of them all (``[n_groups, k]``
+    values and ids)."""
     order = np.lexsort((ids, -vals if largest else vals, groups))
     groups, vals, ids = groups[order], vals[order], ids[order]
     first = np.searchsorted(groups, np.arange(n_groups))
@@ -52,8 +55,42 @@ def _lexsort_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_gro
     return vals[take].reshape(n_groups, k), ids[take].reshape(n_groups, k)
 
 
-#: groups with more candidates than this are merged on their own (ties, flat rows)
-PAD_LIMIT = 512
+def _group_order(groups: np.ndarray) -> np.ndarray:
+    """A stable order of the candidates by group, in O(n): torch's stable sort of integers (a radix
+    sort; numpy's stable sort of ``int32`` is a merge sort)."""
+    return torch.sort(torch.from_numpy(groups), stable=True).indices.numpy()
+
+
+#: entries of a padded block of groups (:func:`_kth_key`): 32 MB of float32
+PAD_BLOCK = 1 << 23
+
+
+def _kth_key(keys: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Each group's ``k``-th smallest key (+inf where a group has fewer than ``k``). ``keys``: the
+    candidates' keys ordered by group, ``counts`` candidates per group.
+
+    Groups of similar size (within 2×, in increasing size) are laid out one per row of a padded
+    block of at most :data:`PAD_BLOCK` entries and partitioned row-wise: O(n) work and bounded
+    memory however the candidates spread over the groups (a flat row of ties is one long row)."""
+    n_groups = counts.size
+    starts = np.cumsum(counts) - counts
+    by_size = np.argsort(counts, kind="stable")
+    sizes = counts[by_size]
+    out = np.full(n_groups, np.inf, dtype=keys.dtype)
+    i = 0
+    while i < n_groups:
+        width = max(int(sizes[i]), k)
+        j = min(int(np.searchsorted(sizes, 2 * width, side="right")), i + max(1, PAD_BLOCK // (2 * width)))
+        g = by_size[i:j]
+        width = max(int(sizes[j - 1]), k)
+        c = counts[g]
+        row = np.repeat(np.arange(g.size), c)
+        col = np.arange(row.size) - np.repeat(np.cumsum(c) - c, c)
+        pad = np.full((g.size, width), np.inf, dtype=keys.dtype)
+        pad[row, col] = keys[np.repeat(starts[g], c) + col]
+        out[g] = np.partition(pad, k - 1, axis=1)[:, k - 1]
+        i = j
+    return out
 
 
 def _merge_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_groups: int, k: int,
@@ -61,35 +98,15 @@ def _merge_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_group
     """For each of ``n_groups`` groups, the best ``k`` (value, id) pairs of its candidates, best
     first, ties by smaller id. Every group must have at least ``k`` candidates.
 
-    The candidates are laid out one group per row of a padded matrix and sorted row-wise, a few
-    dozen entries each, instead of one sort of them all; a group with very many candidates (ties)
-    is sorted on its own."""
+    Linear in the candidates: with key = −value (largest) or value, each group's ``k``-th smallest
+    key t_g (:func:`_kth_key`, on the candidates ordered by group: :func:`_group_order`) bounds its
+    best ``k``; only the candidates with key ≤ t_g — ``k`` a group, more only with ties at t_g — are
+    then sorted by (group, key, id)."""
+    keys = -vals if largest else vals
     counts = np.bincount(groups, minlength=n_groups)
-    big = counts > PAD_LIMIT
-    out_vals = np.empty((n_groups, k), dtype=vals.dtype)
-    out_ids = np.empty((n_groups, k), dtype=ids.dtype)
-    if big.any():
-        in_big = big[groups]
-        for g in np.nonzero(big)[0]:
-            sel = groups == g
-            v, i = _lexsort_groups(np.zeros(int(sel.sum()), dtype=np.int64), vals[sel], ids[sel], 1, k, largest)
-            out_vals[g], out_ids[g] = v[0], i[0]
-        groups, vals, ids = groups[~in_big], vals[~in_big], ids[~in_big]
-        counts = np.where(big, 0, counts)
-    order = np.argsort(groups, kind="stable")
-    groups, vals, ids = groups[order], vals[order], ids[order]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    width = max(int(counts.max()), k)
-    pad_key = np.full((n_groups, width), np.inf, dtype=np.float64)
-    pad_ids = np.full((n_groups, width), np.iinfo(np.int64).max, dtype=np.int64)
-    col = np.arange(groups.size) - starts[groups]
-    pad_key[groups, col] = -vals if largest else vals
-    pad_ids[groups, col] = ids
-    order2 = np.lexsort((pad_ids, pad_key), axis=1)[:, :k]
-    keep = ~big
-    out_vals[keep] = np.take_along_axis(pad_key, order2, axis=1)[keep] * (-1 if largest else 1)
-    out_ids[keep] = np.take_along_axis(pad_ids, order2, axis=1)[keep]
-    return out_vals, out_ids
+    kth = _kth_key(keys[_group_order(groups)], counts, k)
+    keep = (keys <= kth[groups]) | np.isnan(kth)[groups]
+    return _lexsort_groups(groups[keep], vals[keep], ids[keep], n_groups, k, largest)
 
 
 class _Candidates:
@@ -241,7 +258,10 @@ def collectors(ov, qk) -> dict[str, Any]:
             "qk_keys": TorchRowTopK(n, device, largest=True), "qk_queries": TorchColTopK(n, rows, device)}
 
 
-def arrays_of(lists: dict[str, Any], ov_rank: np.ndarray, qk_rank: np.ndarray) -> dict[str, np.ndarray]:
-    """The explorer's arrays (:data:`FIELDS`) from the collectors and the two passes' ranks."""
-    return {"ov_rank": ov_rank, "qk_rank": qk_rank,
-            **{name: lists[name].result() for name in ("ov_low", "ov_high", "qk_keys", "qk_queries")}}
+def arrays_of(lists: dict[str, Any], ov_rank: np.ndarray, qk_rank: np.ndarray,
+              progress: bool = False) -> dict[str, np.ndarray]:
+    """The explorer's arrays (:data:`FIELDS`) from the collectors and the two passes' ranks (a
+    progress bar over the four list merges: each is seconds at a 262k vocabulary)."""
+    names = tqdm(("ov_low", "ov_high", "qk_keys", "qk_queries"), desc="explorer lists", unit="list",
+                 disable=not progress, leave=False)
+    return {"ov_rank": ov_rank, "qk_rank": qk_rank, **{name: lists[name].result() for name in names}}

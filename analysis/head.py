@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import alignment, circuits, diagonal, explorer, explorer_codec, spectra
 from .config import AnalysisConfig, Config, HeadRef
@@ -34,25 +35,27 @@ from .tokens import token_records
 TOP_SUPPRESSED = 50
 
 
-def head_spectra(c: circuits.HeadCircuits) -> dict[str, Any]:
+def with_progress(items: dict[str, Any], desc: str, progress: bool) -> Any:
+    """``items``' (name, value) pairs, with a progress bar of one tick each (at a large vocabulary each
+    vocab-tall SVD or list merge takes tens of seconds)."""
+    return tqdm(items.items(), desc=desc, unit="step", disable=not progress, leave=False)
+
+
+def head_spectra(c: circuits.HeadCircuits, progress: bool = False) -> dict[str, Any]:
     """All singular values of W_QK, the full and the effective QK circuits and W_OV, and each
     spectrum's shape statistics (:func:`analysis.spectra.spectrum_statistics`)."""
-    values = {
-        "w_qk": spectra.singular_spectrum(c.qk),
-        "full_qk": spectra.singular_spectrum(c.full_qk),
-        "effective_qk": spectra.singular_spectrum(c.effective_qk),
-        "w_ov": spectra.singular_spectrum(c.ov),
-    }
+    matrices = {"w_qk": c.qk, "full_qk": c.full_qk, "effective_qk": c.effective_qk, "w_ov": c.ov}
+    values = {name: spectra.singular_spectrum(m) for name, m in with_progress(matrices, "spectra", progress)}
     return {**values, "statistics": {k: spectra.spectrum_statistics(v) for k, v in values.items()}}
 
 
-def head_singular_directions(c: circuits.HeadCircuits, a: AnalysisConfig, tokenizer) -> dict[str, Any]:
+def head_singular_directions(c: circuits.HeadCircuits, a: AnalysisConfig, tokenizer,
+                             progress: bool = False) -> dict[str, Any]:
     """The top ``a.n_directions`` singular directions of the full and the effective QK circuits,
     each with its top ``a.top_k`` query-side and key-side tokens."""
-    return {
-        "full_qk": spectra.singular_directions(c.full_qk, a.n_directions, a.top_k, tokenizer),
-        "effective_qk": spectra.singular_directions(c.effective_qk, a.n_directions, a.top_k, tokenizer),
-    }
+    matrices = {"full_qk": c.full_qk, "effective_qk": c.effective_qk}
+    return {name: spectra.singular_directions(m, a.n_directions, a.top_k, tokenizer)
+            for name, m in with_progress(matrices, "singular directions", progress)}
 
 
 def head_squared_cosine(qk_svd, W_U: torch.Tensor, layer0: Layer0, top_k: int, tokenizer) -> dict[str, Any]:
@@ -121,8 +124,8 @@ def head_rank_metrics(circuits_of_layer: circuits.RankCircuits, head: int, *, mo
     if lists is not None:
         with timer(f"{tag}/explorer"):
             ok = ov_ranks is not None and qk_ranks is not None
-            out["explorer"] = (explorer_codec.encode(explorer.arrays_of(lists, ov_ranks, qk_ranks), ov_circuit.n_rows)
-                               if ok else None)
+            out["explorer"] = (explorer_codec.encode(explorer.arrays_of(lists, ov_ranks, qk_ranks, progress),
+                                                     ov_circuit.n_rows) if ok else None)
     return out
 
 
@@ -156,14 +159,15 @@ def top_suppressed(ov_circuit, tok, ov_summary: dict[str, Any]) -> dict[str, Any
 
 
 def weight_results(model: LoadedModel, c: circuits.HeadCircuits, W_U: torch.Tensor, layer0: Layer0,
-                   config: Config, word_lists: WordLists, timer: Timer, tag: str) -> dict[str, Any]:
+                   config: Config, word_lists: WordLists, timer: Timer, tag: str,
+                   progress: bool = False) -> dict[str, Any]:
     """The results read from the head's :class:`analysis.circuits.HeadCircuits`: spectra, singular
     directions, squared cosines and subspace alignment."""
     a, tok = config.analysis, model.tokenizer
     with timer(f"{tag}/spectra"):
-        spectra_out = head_spectra(c)
+        spectra_out = head_spectra(c, progress)
     with timer(f"{tag}/singular_directions"):
-        directions = head_singular_directions(c, a, tok)
+        directions = head_singular_directions(c, a, tok, progress)
     with timer(f"{tag}/squared_cosine"):
         qk_svd = spectra.canonical_svd(c.qk)
         cosine = head_squared_cosine(qk_svd, W_U, layer0, a.top_k, tok)
@@ -183,7 +187,7 @@ def analyze_head(model: LoadedModel, head: HeadRef, layer0: Layer0, config: Conf
     tag = head.label
     with torch.no_grad():
         c = circuits.HeadCircuits.of(circuits.head_weights(model, head), W_U, layer0.W_E, layer0.W_EE)
-        weights = weight_results(model, c, W_U, layer0, config, word_lists, timer, tag)
+        weights = weight_results(model, c, W_U, layer0, config, word_lists, timer, tag, progress)
         layers = layers or LayerCache(model, layer0, a.qk_normalization, timer, tag)
         ranks = head_rank_metrics(layers[head.layer], head.head, mode=a.ov_mode, sample_size=a.ov_sample_size,
                                   seed=a.seed, qk_normalization=a.qk_normalization, timer=timer, tag=tag,

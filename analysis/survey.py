@@ -9,7 +9,9 @@ seed and sample size:
   of W_QK = W_Q·W_Kᵀ and of the effective QK circuit q(W_Uᵀ)·k(W_EE)ᵀ. Without QK-norm the latter's
   singular values come from the d_model-sized matrix (R_U·W_Q)(W_Kᵀ·R_EEᵀ), with R_U, R_EE the
   triangular factors of the QR decompositions of W_Uᵀ and W_EE (computed once): exactly the same
-  values, never a vocab × vocab matrix. With QK-norm (not linear) the factored circuit's own SVD.
+  values, never a vocab × vocab matrix. With QK-norm (not linear) the same from the d_head-sized
+  square roots of each head's query and each key/value head's key Gram matrices
+  (:func:`normed_effective_qk_spectra`).
 * **names vs generic words**: :func:`analysis.alignment.compare_groups` without the bootstrap.
 * **OV self-suppression** and **QK self-attention** (:func:`analysis.head.head_rank_metrics`):
   for a seeded sample of tokens (or all, ``exact``), the paper's fractions (rank 1, top 10, top 5%),
@@ -104,11 +106,17 @@ def effective_qk_triangular_factors(
     GEMM each.
     """
     def root(X: torch.Tensor) -> torch.Tensor:  # rows of X are the vectors: R with RᵀR = XᵀX
-        gram = X.T.double() @ X.double()
-        values, vectors = torch.linalg.eigh(gram)
-        return values.clamp_min(0).sqrt()[:, None] * vectors.T
+        return gram_root(X.T.double() @ X.double())
 
     return root(W_U.T), root(W_EE)
+
+
+def gram_root(gram: torch.Tensor) -> torch.Tensor:
+    """R with RᵀR = ``gram`` (a symmetric positive semi-definite XᵀX): R = Λ^½·Vᵀ from gram = V·Λ·Vᵀ
+    (negative rounding noise in Λ clamped to 0). Then X = Q·R for some Q with orthonormal columns on
+    X's row space, so X and R have the same singular values and X·Yᵀ those of R_X·R_Yᵀ."""
+    values, vectors = torch.linalg.eigh(gram)
+    return values.clamp_min(0).sqrt()[:, None] * vectors.T
 
 
 @dataclass(frozen=True)
@@ -123,9 +131,10 @@ class LayerSpectra:
 
 @torch.no_grad()
 def layer_spectra(model: LoadedModel, layer: int, layer0: Layer0,
-                  triangular: tuple[torch.Tensor, torch.Tensor] | None) -> LayerSpectra:
+                  triangular: tuple[torch.Tensor, torch.Tensor] | None, progress: bool = False) -> LayerSpectra:
     """:class:`LayerSpectra` of ``layer``, batched over its heads. ``triangular``: the QR factors
-    (None for a QK-norm model, whose effective circuit is not linear in W_Q: per-head SVDs then)."""
+    (None for a QK-norm model, whose effective circuit is not linear in W_Q: the layer's Gram
+    matrices then, :func:`normed_effective_qk_spectra`)."""
     kv = model.kv_index()
     gained = circuits.norm_map(model, layer, "ln1") or (lambda W: W)  # an unfolded input norm, as head_weights
     W_Q = gained(model.weight("W_Q")[layer])  # [n_heads, d_model, d_head]
@@ -136,11 +145,46 @@ def layer_spectra(model: LoadedModel, layer: int, layer0: Layer0,
             R_U, R_EE = triangular
             S_eff = FactoredMatrix(R_U @ W_Q.to(R_U.dtype), W_Kt.to(R_EE.dtype) @ R_EE.T).S
     if triangular is None:
-        W_U = circuits.unembedding(model)
-        S_eff = torch.stack([
-            circuits.effective_qk_circuit(circuits.head_weights(model, HeadRef(layer, h)), W_U, layer0.W_EE).S
-            for h in range(model.n_heads)])
+        S_eff = normed_effective_qk_spectra(model, layer, layer0.W_EE, progress)
     return LayerSpectra(w_qk=S.double().cpu(), effective_qk=S_eff.double().cpu(), left=U)
+
+
+#: vocabulary rows per chunk of :func:`normed_effective_qk_spectra` (its memory is a few chunks)
+GRAM_CHUNK = 8192
+
+
+@torch.no_grad()
+def normed_effective_qk_spectra(model: LoadedModel, layer: int, W_EE: torch.Tensor,
+                                progress: bool = False) -> torch.Tensor:
+    """Singular values ``[n_heads, d_head]`` (descending, float64) of every query head's effective QK
+    circuit q_h(W_Uᵀ)·k_g(W_EE)ᵀ in a layer with QK-norm (g: the head's key/value head), without a
+    thin SVD of a vocab-tall factor.
+
+    With A_h = q_h(W_Uᵀ) and B_g = k_g(W_EE) (``[d_vocab, d_head]``, the norms applied row by row
+    by the model's own modules) and R_X the d_head × d_head :func:`gram_root` of XᵀX, the circuit
+    A_h·B_gᵀ = Q_A·(R_{A_h}·R_{B_g}ᵀ)·Q_Bᵀ has the singular values of R_{A_h}·R_{B_g}ᵀ. The Gram
+    matrices are accumulated in float64 over :data:`GRAM_CHUNK`-row slices of the vocabulary: each
+    head's queries once and each key/value head's keys once per layer (d_vocab·d_model·d_head +
+    d_vocab·d_head² multiply-adds each), then one d_head × d_head SVD per head. (A norm rescales
+    each row by its own projection's length, so no factor shared by the heads gives A_h: a head's
+    queries are the least vocabulary-sized work its exact spectrum needs.)"""
+    heads = [circuits.head_weights(model, HeadRef(layer, h)) for h in range(model.n_heads)]
+    key_heads = {w.kv_head: w for w in heads}  # one reader of each key/value head (its keys: w.keys)
+    query_rows = circuits.unembedding(model).T  # [d_vocab, d_model]
+    d, n = model.d_head, query_rows.shape[0]
+    zeros = lambda: torch.zeros(d, d, dtype=torch.float64, device=query_rows.device)
+    G_q, G_k = [zeros() for _ in heads], {g: zeros() for g in key_heads}
+    for c0 in tqdm(range(0, n, GRAM_CHUNK), desc=f"spectra, layer {layer}", unit="chunk", leave=False,
+                   disable=not progress, file=sys.stderr):
+        queries, keys = query_rows[c0 : c0 + GRAM_CHUNK], W_EE[c0 : c0 + GRAM_CHUNK]
+        for G, w in zip(G_q, heads):
+            A = w.queries(queries).double()
+            G += A.T @ A
+        for g, w in key_heads.items():
+            B = w.keys(keys).double()
+            G_k[g] += B.T @ B
+    R_k = {g: gram_root(G) for g, G in G_k.items()}
+    return torch.stack([torch.linalg.svdvals(gram_root(G) @ R_k[w.kv_head].T) for G, w in zip(G_q, heads)])
 
 
 def names_vs_generic(basis: torch.Tensor, W_U: torch.Tensor, word_lists: WordLists) -> dict[str, Any]:
@@ -242,7 +286,7 @@ def survey_documents(config: Config, model: LoadedModel, layer0: Layer0, word_li
         bar.set_postfix_str(head.label, refresh=False)
         if head.head == 0:
             with timer("survey/spectra"):
-                layer = layer_spectra(model, head.layer, layer0, triangular)
+                layer = layer_spectra(model, head.layer, layer0, triangular, progress)
         records.append(survey_head(
             model, head, layer0, word_lists, mode=s.mode, sample_size=s.sample_size, seed=a.seed,
             subspace_rank=a.subspace_rank, qk_normalization=a.qk_normalization, timer=timer, layer=layer,

@@ -11,7 +11,9 @@ The rank comparison is made twice: each device from its own W_EE (what a user ge
 the CPU's W_EE (the rank pass alone; differences are then float32 near-ties only). Results are
 saved after each stage, so a run cut short still leaves what it measured.
 ``--shape llama-1b`` builds a random Llama-3.2-1B-shaped checkpoint (vocabulary 128,256, d_model
-2048, 16 layers × 32 heads, 8 key/value heads); with ``--skip-cpu`` only the device runs.
+2048, 16 layers × 32 heads, 8 key/value heads), ``--shape gemma3-270m`` a random Gemma-3-270M-shaped one
+(vocabulary 262,144, 18 layers × 4 heads on 1 key/value head, d_head 256, QK-norm); with ``--skip-cpu``
+only the device runs.
 Writes ``DIR/gpu_check.json``.
 """
 
@@ -29,7 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from checkpoints import gpt2_tokenizer_files, make_gpt2_checkpoint, randomize_norms_and_biases
+from checkpoints import (
+    gpt2_tokenizer_files,
+    make_gemma3_270m_shaped_checkpoint,
+    make_gpt2_checkpoint,
+    randomize_norms_and_biases,
+)
 
 from headreport.analysis import circuits, diagonal, explorer, spectra
 from headreport.analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
@@ -58,7 +65,9 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="the device compared with the CPU (cpu: a dry run here)")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2-small",
                         help="gpt2-small (12 × 12 heads, vocabulary 50,257); llama-1b (Llama-3.2-1B-shaped: 16 × 32 "
-                             "heads, 8 key/value heads, vocabulary 128,256); tiny / llama-tiny (dry runs)")
+                             "heads, 8 key/value heads, vocabulary 128,256); gemma3-270m (Gemma-3-270M-shaped: "
+                             "18 × 4 heads, 1 key/value head, d_head 256, QK-norm, vocabulary 262,144); tiny / "
+                             "llama-tiny / gemma3-tiny (dry runs)")
     parser.add_argument("--skip-cpu", action="store_true", help="no CPU comparison (the 1B shape: CPU is slow)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -200,6 +209,9 @@ SHAPES = {
     "tiny": lambda f: make_gpt2_checkpoint(f, n_layer=2, n_head=4, n_embd=64, n_positions=64),
     "llama-1b": lambda f: llama_checkpoint(f, 128_256, 2048, 16, 32, 8, 8192),
     "llama-tiny": lambda f: llama_checkpoint(f, 60_000, 64, 2, 4, 2, 128),
+    "gemma3-270m": make_gemma3_270m_shaped_checkpoint,
+    "gemma3-tiny": lambda f: make_gemma3_270m_shaped_checkpoint(f, vocab_size=60_000, num_hidden_layers=2,
+                                                                 hidden_size=64, intermediate_size=128, head_dim=32),
 }
 
 if __name__ == "__main__":

@@ -369,3 +369,43 @@ def make_atlas_checkpoint(folder: Path, *, vocab_size: int = 2048, seed: int = 5
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder, {"heads": dict(ATLAS_PLANT), "T": T, "P": P, "C": C, "D": D}
+
+
+#: the shape of Gemma 3 270M (``transformers``' Gemma3TextConfig of google/gemma-3-270m): 262,144 tokens,
+#: 18 layers × 4 query heads on 1 key/value head, d_model 640, d_head 256, QK-norm, tied embeddings
+GEMMA3_270M_SHAPE = dict(vocab_size=262_144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+                         num_attention_heads=4, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
+                         sliding_window=512, max_position_embeddings=32_768, tie_word_embeddings=True)
+
+
+def wide_gpt2_tokenizer_files(folder: Path, vocab_size: int) -> Path:
+    """GPT-2's real BPE files with the vocabulary padded to ``vocab_size`` entries ``<|padN|>`` (ids
+    50,257 on; no merge makes them, so text tokenizes as GPT-2's, and every id decodes)."""
+    gpt2_tokenizer_files(folder)
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    vocab.update({f"<|pad{i}|>": i for i in range(len(vocab), vocab_size)})
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def make_gemma3_270m_shaped_checkpoint(folder: Path, seed: int = 0, **overrides) -> Path:
+    """A random checkpoint of Gemma 3 270M's shape (:data:`GEMMA3_270M_SHAPE`, ``overrides`` on top:
+    a smaller one for a dry run), built locally (no weights downloaded), with the wide GPT-2
+    tokenizer of :func:`wide_gpt2_tokenizer_files`; norm gains randomised."""
+    shape = {**GEMMA3_270M_SHAPE, **overrides}
+    folder = Path(folder)
+    wide_gpt2_tokenizer_files(folder, shape["vocab_size"])
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(folder))
+    assert len(tokenizer) == shape["vocab_size"], len(tokenizer)
+    n = shape["num_hidden_layers"]
+    config = transformers.Gemma3TextConfig(
+        **shape, layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n)],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0}},
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None)
+    torch.manual_seed(seed)
+    model = transformers.Gemma3ForCausalLM(config)
+    randomize_norms_and_biases(model, seed)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from headreport.analysis import circuits
+from headreport.analysis import circuits, survey
 from headreport.analysis.artifacts import SCHEMA_VERSION, load_artifacts, read_artifact
-from headreport.analysis.config import HeadRef
+from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+from headreport.analysis.embeddings import effective_embedding
+from headreport.analysis.model.loader import load_model
 from headreport.analysis.spectra import effective_rank, sigma1_share
 from headreport.analysis.survey import run_survey
 from headreport.cli import main
@@ -25,6 +27,7 @@ from headreport.report.outputs import slug
 from headreport.report.pages import PAGE_BUILDERS, build_pages
 from headreport.report.pages.survey import survey_pages
 from headreport.report.render import render
+from tests.families import make_family_checkpoint
 from tests.helpers import config_of
 from tests.oracles import qk_self_attention
 from tests.report_fixtures import compile_latex, everywhere_config, pdf_text, reseal
@@ -215,3 +218,27 @@ def test_a_survey_reports_rebuild_command_is_the_survey(everywhere, tmp_path):
     render(out, tmp_path / "report", engine="pandoc")
     page = html.unescape((tmp_path / "report" / "site" / "reproducibility.html").read_text(encoding="utf-8"))
     assert "headreport survey --config report.toml" in page and "headreport build --config" not in page
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3", "olmo2"])
+def test_qk_norm_spectra_from_gram_matrices_equal_the_dense_svd(family, tmp_path, monkeypatch):
+    """QK-norm: the survey's effective-QK singular values (Gram matrices accumulated over vocabulary
+    chunks, one d_head-sized SVD per head) equal the dense circuit's q(W_Uᵀ)·k(W_EE)ᵀ own SVD, and
+    the factored circuit's (the per-head analysis's), to float32 tolerance; per-head norms (Qwen3,
+    Gemma 3, grouped-query) and a whole-projection norm (OLMo 2)."""
+    monkeypatch.setattr(survey, "GRAM_CHUNK", 128)  # several chunks, the last one partial
+    model = load_model(ModelConfig(name=str(make_family_checkpoint(family, tmp_path / family, vocab_size=600)),
+                                   device="cpu"), ProcessingConfig())
+    assert model.family.qk_norm
+    layer0 = effective_embedding(model, progress=False)
+    W_U = circuits.unembedding(model)
+    for layer in range(model.n_layers):
+        got = survey.layer_spectra(model, layer, layer0, None).effective_qk
+        assert got.shape == (model.n_heads, model.d_head) and got.dtype == torch.float64
+        for h in range(model.n_heads):
+            w = circuits.head_weights(model, HeadRef(layer, h))
+            with torch.no_grad():
+                dense = torch.linalg.svdvals((w.queries(W_U.T) @ w.keys(layer0.W_EE).T).double())[: model.d_head]
+            factored = circuits.effective_qk_circuit(w, W_U, layer0.W_EE).S.double()
+            for want in (dense, factored):
+                assert (got[h] - want).abs().max() <= 2e-6 * want[0], (layer, h)

@@ -86,3 +86,65 @@ def test_device_collectors_equal_the_dense_top_k():
     np.testing.assert_array_equal(high.result(), ref["row_high"])
     np.testing.assert_array_equal(low.result(), ref["row_low"])
     np.testing.assert_array_equal(cols.result(), ref["col_high"])
+
+
+def merge_groups_reference(groups, vals, ids, n_groups, k, largest, pad_limit=512):
+    """The merge as it was before it was made linear (a padded row-wise sort, each group past
+    ``pad_limit`` candidates sorted on its own by a scan of all candidates), transcribed."""
+    counts = np.bincount(groups, minlength=n_groups)
+    big = counts > pad_limit
+    out_vals = np.empty((n_groups, k), dtype=vals.dtype)
+    out_ids = np.empty((n_groups, k), dtype=ids.dtype)
+    if big.any():
+        in_big = big[groups]
+        for g in np.nonzero(big)[0]:
+            sel = groups == g
+            v, i = explorer._lexsort_groups(np.zeros(int(sel.sum()), dtype=np.int64), vals[sel], ids[sel], 1, k,
+                                            largest)
+            out_vals[g], out_ids[g] = v[0], i[0]
+        groups, vals, ids = groups[~in_big], vals[~in_big], ids[~in_big]
+        counts = np.where(big, 0, counts)
+    order = np.argsort(groups, kind="stable")
+    groups, vals, ids = groups[order], vals[order], ids[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    width = max(int(counts.max()), k)
+    pad_key = np.full((n_groups, width), np.inf, dtype=np.float64)
+    pad_ids = np.full((n_groups, width), np.iinfo(np.int64).max, dtype=np.int64)
+    col = np.arange(groups.size) - starts[groups]
+    pad_key[groups, col] = -vals if largest else vals
+    pad_ids[groups, col] = ids
+    order2 = np.lexsort((pad_ids, pad_key), axis=1)[:, :k]
+    keep = ~big
+    out_vals[keep] = np.take_along_axis(pad_key, order2, axis=1)[keep] * (-1 if largest else 1)
+    out_ids[keep] = np.take_along_axis(pad_ids, order2, axis=1)[keep]
+    return out_vals, out_ids
+
+
+def planted_candidates(n_groups: int, rng: np.random.Generator, k: int = explorer.K):
+    """Candidates as the collectors leave them: per group at least ``k``, a few groups far past the
+    pad limit, values on a coarse grid (many ties, some at every group's k-th value), a flat group of
+    one value, ids unique within a group, shuffled across groups (threads, column chunks)."""
+    counts = rng.integers(k, 60, size=n_groups)
+    counts[rng.choice(n_groups, size=3, replace=False)] = [700, 2000, 5000]
+    groups = np.repeat(np.arange(n_groups, dtype=np.int32), counts)
+    vals = (rng.integers(-8, 8, size=groups.size) / 4).astype(np.float32)
+    vals[groups == groups[-1]] = 0.5  # a flat group: all tied
+    within = np.arange(groups.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    ids = rng.permutation(8000)[(within + rng.integers(0, 8000, size=n_groups)[groups]) % 8000].astype(np.int32)
+    order = rng.permutation(groups.size)
+    return groups[order], vals[order], ids[order]
+
+
+@pytest.mark.parametrize("n_groups", [300, 70_000])
+@pytest.mark.parametrize("largest", [True, False])
+def test_linear_merge_equals_the_previous_merge_ties_included(n_groups, largest, monkeypatch):
+    """The linear merge's lists are the previous merge's, entry for entry, on planted ties; past
+    65,536 groups too, and with a padded block smaller than a group."""
+    rng = np.random.default_rng(n_groups + largest)
+    groups, vals, ids = planted_candidates(n_groups, rng)
+    want = merge_groups_reference(groups, vals, ids, n_groups, explorer.K, largest)
+    for block in (explorer.PAD_BLOCK, 1000):
+        monkeypatch.setattr(explorer, "PAD_BLOCK", block)
+        got = explorer._merge_groups(groups, vals, ids, n_groups, explorer.K, largest)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
