@@ -22,6 +22,7 @@ from typing import Any
 
 from .artifacts import canonical, code_digest, sha256_file
 from .config import Config, ModelConfig
+from .errors import ModelUnavailableError
 from .inputs.prompt_files import prompt_source_bytes
 from .inputs.words import read_word_source
 from .model.bundled import BUNDLED_FILES
@@ -75,7 +76,10 @@ def model_files(model: ModelConfig) -> list[Path] | None:
         path = BUNDLED_FILES[model.name]()
         return [path] if path is not None else None
     if is_gguf_name(model.name):
-        return [Path(model.name).expanduser()]
+        path = Path(model.name).expanduser()
+        if not path.is_file():
+            raise ModelUnavailableError(f"model.name: GGUF file {model.name!r} does not exist")
+        return [path]
     folder, _ = checkpoint_folder(model)
     return checkpoint_files(folder)
 

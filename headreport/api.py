@@ -15,7 +15,6 @@ object is never modified) and recorded by a sha256 of its weights (:mod:`analysi
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 from .analysis.artifacts import (
     TIMINGS,
+    check_artifacts_owned,
     dumps,
     load_artifacts,
     merged_timings,
@@ -40,9 +40,11 @@ from .analysis.config import (
     load_config,
     parse_heads,
 )
-from .analysis.errors import ConfigError
+from .analysis.errors import ConfigError, UserError
 from .analysis.inputs.preflight import check_inputs, preflight
+from .analysis.inputs.text import check_output_target
 from .analysis.model.sources import MEMORY_PREFIX
+from .cli import output_lock
 from .notebook import frame, inline_report
 
 ModelLike = Any  # str | os.PathLike | transformers.PreTrainedModel | TransformerBridge
@@ -64,9 +66,9 @@ class Report:
 
     @property
     def heads(self) -> list[str]:
-        """The analysed heads, as ``"L.H"`` labels."""
-        return [doc["results"]["head"]["label"] for name, doc in sorted(self.results.items())
-                if doc.get("kind") == "head"]
+        """The analysed heads, as ``"L.H"`` labels, in the order ``model.json`` lists them."""
+        model = self.results.get("model.json")
+        return list(model["results"]["heads"]) if model else []
 
     def head(self, label: str) -> dict[str, Any]:
         """The ``results`` block of one analysed head (``"10.7"``)."""
@@ -78,22 +80,30 @@ class Report:
     def save(self, out: str | os.PathLike, *, engine: str = "auto", force: bool = False,
              render: bool = True) -> dict[str, Any]:
         """Write ``out/artifacts`` and (``render``) the site and PDF into ``out`` — the files
-        ``headreport analyze`` + ``headreport render`` write, under the same ownership rules (a folder
-        holding files this tool did not write is refused). Returns the render manifest (or the artifact
-        paths, without ``render``)."""
-        from .report.render import render as render_report  # noqa: PLC0415 (rendering stack: on demand)
+        ``headreport analyze`` + ``headreport render`` write, under the same rules: one headreport at
+        a time in ``out`` (its lock), and a folder holding files this tool did not write is refused
+        before anything is written (``force``: render over such a report folder anyway, as
+        ``--force``). Returns the render manifest (or the artifact paths, without ``render``)."""
+        from .report import outputs  # noqa: PLC0415 (rendering stack: on demand)
+        from .report.render import render as render_report  # noqa: PLC0415 (as above)
 
         out = Path(out)
         artifacts = out / "artifacts"
-        docs = {**self.results, TIMINGS: merged_timings(artifacts, self.timings, self.device)}
-        written = write_artifacts(artifacts, docs, inputs=self.inputs)
-        if not render:
-            return {"artifacts": [str(p) for p in written]}
-        return render_report(artifacts, out, engine=engine, force=force)
+        check_output_target(out, UserError, "out")
+        with output_lock(out, "out"):
+            check_artifacts_owned(artifacts)
+            if render:
+                outputs.foreign_files(out, force)  # refused here, before the artifacts are written
+            docs = {**self.results, TIMINGS: merged_timings(artifacts, self.timings, self.device)}
+            written = write_artifacts(artifacts, docs, inputs=self.inputs)
+            if not render:
+                return {"artifacts": [str(p) for p in written]}
+            return render_report(artifacts, out, engine=engine, force=force)
 
-    @functools.cached_property
+    @property
     def html(self) -> str:
-        """The report as one self-contained HTML page (every page, charts, tables, data inline)."""
+        """The report as one self-contained HTML page (every page, charts, tables, data inline),
+        rendered from :attr:`results` as they are now."""
         return inline_report(self.results, self.timings, self.device, self.inputs)
 
     def _repr_html_(self) -> str:
@@ -138,8 +148,9 @@ def analyze(model: ModelLike, heads: Sequence[str | HeadRef] | str | None = None
     from .analysis.staleness import input_key  # noqa: PLC0415 (with the pipeline)
 
     cfg = _config(config, settings, heads)
-    cfg, loaded = _model(model, cfg, tokenizer)
     timer = Timer()
+    with timer("load_model"):
+        cfg, loaded = _model(model, cfg, tokenizer)
     docs, loaded = analysis_documents(cfg, progress, log or _quiet, model=loaded, timer=timer)
     return Report(results=as_written(docs), config=cfg, timings=dict(timer.seconds),
                   device=loaded.provenance.get("device"), inputs=input_key(cfg, loaded.checkpoint_hashes))
@@ -151,13 +162,17 @@ def survey(model: ModelLike, *, config: Config | Mapping[str, Any] | str | os.Pa
     """Survey every head of ``model`` (``headreport survey``), in memory; with
     ``survey.analyze_top = N`` (``settings={"survey.analyze_top": 2}``) the N top-ranked heads that beat
     chance are analysed too, as the command line does."""
+    import torch  # noqa: PLC0415 (torch: on demand)
+
     from .analysis.pipeline import Timer, analysis_documents, prepare  # noqa: PLC0415 (torch: on demand)
     from .analysis.staleness import input_key  # noqa: PLC0415 (with the pipeline)
     from .analysis.survey import survey_documents  # noqa: PLC0415 (torch: on demand)
 
     cfg = _config(config, settings, None)
-    cfg, loaded = _model(model, cfg, tokenizer)
     timer, log = Timer(), log or _quiet
+    with timer("survey/load_model"):
+        cfg, loaded = _model(model, cfg, tokenizer)
+    torch.manual_seed(cfg.analysis.seed)  # as the command line's survey does
     loaded, layer0, word_lists = prepare(cfg, timer, progress, log, loaded, survey=True)
     with timer("survey/total_heads"):
         doc = survey_documents(cfg, loaded, layer0, word_lists, timer, progress)
@@ -213,8 +228,8 @@ def _config(config, settings, heads) -> Config:
     else:
         raise ConfigError(f"config: expected a Config, a TOML path or a dict, not a {type(config).__name__}")
     if heads is not None:
-        cfg = cfg.replace(heads=parse_heads([heads] if isinstance(heads, (str, HeadRef)) else list(heads),
-                                            key="heads"))
+        given = [heads] if isinstance(heads, (str, HeadRef)) else list(heads)
+        cfg = cfg.replace(heads=parse_heads([h.label if isinstance(h, HeadRef) else h for h in given], key="heads"))
     return apply_overrides(cfg, dict(settings or {}))
 
 

@@ -19,6 +19,17 @@ from .analysis.artifacts import TIMINGS, merged_timings, write_artifacts
 from .report.render import standalone_html
 
 FRAME_HEIGHT = 900
+#: in an ``srcdoc`` frame a link ``#anchor`` resolves against the notebook's address, which the
+#: sandbox does not let the frame load: the page's own links are followed by scrolling instead
+IN_PAGE_LINKS = """<script>
+document.addEventListener("click", function (e) {
+  var a = e.target.closest ? e.target.closest('a[href^="#"]') : null;
+  if (!a) return;
+  var target = document.getElementById(decodeURIComponent(a.getAttribute("href").slice(1)));
+  if (target) { e.preventDefault(); target.scrollIntoView(); }
+});
+</script>
+"""
 
 
 def inline_report(results: dict[str, dict[str, Any]], timings: dict[str, float], device: str | None,
@@ -34,6 +45,8 @@ def inline_report(results: dict[str, dict[str, Any]], timings: dict[str, float],
 def frame(page: str, title: str, height: int = FRAME_HEIGHT) -> str:
     """One display: ``page`` in a sandboxed frame (scripts run in their own origin, isolated from
     the notebook and from other displays)."""
+    end = page.rindex("</body>")
+    page = page[:end] + IN_PAGE_LINKS + page[end:]
     return (f'<iframe srcdoc="{html.escape(page, quote=True)}" title="{html.escape(title, quote=True)}" '
             f'sandbox="allow-scripts allow-popups" '
             f'style="width:100%;height:{height}px;border:1px solid #d0d7de;border-radius:4px"></iframe>')

@@ -184,6 +184,8 @@ def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: d
                 provenance.update(extra)
             else:  # a GGUF file, checked by the preflight
                 hf_model, tokenizer = load_gguf(folder)
+            # TransformerLens uses a pre-loaded model as it is: put it on model.device in model.dtype
+            hf_model = hf_model.to(device=device, dtype=dtype)
             return TransformerBridge.boot_transformers(
                 provenance.get("hf_name", str(folder or model_cfg.name)), hf_model=hf_model, tokenizer=tokenizer,
                 device=device, dtype=dtype,

@@ -29,10 +29,15 @@ def memory_name(obj: Any) -> str:
 def weights_sha256(module: torch.nn.Module) -> str:
     """sha256 over the module's state dict: each entry's name, dtype, shape and bytes, in name order
     (shared tensors count under each name, as ``state_dict`` lists them)."""
+    state = sorted(module.state_dict().items())
+    meta = [name for name, tensor in state if tensor.is_meta]
+    if meta:
+        raise ConfigError(f"model: {len(meta)} of its weights are not in memory (offloaded or on the meta device, "
+                          f"e.g. {meta[0]!r}); load it without device_map offloading")
     h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+    for name, tensor in state:
+        t = tensor.detach().cpu().contiguous().reshape(-1)  # 0-dim tensors too: their bytes, as 1-dim
+        h.update(f"{name}\0{t.dtype}\0{tuple(tensor.shape)}\0".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
@@ -73,9 +78,11 @@ def load_model_object(obj: Any, model_cfg: ModelConfig, processing: ProcessingCo
         "weights_sha256": {"state_dict": digest}, "checkpoint_sha256": digest,
     }
     transformers.logging.set_verbosity_error()
+    dtype = getattr(torch, model_cfg.dtype)
     with single_threaded():
-        copied = copy.deepcopy(hf_model)
+        # TransformerLens uses a pre-loaded model as it is: the copy is put on model.device in model.dtype
+        copied = copy.deepcopy(hf_model).to(device=device, dtype=dtype)
         bridge = TransformerBridge.boot_transformers(name, hf_model=copied, tokenizer=copy.deepcopy(tokenizer),
-                                                     device=device, dtype=getattr(torch, model_cfg.dtype))
+                                                     device=device, dtype=dtype)
     hashes = {memory_name(obj): {"sha256": digest, "in_memory": True}}
     return processed_model(bridge, model_cfg, processing, device, provenance, hashes)

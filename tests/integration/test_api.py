@@ -4,6 +4,7 @@ memory is recorded (and refused where a file is needed) honestly."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 import headreport
 from headreport.analysis.artifacts import sha256_file
-from headreport.analysis.config import config_from_dict
-from headreport.analysis.errors import ConfigError
+from headreport.analysis.config import HeadRef, config_from_dict
+from headreport.analysis.errors import ConfigError, UserError
 from headreport.analysis.model.bundled import smollm2_gguf_path
 from headreport.analysis.model.memory import weights_sha256
 from headreport.cli import main
@@ -186,3 +187,63 @@ def test_survey_in_memory_ranks_every_head(in_memory, tiny_config_text):
     assert set(atlas.results) == {"survey.json"}  # analyze_top = 0: nothing else analysed
     assert "atlas" in doc and all("atlas" in r for r in doc["heads"])
     assert isinstance(atlas, headreport.Survey) and "Survey" in atlas._repr_html_()
+
+
+def test_a_bfloat16_model_is_analysed_in_the_configured_dtype(tiny_gpt2, tiny_config_text):
+    """TransformerLens uses a pre-loaded model as it is: the copy is cast to model.dtype (float32
+    here) and the results equal the folder's; the provenance's dtype is the one used."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2, torch_dtype=torch.bfloat16)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_gpt2)
+    config = config_from_dict(tomllib.loads(tiny_config_text))
+    rep = headreport.analyze(model, heads=[HeadRef(1, 3)], tokenizer=tokenizer, config=config, progress=False)
+    assert next(model.parameters()).dtype == torch.bfloat16  # the caller's model is left in bfloat16
+    assert rep.results["model.json"]["provenance"]["dtype"] == "float32"
+    assert rep.heads == ["1.3"] and "load_model" in rep.timings
+
+
+def test_weights_sha256_takes_scalars_and_refuses_offloaded_weights(in_memory):
+    model = copy.deepcopy(in_memory[0])
+    digest = weights_sha256(model)
+    model.register_buffer("scale", torch.tensor(2.0))  # a 0-dim entry of the state dict
+    assert weights_sha256(model) != digest
+    meta = torch.nn.Linear(2, 2, device="meta")
+    with pytest.raises(ConfigError, match="not in memory"):
+        weights_sha256(meta)
+
+
+def test_heads_keep_the_order_given(in_memory, tiny_config_text):
+    model, tokenizer = in_memory
+    rep = headreport.analyze(model, heads="1.3", tokenizer=tokenizer, progress=False,
+                             config=config_from_dict(tomllib.loads(tiny_config_text)).replace(heads=()),
+                             settings={"analysis.explorer": False})
+    assert rep.heads == ["1.3"] and list(rep.head("1.3")) and rep.results["model.json"]["results"]["heads"] == ["1.3"]
+
+
+def test_save_refuses_a_foreign_folder_before_writing_anything(in_memory, tiny_config_text, tmp_path):
+    model, tokenizer = in_memory
+    rep = headreport.analyze(model, heads=["1.3"], tokenizer=tokenizer, progress=False,
+                             config=config_from_dict(tomllib.loads(tiny_config_text)))
+    out = tmp_path / "mine"
+    (out / "site").mkdir(parents=True)
+    (out / "site" / "index.html").write_text("my own page", encoding="utf-8")
+    with pytest.raises(UserError):
+        rep.save(out, engine="pandoc")
+    assert not (out / "artifacts").exists()  # nothing written
+    assert (out / "site" / "index.html").read_text(encoding="utf-8") == "my own page"
+    assert not (out / ".headreport-lock").exists()
+
+
+@needs_gguf
+def test_the_api_takes_a_gguf_path_and_a_gone_one_is_one_line(tmp_path, capsys):
+    rep = headreport.analyze(str(GGUF), heads=["1.2"], progress=False,
+                             settings={"prompts": "off", "analysis.ov_mode": "sampled",
+                                       "analysis.ov_sample_size": 300, "analysis.explorer": False})
+    assert rep.results["model.json"]["provenance"]["source"] == "gguf_file"
+    gone = tmp_path / "gone.gguf"
+    config = tmp_path / "c.toml"
+    config.write_text(f'prompts = "off"\n[model]\nname = "{gone}"\n', encoding="utf-8")
+    (tmp_path / "out" / "artifacts").mkdir(parents=True)
+    capsys.readouterr()  # the load above: transformers' own conversion bar
+    assert main(["build", "--config", str(config), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -102,3 +102,23 @@ def test_the_explorer_works_inline_from_its_inlined_data(explorer_build, browser
     assert frame.locator(".hrx-card").count() == 3
     assert errors == [] and foreign == [] and dialogs == []
     page.close()
+
+
+def test_the_contents_links_scroll_inside_the_frame(tiny_artifacts, browser, tmp_path):
+    """A ``#anchor`` link in an srcdoc frame would resolve against the notebook's address (which the
+    sandbox does not load): the display's links scroll to their section in the frame instead."""
+    path = tmp_path / "notebook-output.html"
+    path.write_text(f"<!doctype html><html><body>{headreport.load(tiny_artifacts)._repr_html_()}</body></html>",
+                    encoding="utf-8")
+    page, errors, foreign, dialogs = open_page(browser, path)
+    frame = next(f for f in page.frames if f != page.main_frame)
+    target = frame.evaluate("""() => [...document.querySelectorAll('a[href^="#"]')]
+        .map(a => a.getAttribute('href').slice(1)).filter(id => id && document.getElementById(id)).pop()""")
+    link = frame.locator(f'a[href="#{target}"]').first
+    assert frame.evaluate(f"document.getElementById({target!r}).getBoundingClientRect().top") > 900
+    link.click()
+    page.wait_for_timeout(300)
+    assert frame.url == "about:srcdoc"
+    assert abs(frame.evaluate(f"document.getElementById({target!r}).getBoundingClientRect().top")) < 50
+    assert errors == [] and foreign == [] and dialogs == []
+    page.close()
