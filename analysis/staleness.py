@@ -22,12 +22,11 @@ from typing import Any
 
 from .artifacts import canonical, code_digest, sha256_file
 from .config import Config, ModelConfig
-from .errors import ModelUnavailableError
 from .inputs.prompt_files import prompt_source_bytes
 from .inputs.words import read_word_source
 from .model.bundled import BUNDLED_FILES
 from .model.checkpoint import checkpoint_files
-from .model.gguf import is_gguf_name
+from .model.gguf import gguf_file, is_gguf_name
 from .model.sources import checkpoint_folder
 
 StatCache = dict[str, dict[str, Any]]  # path → {"size", "mtime_ns", "sha256"}
@@ -76,10 +75,7 @@ def model_files(model: ModelConfig) -> list[Path] | None:
         path = BUNDLED_FILES[model.name]()
         return [path] if path is not None else None
     if is_gguf_name(model.name):
-        path = Path(model.name).expanduser()
-        if not path.is_file():
-            raise ModelUnavailableError(f"model.name: GGUF file {model.name!r} does not exist")
-        return [path]
+        return [gguf_file(model.name, model.revision)]
     folder, _ = checkpoint_folder(model)
     return checkpoint_files(folder)
 

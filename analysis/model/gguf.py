@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelUnavailableError
+from ..errors import ConfigError, ModelUnavailableError
 from .checkpoint import gguf_check
 
 GGUF_HINT = "install the `gguf` package (pip install gguf, or `make setup`, which installs it)"
@@ -26,9 +26,19 @@ def is_gguf_name(name: str) -> bool:
     return name.lower().endswith(".gguf")
 
 
-def require_gguf(what: str) -> None:
+def gguf_file(name: str, revision: str | None) -> Path:
+    """The GGUF file ``model.name`` names: it must exist, and takes no ``model.revision``."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ModelUnavailableError(f"model.name: GGUF file {name!r} does not exist")
+    if revision is not None:
+        raise ConfigError(f"model.revision: not used for a GGUF file ({name!r}); remove it")
+    return path
+
+
+def require_gguf(what: str, hint: str = GGUF_HINT) -> None:
     if importlib.util.find_spec("gguf") is None:
-        raise ModelUnavailableError(f"model.name: {what} needs the `gguf` package to read its weights; {GGUF_HINT}")
+        raise ModelUnavailableError(f"model.name: {what} needs the `gguf` package to read its weights; {hint}")
 
 
 def gguf_summary(path: Path) -> dict[str, Any]:
@@ -40,6 +50,15 @@ def gguf_summary(path: Path) -> dict[str, Any]:
     architecture = bytes(field.parts[field.data[0]]).decode("utf-8", "replace") if field is not None else None
     types = Counter(t.tensor_type.name for t in reader.tensors)
     return {"architecture": architecture, "quantization_types": dict(sorted(types.items()))}
+
+
+def gguf_provenance(path: Path) -> dict[str, Any]:
+    """What a GGUF file's header says, for the provenance: its architecture and quantisation types."""
+    summary = gguf_summary(path)
+    types = summary["quantization_types"]
+    return {"source": "gguf_file", "path": str(path.resolve()), "gguf_architecture": summary["architecture"],
+            "weights_file": path.name, "quantization": "GGUF " + ", ".join(types), "quantization_types": types,
+            "quantization_note": dequantization_note(types)}
 
 
 def dequantization_note(types: dict[str, int]) -> str:
