@@ -184,17 +184,20 @@ def boot(folder: Path | None, model_cfg: ModelConfig, device: str, provenance: d
                 provenance.update(extra)
             else:  # a GGUF file, checked by the preflight
                 hf_model, tokenizer = load_gguf(folder)
-            # TransformerLens uses a pre-loaded model as it is: put it on model.device in model.dtype
-            hf_model = hf_model.to(device=device, dtype=dtype)
-            return TransformerBridge.boot_transformers(
-                provenance.get("hf_name", str(folder or model_cfg.name)), hf_model=hf_model, tokenizer=tokenizer,
-                device=device, dtype=dtype,
-            )
+            return boot_loaded(provenance.get("hf_name", str(folder or model_cfg.name)), hf_model, tokenizer,
+                               device, dtype)
         try:
             return TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelUnavailableError(f"model.name: cannot load the checkpoint in {str(folder)!r}: "
                                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def boot_loaded(name: str, hf_model: Any, tokenizer: Any, device: str, dtype: torch.dtype) -> Any:
+    """The ``TransformerBridge`` of a transformers model already loaded (bundled, GGUF, in memory).
+    TransformerLens uses such a model as it is, so it is first put on ``device`` in ``dtype``."""
+    return TransformerBridge.boot_transformers(name, hf_model=hf_model.to(device=device, dtype=dtype),
+                                               tokenizer=tokenizer, device=device, dtype=dtype)
 
 
 def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[str, bool], list[str]]:

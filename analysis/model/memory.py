@@ -17,7 +17,7 @@ import torch
 
 from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError
-from .loader import LoadedModel, processed_model, resolve_device, single_threaded
+from .loader import LoadedModel, boot_loaded, processed_model, resolve_device, single_threaded
 from .sources import MEMORY_PREFIX
 
 
@@ -61,7 +61,6 @@ def load_model_object(obj: Any, model_cfg: ModelConfig, processing: ProcessingCo
                       tokenizer: Any = None) -> LoadedModel:
     """The :class:`LoadedModel` of an in-memory model, processed on a deep copy of it."""
     import transformers  # noqa: PLC0415 (heavy; loaded with torch, after the arguments are checked)
-    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415 (heavy, as above)
 
     hf_model, own_tokenizer = hf_model_of(obj)
     tokenizer = tokenizer if tokenizer is not None else own_tokenizer
@@ -78,11 +77,8 @@ def load_model_object(obj: Any, model_cfg: ModelConfig, processing: ProcessingCo
         "weights_sha256": {"state_dict": digest}, "checkpoint_sha256": digest,
     }
     transformers.logging.set_verbosity_error()
-    dtype = getattr(torch, model_cfg.dtype)
     with single_threaded():
-        # TransformerLens uses a pre-loaded model as it is: the copy is put on model.device in model.dtype
-        copied = copy.deepcopy(hf_model).to(device=device, dtype=dtype)
-        bridge = TransformerBridge.boot_transformers(name, hf_model=copied, tokenizer=copy.deepcopy(tokenizer),
-                                                     device=device, dtype=dtype)
+        bridge = boot_loaded(name, copy.deepcopy(hf_model), copy.deepcopy(tokenizer), device,
+                             getattr(torch, model_cfg.dtype))
     hashes = {memory_name(obj): {"sha256": digest, "in_memory": True}}
     return processed_model(bridge, model_cfg, processing, device, provenance, hashes)
