@@ -80,10 +80,7 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
                 "up_to_date": True}
     arts = load_artifacts(artifacts_dir)
     outputs.foreign_files(out_dir, force)  # refuse an output folder that is not ours, before any work
-    ctx = ReportContext(artifacts=arts, engine=engine_name,
-                        tool_versions=tool_versions(engine_versions(engine_name)),
-                        # the PDF source sits in source/ (pandoc) or source/quarto/ (figures copied in)
-                        typst_figures_path="../figures" if engine_name == "pandoc" else "figures")
+    ctx = report_context(arts, engine_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     remove_stale_temps(out_dir)  # what a killed render left behind
@@ -107,12 +104,19 @@ def render(artifacts_dir: str | Path, out_dir: str | Path, engine: str = "auto",
     return manifest
 
 
+def report_context(arts: dict[str, Any], engine_name: str) -> ReportContext:
+    """What the page builders read for a rendering by ``engine_name``: the artifacts, the tools'
+    versions and where the PDF source finds the figures."""
+    return ReportContext(artifacts=arts, engine=engine_name, tool_versions=tool_versions(engine_versions(engine_name)),
+                         # the PDF source sits in source/ (pandoc) or source/quarto/ (figures copied in)
+                         typst_figures_path="../figures" if engine_name == "pandoc" else "figures")
+
+
 def standalone_html(artifacts_dir: str | Path) -> str:
     """The report of ``artifacts_dir`` as one self-contained HTML page (what ``render(...,
     standalone=True)`` writes as ``site/report.html``, by the same pandoc path), rendered alone: no
     figure exports, LaTeX tables or PDF, nothing left on disk. For a notebook's inline display."""
-    ctx = ReportContext(artifacts=load_artifacts(Path(artifacts_dir)), engine="pandoc",
-                        tool_versions=tool_versions(engine_versions("pandoc")), typst_figures_path="../figures")
+    ctx = report_context(load_artifacts(Path(artifacts_dir)), "pandoc")
     pages = build_pages(ctx)
     with tempfile.TemporaryDirectory(prefix="headreport-html-") as tmp:
         return pandoc.standalone_html(ctx, pages, Path(tmp))
