@@ -411,6 +411,18 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_alone(result: dict[str, Any], goals, path: Path, t0: float, summary) -> int:
+    """One bench part run on its own: its goals judged, the result written to ``path``, each goal
+    printed, then ``summary(result)`` and the total; exit 0 only when every goal passes (a goal that
+    could not be measured, ``pass`` None, does not)."""
+    result["goals"] = goals(result)
+    path.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    for g in result["goals"]:
+        print(f"{status(g)}  {g['goal']}  {g['measured']}  {g['target']}")
+    print(f"\n{summary(result)}total {time.perf_counter() - t0:.0f} s; results in {path}")
+    return 0 if all(g["pass"] is True for g in result["goals"]) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="build", help="output folder (default: build): OUT/bench.json, OUT/bench/")
@@ -426,26 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.prompt_load_only:
         log("prompt load: 200 prompts of 256 tokens, two heads")
-        p = bench_prompt_load(work)
-        p["goals"] = prompt_load_goals(p)
-        (out / "bench-prompt-load.json").write_text(json.dumps(p, indent=1, sort_keys=True, default=str) + "\n",
-                                                    encoding="utf-8")
-        for g in p["goals"]:
-            print(f"{status(g)}  {g['goal']}  {g['measured']}  {g['target']}")
-        print(f"\nsynthesised the artifact in {p['synthesise_s']:.0f} s; total {time.perf_counter() - t0:.0f} s; "
-              f"results in {out / 'bench-prompt-load.json'}")
-        return 0 if all(g["pass"] for g in p["goals"]) else 1
+        return run_alone(bench_prompt_load(work), prompt_load_goals, out / "bench-prompt-load.json", t0,
+                         lambda p: f"synthesised the artifact in {p['synthesise_s']:.0f} s; ")
     if args.vocabulary_only:
         log("262k vocabulary: survey of the Gemma-3-270M shape")
-        v = bench_vocabulary(work)
-        v["goals"] = vocabulary_goals(v)
-        (out / "bench-vocabulary.json").write_text(json.dumps(v, indent=1, sort_keys=True, default=str) + "\n",
-                                                   encoding="utf-8")
-        for g in v["goals"]:
-            print(f"{status(g)}  {g['goal']}  {g['measured']}  {g['target']}")
-        print(f"\n{vocabulary_table(v)}\n\ntotal {time.perf_counter() - t0:.0f} s; "
-              f"results in {out / 'bench-vocabulary.json'}")
-        return 0 if all(g["pass"] is True for g in v["goals"]) else 1
+        return run_alone(bench_vocabulary(work), vocabulary_goals, out / "bench-vocabulary.json", t0,
+                         lambda v: f"{vocabulary_table(v)}\n\n")
     r: dict[str, Any] = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__}}
     ckpt = checkpoint(work / "gpt2-small-random")
     log("sgemm bound")

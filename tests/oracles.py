@@ -22,28 +22,16 @@ def check_heads_against_model(heads: tuple[HeadRef, ...], n_layers: int, n_heads
     check_against_model(Config(heads=heads), n_layers, n_heads, d_head=1 << 30)
 
 
-def diagonal_rank_score(
-    circuit: FactoredMatrix | TokenCircuit,
-    mode: str,
-    descending: bool,
-    sample_size: int = 2000,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The summary of :func:`headreport.analysis.diagonal.rank_pass`."""
-    return rank_pass(circuit, mode, descending=descending, sample_size=sample_size, seed=seed, progress=progress)[0]
-
-
 def ov_self_suppression(circuit: FactoredMatrix | TokenCircuit, mode: str = "exact", sample_size: int = 2000,
                         seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Copy suppression on the effective OV circuit W_EE·W_OV·W_U: rank 1 = own logit most negative."""
-    return diagonal_rank_score(circuit, mode, descending=False, sample_size=sample_size, seed=seed, progress=progress)
+    return rank_pass(circuit, mode, descending=False, sample_size=sample_size, seed=seed, progress=progress)[0]
 
 
 def qk_self_attention(circuit: FactoredMatrix | TokenCircuit, mode: str = "sampled", sample_size: int = 2000,
                       seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Effective QK circuit: rank 1 = a token's own key scores highest for its query."""
-    return diagonal_rank_score(circuit, mode, descending=True, sample_size=sample_size, seed=seed, progress=progress)
+    return rank_pass(circuit, mode, descending=True, sample_size=sample_size, seed=seed, progress=progress)[0]
 
 
 def effective_ov_circuit(
