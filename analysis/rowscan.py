@@ -1,6 +1,12 @@
 """One pass over the rows of a factored vocab × vocab circuit ``A @ B`` without ever forming it.
 
-The CPU path tiles the product into blocks of ``rows × cols`` (:class:`Blocking`) small enough to
+Where this machine's C compiler builds it, the pass runs on the fused kernel
+(:mod:`analysis.rankkernel`, ``rankscan.c``): a register-tiled GEMM that compares each tile with its
+rows' own entries while the tile is in L1, writing a block only for visitors that read one. Its rows
+are split evenly over ``workers`` threads (ctypes releases the GIL). Otherwise (no compiler,
+``HEADREPORT_RANK_KERNEL=numpy``, or float64 factors) the pass is BLAS plus numpy, as follows.
+
+The BLAS path tiles the product into blocks of ``rows × cols`` (:class:`Blocking`) small enough to
 stay in the core's cache between the GEMM that writes a block and the visitors that read it. The
 K = d_head GEMM is skinny (64 multiply-adds per output), so a full-width block (64 rows × 50,257
 columns, 13 MB) spills to memory and halves the GEMM rate; a column-chunked one (256 × 1,024, 1 MB)
@@ -28,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from headreport.analysis import rankkernel
 
 Visitor = Callable[[np.ndarray, slice, int], None]
 
@@ -82,12 +90,18 @@ def tune_blocking(k: int, dtype: torch.dtype = torch.float32) -> Blocking:
 
 def scan_rows(
     A_rows: Tensor, B: Tensor, visitors: Sequence[Visitor], *, blocking: Blocking | None = None,
-    workers: int | None = None, progress: bool = False, desc: str = "row scan",
+    workers: int | None = None, progress: bool = False, desc: str = "row scan", fused: bool | None = None,
 ) -> None:
     """Compute ``A_rows @ B`` block by block (CPU) and hand every block to every visitor.
 
     Blocks of one row batch are visited by one thread, column chunk by column chunk, so a visitor
-    may keep per-row state for its rows without locking."""
+    may keep per-row state for its rows without locking. ``fused``: the fused kernel (True: required;
+    None: where it is available; False: BLAS plus numpy)."""
+    kernel = _kernel(A_rows, fused)
+    if kernel is not None:
+        packed = Packed.of(kernel, A_rows, B)
+        packed.scan(visitors, None, blocking=blocking, workers=workers, progress=progress, desc=desc)
+        return
     n_cols = B.shape[1]
     A = A_rows = A_rows.contiguous()
     blocking = blocking or tune_blocking(A.shape[1], A.dtype)
@@ -172,16 +186,95 @@ def own_entries(A_rows: Tensor, B: Tensor, rows: Tensor) -> np.ndarray:
 
 def ranks_cpu(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, progress: bool = False,
               blocking: Blocking | None = None, workers: int | None = None,
-              visitors: Sequence[Visitor] = (), tied: np.ndarray | None = None) -> np.ndarray:
+              visitors: Sequence[Visitor] = (), tied: np.ndarray | None = None,
+              fused: bool | None = None) -> np.ndarray:
     """1-based ranks of the own entries of ``rows`` (``A_rows``: their row factor; ties against the
     token, NaN own entry last) in one :func:`scan_rows` pass, with any further ``visitors``.
-    ``tied``: a boolean array filled with whether each row's own entry ties another entry exactly."""
+    ``tied``: a boolean array filled with whether each row's own entry ties another entry exactly.
+    ``fused`` as in :func:`scan_rows`."""
     n_cols = B.shape[1]
     rows_np = rows.numpy()
-    own = own_entries(A_rows, B, rows)
-    counter = RankCounter(rows_np, own, descending, n_cols)
-    scan_rows(A_rows, B, [counter, *visitors], blocking=blocking, workers=workers, progress=progress,
-              desc="diagonal ranks")
+    kernel = _kernel(A_rows, fused)
+    if kernel is not None:
+        packed = Packed.of(kernel, A_rows, B)
+        own = kernel.own(packed.Ap, packed.Bp, packed.K, rows_np)
+        le, eq = np.zeros(len(rows_np), dtype=np.int64), np.zeros(len(rows_np), dtype=np.int64)
+        packed.scan(visitors, (own, descending, le, eq), blocking=blocking, workers=workers, progress=progress,
+                    desc="diagonal ranks")
+        ties, counts = eq > 1, le  # the own column is counted (equal to itself, bit for bit)
+    else:
+        own = own_entries(A_rows, B, rows)
+        counter = RankCounter(rows_np, own, descending, n_cols)
+        scan_rows(A_rows, B, [counter, *visitors], blocking=blocking, workers=workers, progress=progress,
+                  desc="diagonal ranks", fused=False)
+        ties, counts = counter.tied, counter.counts + 1
     if tied is not None:
-        tied[:] = counter.tied & ~np.isnan(own)
-    return np.where(np.isnan(own), n_cols, counter.counts + 1)
+        tied[:] = ties & ~np.isnan(own)
+    return np.where(np.isnan(own), n_cols, counts)
+
+
+def _kernel(A_rows: Tensor, fused: bool | None) -> rankkernel.Kernel | None:
+    if fused is False:
+        return None
+    kernel = rankkernel.load() if A_rows.dtype == torch.float32 else None
+    if fused and kernel is None:
+        raise RuntimeError("the fused rank kernel is not available (float64 factors, no C compiler, or "
+                           "HEADREPORT_RANK_KERNEL=numpy)")
+    return kernel
+
+
+#: the fused pass's largest row batch: its packed rows (rows × K float32) stay within 1 MB of L2
+FUSED_BATCH_FLOATS = 2**18
+
+
+@dataclass(frozen=True)
+class Packed:
+    """Both factors packed for the fused kernel, and the pass over them."""
+
+    kernel: rankkernel.Kernel
+    Ap: np.ndarray
+    Bp: np.ndarray
+    n: int
+    K: int
+    n_cols: int
+
+    @classmethod
+    def of(cls, kernel: rankkernel.Kernel, A_rows: Tensor, B: Tensor) -> Packed:
+        A, Bn = A_rows.detach().numpy(), B.detach().numpy()
+        return cls(kernel, kernel.pack_a(A), kernel.pack_b(Bn), A.shape[0], A.shape[1], Bn.shape[1])
+
+    def _batch_rows(self, workers: int, blocking: Blocking | None, visiting: bool) -> int:
+        mr = self.kernel.mr
+        if visiting:  # blocks a visitor reads: the BLAS path's shapes, in whole tiles
+            return -(-(blocking or CANDIDATES[0]).rows // mr) * mr
+        largest = max(mr, FUSED_BATCH_FLOATS // self.K // mr * mr)
+        return min(largest, -(-self.n // (workers * mr)) * mr)  # rows split evenly over the workers
+
+    def scan(self, visitors: Sequence[Visitor], counting: tuple | None, *, blocking: Blocking | None,
+             workers: int | None, progress: bool, desc: str) -> None:
+        """Every row batch against every column; ``counting``: ``(own, descending, le, eq)`` for
+        :meth:`rankkernel.Kernel.scan`; each visitor reads blocks of ``blocking`` (rounded to whole
+        tiles)."""
+        k, workers = self.kernel, max(1, workers or torch.get_num_threads())
+        rows = self._batch_rows(workers, blocking, bool(visitors))
+        cols = -(-(blocking or CANDIDATES[0]).cols // k.nr) * k.nr if visitors else self.n_cols
+        count = dict(zip(("own", "descending", "le", "eq"), counting, strict=True)) if counting else {}
+        local = threading.local()
+
+        def run(start: int) -> int:
+            m = min(rows, self.n - start)
+            if not visitors:
+                k.scan(self.Ap, start, m, self.Bp, self.K, 0, self.n_cols, **count)
+                return m
+            if not hasattr(local, "out"):
+                local.out = np.empty((rows, cols), dtype=np.float32)
+            for c0 in range(0, self.n_cols, cols):
+                c1 = min(c0 + cols, self.n_cols)
+                k.scan(self.Ap, start, m, self.Bp, self.K, c0, c1, out=local.out, **count)
+                for visit in visitors:
+                    visit(local.out[:m, : c1 - c0], slice(start, start + m), c0)
+            return m
+
+        with tqdm(total=self.n, desc=desc, unit="row", disable=not progress, leave=False) as bar:
+            for done in _pool(workers).map(run, range(0, self.n, rows)):
+                bar.update(done)

@@ -38,7 +38,7 @@ def digest(data: bytes | str) -> str:
 
 def analysis_code_digest() -> str:
     """sha256 over the analysis package's source and data (:func:`analysis.artifacts.code_digest`)."""
-    return code_digest(("headreport.analysis",), (".py", ".txt", ".json"))
+    return code_digest(("headreport.analysis",), (".py", ".c", ".txt", ".json"))
 
 
 def config_digest(config: dict[str, Any]) -> str:

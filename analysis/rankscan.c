@@ -1,0 +1,160 @@
+/* The fused rank kernel: a register-tiled float32 GEMM of packed factors A (rows × K) and B (K × cols)
+ * whose tiles are compared with each row's own entry as they leave the registers, so that the vocab ×
+ * vocab block is never written (unless a caller asks for it, for the explorer's lists).
+ *
+ * Every entry (r, c) is the same chain of fused multiply-adds over k = 0 … K-1, from 0.0f:
+ *     acc = fmaf(A[r][k], B[k][c], acc)
+ * in the vector tile (AVX-512, AVX2 + FMA) and in the scalar paths alike (hr_own, the portable tile),
+ * so the own entry (r, r) is bit-identical to the block's copy of it and the ranks need no re-check.
+ * No -ffast-math: nothing is reassociated.
+ *
+ * Layouts (packed by hr_pack_a / hr_pack_b; zero-padded to whole panels):
+ *     A_packed[p][k][MR]   rows p·MR … p·MR+MR-1
+ *     B_packed[q][k][NR]   columns q·NR … q·NR+NR-1
+ * Counts, for each row r of a call: le[r] += #{c in [c0, c1) : x_rc <= own_r}  (>= when descending),
+ *                                   eq[r] += #{c in [c0, c1) : x_rc == own_r};
+ * comparisons are ordered (false when either side is NaN), as numpy's.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define HR_MR 14
+#define HR_NR 32
+#define HR_ISA "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define HR_MR 6
+#define HR_NR 16
+#define HR_ISA "avx2"
+#else
+#define HR_MR 4
+#define HR_NR 16
+#define HR_ISA "portable"
+#endif
+
+int hr_mr(void) { return HR_MR; }
+int hr_nr(void) { return HR_NR; }
+const char *hr_isa(void) { return HR_ISA; }
+
+/* A (m × K, element (i, k) at A[i·si + k·sk]) into ceil(m / MR) panels of K × MR, zero-padded. */
+void hr_pack_a(const float *A, int64_t si, int64_t sk, int64_t m, int64_t K, float *out) {
+    int64_t panels = (m + HR_MR - 1) / HR_MR;
+    for (int64_t p = 0; p < panels; p++) {
+        float *dst = out + p * K * HR_MR;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t r = 0; r < HR_MR; r++) {
+                int64_t i = p * HR_MR + r;
+                dst[k * HR_MR + r] = i < m ? A[i * si + k * sk] : 0.0f;
+            }
+    }
+}
+
+/* B (K × n, element (k, j) at B[k·sk + j·sj]) into ceil(n / NR) panels of K × NR, zero-padded. */
+void hr_pack_b(const float *B, int64_t sk, int64_t sj, int64_t K, int64_t n, float *out) {
+    int64_t panels = (n + HR_NR - 1) / HR_NR;
+    for (int64_t q = 0; q < panels; q++) {
+        float *dst = out + q * K * HR_NR;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t c = 0; c < HR_NR; c++) {
+                int64_t j = q * HR_NR + c;
+                dst[k * HR_NR + c] = j < n ? B[k * sk + j * sj] : 0.0f;
+            }
+    }
+}
+
+/* own[i] = entry (i, cols[i]): the same fmaf chain as the tile's, from the packed factors. */
+void hr_own(const float *Ap, const float *Bp, int64_t K, int64_t m, const int64_t *cols, float *own) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *a = Ap + (i / HR_MR) * K * HR_MR + i % HR_MR;
+        const float *b = Bp + (cols[i] / HR_NR) * K * HR_NR + cols[i] % HR_NR;
+        float acc = 0.0f;
+        for (int64_t k = 0; k < K; k++) acc = fmaf(a[k * HR_MR], b[k * HR_NR], acc);
+        own[i] = acc;
+    }
+}
+
+/* One MR × NR tile of the product, in row-major `tile`. */
+static inline void tile_product(const float *a, const float *b, int64_t K, float *tile) {
+#if defined(__AVX512F__)
+    __m512 acc[HR_MR][2];
+    for (int r = 0; r < HR_MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m512 b0 = _mm512_loadu_ps(b + k * HR_NR), b1 = _mm512_loadu_ps(b + k * HR_NR + 16);
+#pragma GCC unroll 14
+        for (int r = 0; r < HR_MR; r++) {
+            __m512 x = _mm512_set1_ps(a[k * HR_MR + r]);
+            acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < HR_MR; r++) {
+        _mm512_storeu_ps(tile + r * HR_NR, acc[r][0]);
+        _mm512_storeu_ps(tile + r * HR_NR + 16, acc[r][1]);
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 acc[HR_MR][2];
+    for (int r = 0; r < HR_MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m256 b0 = _mm256_loadu_ps(b + k * HR_NR), b1 = _mm256_loadu_ps(b + k * HR_NR + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < HR_MR; r++) {
+            __m256 x = _mm256_broadcast_ss(a + k * HR_MR + r);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < HR_MR; r++) {
+        _mm256_storeu_ps(tile + r * HR_NR, acc[r][0]);
+        _mm256_storeu_ps(tile + r * HR_NR + 8, acc[r][1]);
+    }
+#else
+    float acc[HR_MR][HR_NR];
+    memset(acc, 0, sizeof acc);
+    for (int64_t k = 0; k < K; k++)
+        for (int r = 0; r < HR_MR; r++)
+            for (int c = 0; c < HR_NR; c++) acc[r][c] = fmaf(a[k * HR_MR + r], b[k * HR_NR + c], acc[r][c]);
+    memcpy(tile, acc, sizeof acc);
+#endif
+}
+
+/* The comparisons of one tile row with its own entry o (inlined, so a full row's loop is of constant
+ * length NR and vectorised without a remainder). */
+static inline void count_row(const float *x, float o, int64_t width, int descending, int64_t *le, int64_t *eq) {
+    int n_le = 0, n_eq = 0;
+    if (descending)
+        for (int64_t c = 0; c < width; c++) n_le += x[c] >= o;
+    else
+        for (int64_t c = 0; c < width; c++) n_le += x[c] <= o;
+    for (int64_t c = 0; c < width; c++) n_eq += x[c] == o;
+    *le += n_le;
+    *eq += n_eq;
+}
+
+/* Rows 0 … m-1 of the packed A block (its own entries `own`) against columns [c0, c1) of packed B
+ * (c0 a multiple of NR): counts added to le[] and eq[] (skipped when le is NULL); the entries written to out[i·ldo + (c - c0)]
+ * when out is not NULL. The tile stays in L1 between the product and the comparison. */
+void hr_scan(const float *Ap, const float *Bp, int64_t K, int64_t m, int64_t c0, int64_t c1,
+             const float *own, int descending, int64_t *le, int64_t *eq, float *out, int64_t ldo) {
+    float tile[HR_MR * HR_NR] __attribute__((aligned(64)));
+    int64_t row_panels = (m + HR_MR - 1) / HR_MR;
+    for (int64_t q = c0 / HR_NR; q * HR_NR < c1; q++) {
+        const float *b = Bp + q * K * HR_NR;
+        int64_t col = q * HR_NR, width = c1 - col < HR_NR ? c1 - col : HR_NR;
+        for (int64_t p = 0; p < row_panels; p++) {
+            tile_product(Ap + p * K * HR_MR, b, K, tile);
+            int64_t rows = m - p * HR_MR < HR_MR ? m - p * HR_MR : HR_MR;
+            for (int64_t r = 0; r < rows; r++) {
+                int64_t i = p * HR_MR + r;
+                const float *x = tile + r * HR_NR;
+                if (le) {
+                    if (width == HR_NR) count_row(x, own[i], HR_NR, descending, le + i, eq + i);
+                    else count_row(x, own[i], width, descending, le + i, eq + i);
+                }
+                if (out) memcpy(out + i * ldo + (col - c0), x, (size_t)width * sizeof(float));
+            }
+        }
+    }
+}
