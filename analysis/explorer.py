@@ -38,10 +38,13 @@ K = 10
 SEED = 8192
 
 
-def _kth(values: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """The ``k``-th largest entry along ``axis``."""
-    k = min(k, values.shape[axis])
-    return -np.partition(-values, k - 1, axis=axis).take(k - 1, axis=axis)
+def _kth(values: np.ndarray, k: int, axis: int, largest: bool = True) -> np.ndarray:
+    """The ``k``-th largest (``largest``) or smallest entry along ``axis``, partitioning ``values``
+    in place (no copy of a seed-sized matrix)."""
+    n = values.shape[axis]
+    at = n - min(k, n) if largest else min(k, n) - 1
+    values.partition(at, axis=axis)
+    return values.take(at, axis=axis)
 
 
 def _lexsort_groups(groups: np.ndarray, vals: np.ndarray, ids: np.ndarray, n_groups: int, k: int,
@@ -129,29 +132,54 @@ class _Candidates:
         return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
+class _Masks:
+    """One boolean buffer per worker thread, reused for every block: a visitor that allocated a
+    block-sized temporary per block would interleave those with its small candidate arrays in the
+    thread's heap, which then cannot shrink (1.9 GB resident for 150 MB live, GPT-2-small shape)."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def __call__(self, shape: tuple[int, int]) -> np.ndarray:
+        buf = getattr(self.local, "buf", None)
+        if buf is None or buf.size < shape[0] * shape[1]:
+            buf = self.local.buf = np.empty(shape[0] * shape[1], dtype=np.bool_)
+        return buf[: shape[0] * shape[1]].reshape(shape)
+
+
 class RowTopK:
     """Visitor: each row's ``k`` largest (or smallest) entries and their column ids.
 
     Each row batch's thresholds are seeded, at its first block, by the ``k``-th best entry of the
     row among :data:`SEED` sampled columns (a lower bound of the row's true ``k``-th best, from a
-    small GEMM: ``seed(rows) -> [len(rows), SEED]`` values). Every block is then one compare and a
+    small GEMM of the rows' factor ``rows_of(rows)`` and the sampled columns ``seed_B``, written into
+    a buffer each worker thread reuses and partitioned in place). Every block is then one compare and a
     flat scan for the entries beyond the thresholds; :meth:`result` keeps each row's best ``k`` of
     those (about ``k``·n/SEED candidates a row)."""
 
-    def __init__(self, n_rows: int, seed, k: int = K, largest: bool = True):
-        self.k, self.largest, self.seed = k, largest, seed
+    def __init__(self, n_rows: int, rows_of, seed_B: torch.Tensor, k: int = K, largest: bool = True):
+        self.k, self.largest, self.rows_of, self.seed_B = k, largest, rows_of, seed_B
         self.n_rows = n_rows
-        self.thresholds = np.zeros(n_rows, dtype=np.float32)
+        self.thresholds = np.zeros(n_rows, dtype=np.float32)  # in value space: ≥ (largest) or ≤ it
         self.seeded = np.zeros(n_rows, dtype=bool)
         self.candidates = _Candidates()
+        self.masks = _Masks()
+        self.local = threading.local()
+
+    def _seed(self, rows: slice) -> None:
+        n = rows.stop - rows.start
+        buf = getattr(self.local, "seed", None)
+        if buf is None or buf.shape[0] < n:
+            buf = self.local.seed = torch.empty(n, self.seed_B.shape[1], dtype=self.seed_B.dtype)
+        sample = torch.mm(self.rows_of(rows), self.seed_B, out=buf[:n])
+        self.thresholds[rows] = _kth(sample.numpy(), self.k, axis=1, largest=self.largest)
+        self.seeded[rows] = True
 
     def __call__(self, block: np.ndarray, rows: slice, col0: int) -> None:
-        signed = block if self.largest else -block
         if not self.seeded[rows.start]:
-            sample = self.seed(rows)
-            self.thresholds[rows] = _kth(sample if self.largest else -sample, self.k, axis=1)
-            self.seeded[rows] = True
-        flat = np.flatnonzero(signed >= self.thresholds[rows, None])
+            self._seed(rows)
+        beyond = np.greater_equal if self.largest else np.less_equal
+        flat = np.flatnonzero(beyond(block, self.thresholds[rows, None], out=self.masks(block.shape)))
         if flat.size:
             ii, jj = np.divmod(flat, block.shape[1])
             self.candidates.add(ii + rows.start, jj + col0, block[ii, jj])
@@ -171,9 +199,11 @@ class ColTopK:
         self.n_cols, self.rows, self.k = n_cols, rows, k
         self.thresholds = thresholds.astype(np.float32)
         self.candidates = _Candidates()
+        self.masks = _Masks()
 
     def __call__(self, block: np.ndarray, rows: slice, col0: int) -> None:
-        flat = np.flatnonzero(block >= self.thresholds[None, col0 : col0 + block.shape[1]])
+        mask = self.masks(block.shape)
+        flat = np.flatnonzero(np.greater_equal(block, self.thresholds[None, col0 : col0 + block.shape[1]], out=mask))
         if flat.size:
             ii, jj = np.divmod(flat, block.shape[1])
             self.candidates.add(jj + col0, self.rows[rows][ii], block[ii, jj])
@@ -189,13 +219,16 @@ def sampled(n: int, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=min(SEED, n), replace=False))
 
 
-def column_thresholds(rows_of, B, n_rows: int, k: int = K, chunk: int = 2048) -> np.ndarray:
+def column_thresholds(rows_of, B, n_rows: int, k: int = K, chunk: int = 512) -> np.ndarray:
     """Each column's ``k``-th largest entry among :data:`SEED` sampled rows (a lower bound of its
-    true ``k``-th largest), computed column chunk by column chunk."""
+    true ``k``-th largest), computed column chunk by column chunk into one reused buffer."""
     A = rows_of(torch.from_numpy(sampled(n_rows, seed=1)))
     out = np.empty(B.shape[1], dtype=np.float32)
+    buf = torch.empty(chunk, A.shape[0], dtype=A.dtype)
     for c0 in range(0, B.shape[1], chunk):
-        out[c0 : c0 + chunk] = _kth((A @ B[:, c0 : c0 + chunk]).numpy(), k, axis=0)
+        width = min(chunk, B.shape[1] - c0)
+        block = torch.mm(B[:, c0 : c0 + width].T, A.T, out=buf[:width])  # columns as rows: partitioned in place
+        out[c0 : c0 + width] = _kth(block.numpy(), k, axis=1)
     return out
 
 
@@ -247,11 +280,11 @@ def collectors(ov, qk) -> dict[str, Any]:
     n, device = ov.n_rows, ov.B.device
     if device.type == "cpu":
         cols = torch.from_numpy(sampled(n, seed=2))
-        ov_B, qk_B = ov.B[:, cols], qk.B[:, cols]
-        ov_seed = lambda rows: (ov.rows_of(torch.arange(rows.start, rows.stop)) @ ov_B).numpy()
-        qk_seed = lambda rows: (qk.rows_of(torch.arange(rows.start, rows.stop)) @ qk_B).numpy()
-        return {"ov_low": RowTopK(n, ov_seed, largest=False), "ov_high": RowTopK(n, ov_seed, largest=True),
-                "qk_keys": RowTopK(n, qk_seed, largest=True),
+        ov_B, qk_B = ov.B[:, cols].contiguous(), qk.B[:, cols].contiguous()
+        ov_rows = lambda rows: ov.rows_of(torch.arange(rows.start, rows.stop))
+        qk_rows = lambda rows: qk.rows_of(torch.arange(rows.start, rows.stop))
+        return {"ov_low": RowTopK(n, ov_rows, ov_B, largest=False), "ov_high": RowTopK(n, ov_rows, ov_B, largest=True),
+                "qk_keys": RowTopK(n, qk_rows, qk_B, largest=True),
                 "qk_queries": ColTopK(n, np.arange(n), column_thresholds(qk.rows_of, qk.B, n))}
     rows = torch.arange(n)
     return {"ov_low": TorchRowTopK(n, device, largest=False), "ov_high": TorchRowTopK(n, device, largest=True),

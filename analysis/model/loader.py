@@ -31,6 +31,7 @@ from ..artifacts import package_versions
 from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError, ModelUnavailableError
 from ..inputs.preflight import resolve_source
+from . import release
 from .bundled import SMOLLM2_ID, smollm2_135m_instruct
 from .families import FamilyFacts, family_facts
 from .gguf import load_gguf
@@ -265,6 +266,8 @@ def processed_model(bridge: Any, model_cfg: ModelConfig, processing: ProcessingC
                     provenance: dict[str, Any], hashes: dict[str, dict[str, Any]]) -> LoadedModel:
     """Apply ``processing`` to a booted bridge and record what was done: the :class:`LoadedModel`."""
     applied, notes = process(bridge, processing, model_cfg.name)
+    release.detach_from_files(bridge)  # the checkpoint's mapping closes (see analysis/model/release.py)
+    release.trim()
     provenance.update({
         "architecture": type(bridge.original_model).__name__,
         "processing": applied,
