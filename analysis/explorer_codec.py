@@ -42,19 +42,21 @@ def palette(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, index[ids]
 
 
-def encode(arrays: dict[str, np.ndarray], d_vocab: int) -> dict[str, Any]:
+def encode(arrays: dict[str, np.ndarray], d_vocab: int, palette_mode: str = "always") -> dict[str, Any]:
     """The explorer payload: every field (:data:`FIELDS`) as little-endian ``uint16``/``uint32``
     (ranks and ids alike fit the vocabulary), each list field as its :func:`palette` (the distinct
     ids, most frequent first) followed by each entry's index in it, every array in byte planes
     (:func:`_planes`), all concatenated in field order, deflated (zlib) and base64-encoded; with the
-    layout the reader needs and the sha256 of the inflated bytes."""
+    layout the reader needs and the sha256 of the inflated bytes. ``palette_mode="when_smaller"`` stores
+    a list field plainly where its distinct ids are more than half its entries (a palette would then
+    add more than it saves: a slice of a random head's lists); the reader knows both forms."""
     dtype = np.dtype(id_dtype(d_vocab)).newbyteorder("<")
     parts, palettes = [], {}
     for f in FIELDS:
         a = np.asarray(arrays[f])
         if a.size and (a.min() < 0 or a.max() >= max(d_vocab, 1) + (1 if f.endswith("_rank") else 0)):
             raise ValueError(f"explorer field {f}: values outside the vocabulary")
-        if f in LIST_FIELDS:
+        if f in LIST_FIELDS and (palette_mode == "always" or np.unique(a).size * 2 <= a.size):
             order, codes = palette(a)
             palettes[f] = int(order.size)
             parts += [_planes(order.astype(dtype)), _planes(codes.astype(dtype))]

@@ -1,7 +1,9 @@
 // The token explorer of a head page (report/explorer.py writes its data scripts). Everything here is
-// static and offline: the data are classic scripts loaded on first use (file:// blocks fetch), the
-// payload is inflated with DecompressionStream, and token text reaches the page only through
-// textContent and attribute values, never as markup.
+// static and offline: the data are classic scripts loaded on first use (file:// blocks fetch): the
+// vocabulary when the reader first uses the explorer, and a head's data shard by shard (a range of
+// token ids each), when a token of that range is first shown. Both are inflated with
+// DecompressionStream, and token text reaches the page only through textContent and attribute
+// values, never as markup.
 (function () {
   "use strict";
   var OPEN_BOX = "\u2423";
@@ -10,6 +12,8 @@
   var load = window.headreportLoad; // report/load.js
   var loadScript = load.script, base64Bytes = load.base64Bytes;
   function inflate(bytes) { return load.inflate(bytes, "the explorer"); }
+
+  function pad(i) { var s = String(i); while (s.length < 5) s = "0" + s; return s; }
 
   function checkDigest(raw, sha256) {
     if (!(window.crypto && window.crypto.subtle)) return Promise.resolve();
@@ -55,7 +59,10 @@
     this.root = root;
     this.label = root.getAttribute("data-head");
     this.prefix = "hrx-" + this.label.replace(/[^A-Za-z0-9]/g, "-") + "-";
-    this.data = null;
+    this.shardDir = root.getAttribute("data-shards");
+    this.shardTokens = +root.getAttribute("data-shard-tokens");
+    this.shards = {}; // shard index -> Promise of its arrays
+    this.shown = -1; // the token asked for last (a slower shard never overwrites a later choice)
     this.loading = null;
     this.active = -1;
     this.options = [];
@@ -120,21 +127,23 @@
     var self = this;
     if (this.loading) return this.loading;
     this.say("Loading the explorer's data…");
-    var tokensSrc = this.root.getAttribute("data-tokens"), src = this.root.getAttribute("data-src");
-    this.loading = loadScript(tokensSrc, function () { return !!registry.tokens; })
-      .then(function () { return loadScript(src, function () { return !!registry.heads[self.label]; }); })
+    var tokensSrc = this.root.getAttribute("data-tokens");
+    this.loading = loadScript(tokensSrc, function () { return !!(registry.tokens || registry.tokenData); })
       .then(function () {
-        var payload = registry.heads[self.label];
-        return inflate(base64Bytes(payload.data)).then(function (raw) {
-          return checkDigest(raw, payload.sha256).then(function () {
-            self.data = unpack(payload, raw);
-            self.k = payload.k;
-            self.tokens = registry.tokens;
-            self.n = self.tokens.length;
-            if (self.n !== payload.d_vocab) throw new Error("the vocabulary and the head's data disagree");
-            self.say("Ready: " + self.n.toLocaleString("en") + " tokens. Type to search; choose a token to explore it.");
+        if (registry.tokens) return registry.tokens;
+        var packed = registry.tokenData;
+        return inflate(base64Bytes(packed.data)).then(function (raw) {
+          return checkDigest(raw, packed.sha256).then(function () {
+            if (raw.length !== packed.raw_bytes) throw new Error("the vocabulary has the wrong length");
+            registry.tokens = JSON.parse(new TextDecoder("utf-8").decode(raw));
+            return registry.tokens;
           });
         });
+      })
+      .then(function (tokens) {
+        self.tokens = tokens;
+        self.n = tokens.length;
+        self.say("Ready: " + self.n.toLocaleString("en") + " tokens. Type to search; choose a token to explore it.");
       })
       .catch(function (err) {
         self.say("The explorer could not load its data: " + err.message);
@@ -308,12 +317,48 @@
     return box;
   };
 
-  Explorer.prototype.row = function (field, id) {
-    return Array.prototype.slice.call(this.data[field].subarray(id * this.k, (id + 1) * this.k));
+  // the arrays of shard ``i`` (tokens i·shardTokens …), loaded and checked once; a failed load can be
+  // tried again
+  Explorer.prototype.shard = function (i) {
+    var self = this, label = this.label;
+    if (this.shards[i]) return this.shards[i];
+    var ready = function () { var h = registry.heads[label]; return !!(h && h.shards && h.shards[i]); };
+    this.shards[i] = loadScript(this.shardDir + "/" + pad(i) + ".js", ready).then(function () {
+      var payload = registry.heads[label].shards[i];
+      return inflate(base64Bytes(payload.data)).then(function (raw) {
+        return checkDigest(raw, payload.sha256).then(function () {
+          if (payload.d_vocab !== self.n) throw new Error("the vocabulary and the head's data disagree");
+          if (payload.start !== i * self.shardTokens) throw new Error("the head's data are out of order");
+          var d = unpack(payload, raw);
+          d.start = payload.start;
+          d.k = payload.k;
+          return d;
+        });
+      });
+    });
+    this.shards[i].catch(function () { delete self.shards[i]; });
+    return this.shards[i];
+  };
+
+  Explorer.prototype.row = function (d, field, id) {
+    var at = id - d.start;
+    return Array.prototype.slice.call(d[field].subarray(at * d.k, (at + 1) * d.k));
   };
 
   Explorer.prototype.show = function (id, focus) {
-    var d = this.data, n = this.n.toLocaleString("en"), r = this.result;
+    var self = this;
+    this.shown = id;
+    this.say("Loading token #" + id + "…");
+    return this.shard(Math.floor(id / this.shardTokens)).then(function (d) {
+      if (self.shown === id) self.draw(d, id, focus);
+    }).catch(function (err) {
+      self.say("The explorer could not load its data: " + err.message);
+      console.error(err);
+    });
+  };
+
+  Explorer.prototype.draw = function (d, id, focus) {
+    var n = this.n.toLocaleString("en"), r = this.result, at = id - d.start;
     r.textContent = "";
     var h = this.el("h4", "hrx-title");
     h.appendChild(this.el("span", "hrx-token", this.tokens[id]));
@@ -323,19 +368,19 @@
     var ov = this.el("section", "hrx-card");
     ov.appendChild(this.el("h5", "hrx-card-title", "As a source (OV circuit)"));
     ov.appendChild(this.el("p", null, "When the head attends to this token, its own logit ranks " +
-      d.ov_rank[id].toLocaleString("en") + " of " + n + " (1 = most lowered)."));
-    ov.appendChild(this.list_("Logits it lowers most", this.row("ov_low", id)));
-    ov.appendChild(this.list_("Logits it raises most", this.row("ov_high", id)));
+      d.ov_rank[at].toLocaleString("en") + " of " + n + " (1 = most lowered)."));
+    ov.appendChild(this.list_("Logits it lowers most", this.row(d, "ov_low", id)));
+    ov.appendChild(this.list_("Logits it raises most", this.row(d, "ov_high", id)));
     var key = this.el("section", "hrx-card");
     key.appendChild(this.el("h5", "hrx-card-title", "As a key (QK circuit)"));
     key.appendChild(this.el("p", null, "When the query predicts this token, this token's key ranks " +
-      d.qk_rank[id].toLocaleString("en") + " of " + n + " (1 = most attended; " +
+      d.qk_rank[at].toLocaleString("en") + " of " + n + " (1 = most attended; " +
       this.root.getAttribute("data-qk-note") + ")."));
-    key.appendChild(this.list_("Queries that attend to it most", this.row("qk_queries", id)));
+    key.appendChild(this.list_("Queries that attend to it most", this.row(d, "qk_queries", id)));
     var query = this.el("section", "hrx-card");
     query.appendChild(this.el("h5", "hrx-card-title", "As a query (QK circuit)"));
     query.appendChild(this.el("p", null, "When the query predicts this token, the keys it attends to most."));
-    query.appendChild(this.list_("Keys it attends to most", this.row("qk_keys", id)));
+    query.appendChild(this.list_("Keys it attends to most", this.row(d, "qk_keys", id)));
     grid.appendChild(ov); grid.appendChild(key); grid.appendChild(query);
     r.appendChild(grid);
     r.setAttribute("data-token", String(id));

@@ -19,8 +19,7 @@ import ctypes
 import ctypes.util
 import gc
 from pathlib import Path
-
-import torch
+from typing import Any
 
 #: file mappings that hold checkpoint weights (not shared libraries)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -41,22 +40,22 @@ def _file_mappings() -> list[tuple[int, int]]:
     return ranges
 
 
-def detach_from_files(module: torch.nn.Module) -> int:
+def detach_from_files(module: Any) -> int:
     """Copy every parameter and buffer of ``module`` that is a view of a mapped weight file into
     ordinary memory (same values, dtype and device), so that the mapping can close; the bytes
-    copied. Tensors are replaced in place (``.data``): references to the modules stay valid."""
+    copied. ``module``: a ``torch.nn.Module`` (no torch import here: the front end stays light).
+    Tensors are replaced in place (``.data``): references to the modules stay valid."""
     ranges = _file_mappings()
     if not ranges:
         return 0
     copied = 0
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            if tensor.device.type != "cpu" or tensor.numel() == 0:
-                continue
-            ptr = tensor.untyped_storage().data_ptr()
-            if any(start <= ptr < stop for start, stop in ranges):
-                tensor.data = tensor.data.clone()
-                copied += tensor.numel() * tensor.element_size()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.device.type != "cpu" or tensor.numel() == 0:
+            continue
+        ptr = tensor.untyped_storage().data_ptr()
+        if any(start <= ptr < stop for start, stop in ranges):
+            tensor.data = tensor.data.clone()  # .data: no autograd record
+            copied += tensor.numel() * tensor.element_size()
     gc.collect()
     return copied
 

@@ -6,9 +6,11 @@ error and no request; hostile tokens are shown literally and stay inert."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import shutil
+import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from headreport.analysis.config import ModelConfig, ProcessingConfig
 from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
 from headreport.cli import main
+from headreport.report import explorer
 from headreport.report.escaping import visible
 from headreport.report.render import render
 from tests.integration.test_browser import open_page
@@ -74,16 +77,66 @@ def test_explorer_lists_equal_a_dense_top_k(explorer_build, everywhere_checkpoin
     assert (got["ov_rank"] == 1).mean() > 0.95
 
 
+def shard_payload(path) -> dict:
+    """The shard object a data script registers (``h.shards[N] = {...};``)."""
+    text = path.read_text(encoding="utf-8")
+    assert "<" not in text  # every < is a \u003c escape: nothing can close a script element
+    return json.loads(text[text.index("] = {") + 4 : text.rindex("; })")])
+
+
+def tokens_of(path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    assert "<" not in text
+    packed = json.loads(text[text.index(".tokenData = ") + 13 : text.rindex(";")])
+    raw = zlib.decompress(base64.b64decode(packed["data"]))
+    assert len(raw) == packed["raw_bytes"] and hashlib.sha256(raw).hexdigest() == packed["sha256"]
+    return json.loads(raw.decode("utf-8"))
+
+
 def test_head_page_carries_the_explorer_and_its_data(explorer_build):
     site = explorer_build / "site"
     html = (site / "head-1.2.html").read_text(encoding="utf-8")
     assert 'class="hr-explorer"' in html and 'src="assets/explorer.js"' in html
     assert "hr-explorer" not in (site / "head-0.1.html").read_text(encoding="utf-8")
-    data = (site / "assets" / "explorer" / "head-1.2.js").read_text(encoding="utf-8")
-    payload = json.loads(data[data.index("] = ") + 4 : data.rindex(";")])
-    assert payload["sha256"] == json.loads((explorer_build / "artifacts" / "explorer_1.2.json").read_text())["sha256"]
-    tokens = (site / "assets" / "explorer" / "tokens.js").read_text(encoding="utf-8")
-    assert "<" not in tokens  # every < is a \u003c escape: nothing can close a script element
+    artifact = json.loads((explorer_build / "artifacts" / "explorer_1.2.json").read_text())
+    shards = [shard_payload(p) for p in sorted((site / "assets" / "explorer" / "head-1.2").glob("*.js"))]
+    assert [s["start"] for s in shards] == list(range(0, artifact["d_vocab"], explorer.SHARD_TOKENS))
+    want, got = explorer_codec.decode(artifact), [explorer_codec.decode(s) for s in shards]
+    for f in explorer_codec.FIELDS:
+        np.testing.assert_array_equal(np.concatenate([g[f] for g in got]), want[f])
+    vocabulary = load_artifacts(explorer_build / "artifacts")["vocabulary"]
+    assert tokens_of(site / "assets" / "explorer" / "tokens.js") == explorer.visible_forms(vocabulary)
+
+
+def test_a_sharded_head_loads_only_the_shards_it_shows(browser, explorer_build, tmp_path, monkeypatch):
+    """With 300-token shards (7 for this 2,048-token vocabulary), showing a token loads the
+    vocabulary and that token's shard only; a token of another range loads its shard, one of the
+    same range nothing more; the lists are those of the unsharded data."""
+    monkeypatch.setattr(explorer, "SHARD_TOKENS", 300)
+    render(explorer_build / "artifacts", tmp_path / "out", engine="pandoc")
+    site = tmp_path / "out" / "site"
+    assert len(list((site / "assets" / "explorer" / "head-1.2").glob("*.js"))) == 7
+    page, errors, foreign, _ = open_page(browser, site / "head-1.2.html")
+    loaded = []
+    page.on("request", lambda r: loaded.append(r.url.rsplit("/assets/explorer/", 1)[-1])
+            if "/assets/explorer/" in r.url else None)
+    want = explorer_codec.decode(json.loads((explorer_build / "artifacts" / "explorer_1.2.json").read_text()))
+
+    def show(token: int) -> None:
+        page.fill(".hrx-input", f"#{token}")
+        page.press(".hrx-input", "Enter")
+        page.wait_for_function(f"() => document.querySelector('.hrx-result').getAttribute('data-token') === '{token}'")
+        listed = [int(a.get_attribute("href").removeprefix(PREFIX)) for a in page.locator(".hrx-card a").all()]
+        assert listed == [*want["ov_low"][token], *want["ov_high"][token], *want["qk_queries"][token],
+                          *want["qk_keys"][token]]
+
+    show(1799)
+    assert loaded == ["tokens.js", "head-1.2/00005.js"]
+    show(1500)  # the same shard (1,500–1,799): nothing more
+    show(5)
+    assert loaded == ["tokens.js", "head-1.2/00005.js", "head-1.2/00000.js"]
+    assert errors == [] and foreign == []
+    page.close()
 
 
 def search_and_click(page):

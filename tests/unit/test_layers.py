@@ -3,7 +3,7 @@
 * ``analysis/`` (installed as ``headreport.analysis``) imports neither ``headreport.report`` nor the
   command-line layer (``headreport``'s own modules): it knows tensors, never HTML;
 * ``report/`` (``headreport.report``) imports from ``headreport.analysis`` only the shared base —
-  config, errors, artifact I/O — and never the command-line layer;
+  config, errors, artifact I/O and the explorer payload's codec — and never the command-line layer;
 * no module of ``report/`` imports another lazily to dodge a cycle: the import graph inside each
   package has no cycle;
 * the front end (``analysis/inputs/``, ``analysis/model/``) is torch-free at module level, except the
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS, REPORT = "headreport.analysis", "headreport.report"
-SHARED_BASE = {f"{ANALYSIS}.config", f"{ANALYSIS}.errors", f"{ANALYSIS}.artifacts"}
+SHARED_BASE = {f"{ANALYSIS}.config", f"{ANALYSIS}.errors", f"{ANALYSIS}.artifacts", f"{ANALYSIS}.explorer_codec"}
 #: each installed package and the folder it lives in (pyproject's package-dir)
 FOLDERS = {ANALYSIS: "analysis", REPORT: "report", "headreport": "headreport"}
 #: the model loaders: of files (loader) and of a model object in memory (memory)
