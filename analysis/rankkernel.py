@@ -80,6 +80,41 @@ def build(cc: str, march: str = "native") -> Path:
     return target
 
 
+class Lists(ctypes.Structure):
+    """``hr_lists`` of rankscan.c: the thresholds of up to three candidate lists (row ≥, row ≤,
+    column ≥) and the buffers their entries are appended to."""
+
+    _fields_ = [("row_hi", _P), ("row_lo", _P), ("col_hi", _P), ("cap", _I), ("n", _I * 3),
+                ("row", _P * 3), ("col", _P * 3), ("val", _P * 3), ("overflow", _I)]
+
+    KINDS = ("row_hi", "row_lo", "col_hi")
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.buffers = [(np.empty(capacity, np.int32), np.empty(capacity, np.int32), np.empty(capacity, np.float32))
+                        for _ in range(3)]
+        self.cap = capacity
+        for i, (r, c, v) in enumerate(self.buffers):
+            self.row[i], self.col[i], self.val[i] = r.ctypes.data, c.ctypes.data, v.ctypes.data
+        self.keep: list[np.ndarray] = []
+
+    def set_thresholds(self, kind: str, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        self.keep.append(values)  # alive while the kernel reads it
+        setattr(self, kind, values.ctypes.data)
+
+    def reset(self) -> None:
+        self.n[0] = self.n[1] = self.n[2] = 0
+        self.overflow = 0
+
+    def entries(self, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows of the call, columns, values) appended to list ``kind``: copies."""
+        i = self.KINDS.index(kind)
+        n = self.n[i]
+        r, c, v = self.buffers[i]
+        return r[:n].copy(), c[:n].copy(), v[:n].copy()
+
+
 @dataclass(frozen=True)
 class Kernel:
     """The loaded library: its tile (``mr`` rows × ``nr`` columns) and instruction set."""
@@ -115,11 +150,12 @@ class Kernel:
 
     def scan(self, Ap: np.ndarray, row0: int, m: int, Bp: np.ndarray, K: int, c0: int, c1: int, *,
              own: np.ndarray | None = None, descending: bool = False, le: np.ndarray | None = None,
-             eq: np.ndarray | None = None, out: np.ndarray | None = None) -> None:
+             eq: np.ndarray | None = None, out: np.ndarray | None = None, lists: Lists | None = None) -> None:
         """Rows ``row0 … row0+m-1`` (``row0`` a multiple of ``mr``) against columns ``[c0, c1)`` (``c0``
         a multiple of ``nr``): ``le[row0:]`` / ``eq[row0:]`` (int64) gain the counts of entries ≤ (≥
         when descending) and == the rows' ``own`` entries; ``out`` (m × (c1 - c0), C order) gets the
-        entries. Releases the GIL (ctypes), so worker threads run side by side."""
+        entries; ``lists`` gets the entries beyond its thresholds (rows counted from ``row0``).
+        Releases the GIL (ctypes), so worker threads run side by side."""
         assert row0 % self.mr == 0 and c0 % self.nr == 0 and 0 <= c0 < c1
         a = Ap.ctypes.data + row0 * K * 4
         counting = le is not None
@@ -127,14 +163,15 @@ class Kernel:
                          own.ctypes.data + row0 * 4 if counting else None, int(descending),
                          le.ctypes.data + row0 * 8 if counting else None,
                          eq.ctypes.data + row0 * 8 if counting else None,
-                         out.ctypes.data if out is not None else None, out.shape[1] if out is not None else 0)
+                         out.ctypes.data if out is not None else None, out.shape[1] if out is not None else 0,
+                         ctypes.byref(lists) if lists is not None else None)
 
 
 def bind(path: Path) -> Kernel:
     lib = ctypes.CDLL(str(path))
     lib.hr_pack_a.argtypes = lib.hr_pack_b.argtypes = [_P, _I, _I, _I, _I, _P]
     lib.hr_own.argtypes = [_P, _P, _I, _I, _P, _P]
-    lib.hr_scan.argtypes = [_P, _P, _I, _I, _I, _I, _P, ctypes.c_int, _P, _P, _P, _I]
+    lib.hr_scan.argtypes = [_P, _P, _I, _I, _I, _I, _P, ctypes.c_int, _P, _P, _P, _I, _P]
     for name in ("hr_pack_a", "hr_pack_b", "hr_own", "hr_scan"):
         getattr(lib, name).restype = None
     lib.hr_isa.restype = ctypes.c_char_p

@@ -14,6 +14,10 @@
  * Counts, for each row r of a call: le[r] += #{c in [c0, c1) : x_rc <= own_r}  (>= when descending),
  *                                   eq[r] += #{c in [c0, c1) : x_rc == own_r};
  * comparisons are ordered (false when either side is NaN), as numpy's.
+ *
+ * Lists (the token explorer's candidates, hr_lists): the entries x_rc >= row_hi[r], x_rc <= row_lo[r]
+ * and x_rc >= col_hi[c], each list's (row, column, value) appended to its buffers; a vector compare
+ * finds the (rare) tile rows that hold any, so the tile is never written out.
  */
 #include <math.h>
 #include <stdint.h>
@@ -34,6 +38,17 @@
 #define HR_NR 16
 #define HR_ISA "portable"
 #endif
+
+typedef struct {
+    const float *row_hi; /* per row of the call: collect x >= row_hi[i] (NULL: off) */
+    const float *row_lo; /* per row of the call: collect x <= row_lo[i] (NULL: off) */
+    const float *col_hi; /* per column, absolute index: collect x >= col_hi[c] (NULL: off) */
+    int64_t cap;         /* capacity of each list's buffers */
+    int64_t n[3];        /* entries appended to lists hi, lo, col */
+    int32_t *row[3], *col[3];
+    float *val[3];
+    int64_t overflow;    /* set when a list was full: its later entries were dropped */
+} hr_lists;
 
 int hr_mr(void) { return HR_MR; }
 int hr_nr(void) { return HR_NR; }
@@ -133,11 +148,67 @@ static inline void count_row(const float *x, float o, int64_t width, int descend
     *eq += n_eq;
 }
 
+/* Bit c of the result: x[c] >= t (ge) or x[c] <= t (le), t = the per-column t_col[c] or, when t_col
+ * is NULL, the scalar t_row; for c < width (width <= NR <= 32). */
+static inline uint32_t tile_mask(const float *x, const float *t_col, float t_row, int ge, int64_t width) {
+    uint32_t m = 0;
+#if defined(__AVX512F__)
+    const __m512 tr = _mm512_set1_ps(t_row);
+    for (int v = 0; v < HR_NR / 16; v++) {
+        __m512 a = _mm512_loadu_ps(x + 16 * v), b = t_col ? _mm512_loadu_ps(t_col + 16 * v) : tr;
+        m |= (uint32_t)(ge ? _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ) : _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ)) << (16 * v);
+    }
+#elif defined(__AVX2__) && defined(__FMA__)
+    const __m256 tr = _mm256_set1_ps(t_row);
+    for (int v = 0; v < HR_NR / 8; v++) {
+        __m256 a = _mm256_loadu_ps(x + 8 * v), b = t_col ? _mm256_loadu_ps(t_col + 8 * v) : tr;
+        __m256 c = ge ? _mm256_cmp_ps(a, b, _CMP_GE_OQ) : _mm256_cmp_ps(a, b, _CMP_LE_OQ);
+        m |= (uint32_t)_mm256_movemask_ps(c) << (8 * v);
+    }
+#else
+    for (int c = 0; c < HR_NR; c++) {
+        float b = t_col ? t_col[c] : t_row;
+        m |= (uint32_t)(ge ? x[c] >= b : x[c] <= b) << c;
+    }
+#endif
+    return width >= 32 ? m : m & ((1u << width) - 1u);
+}
+
+static inline void append(hr_lists *L, int which, uint32_t mask, int64_t i, int64_t col, const float *x) {
+    while (mask) {
+        int c = __builtin_ctz(mask);
+        mask &= mask - 1;
+        int64_t at = L->n[which];
+        if (at >= L->cap) { L->overflow = 1; return; }
+        L->row[which][at] = (int32_t)i;
+        L->col[which][at] = (int32_t)(col + c);
+        L->val[which][at] = x[c];
+        L->n[which] = at + 1;
+    }
+}
+
+/* The list entries of one tile row (row i of the call, columns col … col+width-1). */
+static inline void collect(const float *x, int64_t i, int64_t col, int64_t width, hr_lists *L) {
+    if (L->row_hi) append(L, 0, tile_mask(x, NULL, L->row_hi[i], 1, width), i, col, x);
+    if (L->row_lo) append(L, 1, tile_mask(x, NULL, L->row_lo[i], 0, width), i, col, x);
+    if (L->col_hi) {
+        float t[HR_NR] __attribute__((aligned(64)));
+        const float *thr = L->col_hi + col;
+        if (width < HR_NR) {  /* the last panel: never read past the thresholds' end */
+            for (int c = 0; c < HR_NR; c++) t[c] = c < width ? thr[c] : INFINITY;
+            thr = t;
+        }
+        append(L, 2, tile_mask(x, thr, 0.0f, 1, width), i, col, x);
+    }
+}
+
 /* Rows 0 … m-1 of the packed A block (its own entries `own`) against columns [c0, c1) of packed B
- * (c0 a multiple of NR): counts added to le[] and eq[] (skipped when le is NULL); the entries written to out[i·ldo + (c - c0)]
- * when out is not NULL. The tile stays in L1 between the product and the comparison. */
+ * (c0 a multiple of NR): counts added to le[] and eq[] (skipped when le is NULL); the entries
+ * written to out[i·ldo + (c - c0)] when out is not NULL; the lists' entries appended when lists is
+ * not NULL. The tile stays in L1 between the product and the comparisons. */
 void hr_scan(const float *Ap, const float *Bp, int64_t K, int64_t m, int64_t c0, int64_t c1,
-             const float *own, int descending, int64_t *le, int64_t *eq, float *out, int64_t ldo) {
+             const float *own, int descending, int64_t *le, int64_t *eq, float *out, int64_t ldo,
+             hr_lists *lists) {
     float tile[HR_MR * HR_NR] __attribute__((aligned(64)));
     int64_t row_panels = (m + HR_MR - 1) / HR_MR;
     for (int64_t q = c0 / HR_NR; q * HR_NR < c1; q++) {
@@ -154,6 +225,7 @@ void hr_scan(const float *Ap, const float *Bp, int64_t K, int64_t m, int64_t c0,
                     else count_row(x, own[i], width, descending, le + i, eq + i);
                 }
                 if (out) memcpy(out + i * ldo + (col - c0), x, (size_t)width * sizeof(float));
+                if (lists) collect(x, i, col, width, lists);
             }
         }
     }

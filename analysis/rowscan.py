@@ -225,6 +225,28 @@ def _kernel(A_rows: Tensor, fused: bool | None) -> rankkernel.Kernel | None:
 
 #: the fused pass's largest row batch: its packed rows (rows × K float32) stay within 1 MB of L2
 FUSED_BATCH_FLOATS = 2**18
+#: the largest row batch when the kernel collects lists (each batch seeds its row thresholds from a
+#: rows × explorer.SEED sample: 16 MB a thread)
+LIST_BATCH_ROWS = 512
+
+
+def list_capacity(rows: int, n_cols: int, specs: Sequence[ListSpec]) -> int:
+    """Entries each list's buffer holds at first: twice what a batch is expected to give."""
+    return int(2 * rows * n_cols * max(sp.share for sp in specs)) + 4096
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """A visitor the fused kernel can run without handing it blocks: it collects the entries of
+    each row beyond a per-row threshold (``kind`` "row_hi": ≥, "row_lo": ≤; ``thresholds(rows)``
+    gives a row batch's, ``rows`` a slice of scan positions) or of each column beyond a per-column
+    threshold ("col_hi": ≥; ``thresholds`` the array), and ``add(rows, cols, values)`` takes them
+    (``rows``: scan positions)."""
+
+    kind: str
+    thresholds: Callable[[slice], np.ndarray] | np.ndarray
+    add: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+    share: float = 0.005  #: about what fraction of the entries it collects (sizes the buffers)
 
 
 @dataclass(frozen=True)
@@ -256,6 +278,10 @@ class Packed:
         :meth:`rankkernel.Kernel.scan`; each visitor reads blocks of ``blocking`` (rounded to whole
         tiles)."""
         k, workers = self.kernel, max(1, workers or torch.get_num_threads())
+        specs = [v.list_spec() for v in visitors if hasattr(v, "list_spec")]
+        if visitors and len(specs) == len(visitors) and len({sp.kind for sp in specs}) == len(specs):
+            self._scan_lists(specs, counting, workers, progress, desc)  # every visitor in the kernel
+            return
         rows = self._batch_rows(workers, blocking, bool(visitors))
         cols = -(-(blocking or CANDIDATES[0]).cols // k.nr) * k.nr if visitors else self.n_cols
         count = dict(zip(("own", "descending", "le", "eq"), counting, strict=True)) if counting else {}
@@ -275,6 +301,65 @@ class Packed:
                     visit(local.out[:m, : c1 - c0], slice(start, start + m), c0)
             return m
 
-        with tqdm(total=self.n, desc=desc, unit="row", disable=not progress, leave=False) as bar:
-            for done in _pool(workers).map(run, range(0, self.n, rows)):
+        _run_batches(run, range(0, self.n, rows), self.n, workers, progress, desc)
+
+    def _scan_lists(self, specs: list[ListSpec], counting: tuple | None, workers: int, progress: bool,
+                    desc: str) -> None:
+        """The pass with every visitor's list collected by the kernel (:class:`ListSpec`): no block is
+        written; a batch whose lists outgrow their buffers is run again with buffers four times as
+        large (its counts reset first)."""
+        k = self.kernel
+        rows = min(self._batch_rows(workers, None, False), -(-LIST_BATCH_ROWS // k.mr) * k.mr)
+        capacity = list_capacity(rows, self.n_cols, specs)
+        count = dict(zip(("own", "descending", "le", "eq"), counting, strict=True)) if counting else {}
+        local = threading.local()
+
+        def run(start: int) -> int:
+            m = min(rows, self.n - start)
+            batch = slice(start, start + m)
+            thresholds = {sp.kind: sp.thresholds(batch) if callable(sp.thresholds) else sp.thresholds for sp in specs}
+            while True:
+                lists = getattr(local, "lists", None) or rankkernel.Lists(capacity)
+                lists.keep.clear()
+                for kind, values in thresholds.items():
+                    lists.set_thresholds(kind, values)
+                lists.reset()
+                if counting:
+                    count["le"][batch], count["eq"][batch] = 0, 0
+                k.scan(self.Ap, start, m, self.Bp, self.K, 0, self.n_cols, lists=lists, **count)
+                if not lists.overflow:
+                    local.lists = lists
+                    break
+                local.lists = rankkernel.Lists(4 * lists.cap)
+            for sp in specs:
+                r, c, v = lists.entries(sp.kind)
+                sp.add(r.astype(np.int64) + start, c, v)
+            return m
+
+        _run_batches(run, range(0, self.n, rows), self.n, workers, progress, desc)
+
+
+def _run_batches(run: Callable[[int], int], starts: range, n: int, workers: int, progress: bool, desc: str) -> None:
+    """``run(start)`` for every batch on the worker pool, with a progress bar over the rows; torch on
+    one thread meanwhile (the seeds' small GEMMs run inside the workers: two OpenMP pools of two
+    threads each on two cores made the explorer's pass 3× slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tqdm(total=n, desc=desc, unit="row", disable=not progress, leave=False) as bar:
+            for done in _pool(workers).map(lambda start: _one_thread(run, start), starts):
                 bar.update(done)
+    finally:
+        torch.set_num_threads(threads)
+
+
+_worker = threading.local()
+
+
+def _one_thread(run: Callable[[int], int], start: int) -> int:
+    """``run(start)`` with this worker's own OpenMP team at one thread (OpenMP's thread count is
+    per calling thread: the caller's setting does not reach the workers)."""
+    if not getattr(_worker, "single", False):
+        torch.set_num_threads(1)
+        _worker.single = True
+    return run(start)

@@ -14,17 +14,19 @@ from tests.oracles import dense_reference
 @pytest.mark.parametrize("blocking", [rowscan.Blocking(16, 32), rowscan.Blocking(100, 128),
                                       rowscan.Blocking(512, 1024)])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_row_and_column_lists_equal_the_dense_top_k(blocking, workers):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "numpy"])
+def test_row_and_column_lists_equal_the_dense_top_k(blocking, workers, fused):
     g = torch.Generator().manual_seed(0)
     n = 300
     A, B = torch.randn(n, 8, generator=g), torch.randn(8, n, generator=g)
     rows = torch.arange(n)
     sample = torch.from_numpy(explorer.sampled(n, seed=2))
     seed_B = B[:, sample].contiguous()
-    high = explorer.RowTopK(n, lambda sl: A[sl], seed_B, largest=True)
-    low = explorer.RowTopK(n, lambda sl: A[sl], seed_B, largest=False)
+    seeds = explorer.Seeds(lambda sl: A[sl], seed_B)
+    high = explorer.RowTopK(n, seeds, largest=True)
+    low = explorer.RowTopK(n, seeds, largest=False)
     cols = explorer.ColTopK(n, rows.numpy(), explorer.column_thresholds(lambda r: A[r], B, n))
-    rowscan.scan_rows(A, B, [high, low, cols], blocking=blocking, workers=workers)
+    rowscan.scan_rows(A, B, [high, low, cols], blocking=blocking, workers=workers, fused=fused)
     ref = dense_reference(A @ B)
     np.testing.assert_array_equal(high.result(), ref["row_high"])
     np.testing.assert_array_equal(low.result(), ref["row_low"])
@@ -50,7 +52,7 @@ def test_seeding_with_few_sampled_columns_is_still_exact(seed_size, monkeypatch)
     n = 400
     A, B = torch.randn(n, 6, generator=g), torch.randn(6, n, generator=g)
     sample = torch.from_numpy(explorer.sampled(n, seed=2))
-    high = explorer.RowTopK(n, lambda sl: A[sl], B[:, sample].contiguous())
+    high = explorer.RowTopK(n, explorer.Seeds(lambda sl: A[sl], B[:, sample].contiguous()))
     cols = explorer.ColTopK(n, np.arange(n), explorer.column_thresholds(lambda r: A[r], B, n))
     rowscan.scan_rows(A, B, [high, cols], blocking=rowscan.Blocking(64, 100))
     ref = dense_reference(A @ B)
@@ -149,3 +151,25 @@ def test_linear_merge_equals_the_previous_merge_ties_included(n_groups, largest,
         got = explorer._merge_groups(groups, vals, ids, n_groups, explorer.K, largest)
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "numpy"])
+def test_lists_with_exact_ties_and_a_kernel_whose_buffers_overflow(fused, monkeypatch):
+    """Integer factors (exact products, many ties, broken by the smaller id) and, in the fused
+    kernel, list buffers of 16 entries: every batch overflows and is run again with larger ones."""
+    monkeypatch.setattr(rowscan, "list_capacity", lambda rows, n_cols, specs: 16)
+    g = torch.Generator().manual_seed(5)
+    n = 350
+    A = torch.randint(-2, 3, (n, 5), generator=g).float()
+    B = torch.randint(-2, 3, (5, n), generator=g).float()
+    sample = torch.from_numpy(explorer.sampled(n, seed=2))
+    seeds = explorer.Seeds(lambda sl: A[sl], B[:, sample].contiguous())
+    high, low = explorer.RowTopK(n, seeds, largest=True), explorer.RowTopK(n, seeds, largest=False)
+    cols = explorer.ColTopK(n, np.arange(n), explorer.column_thresholds(lambda r: A[r], B, n))
+    ranks = rowscan.ranks_cpu(A, B, torch.arange(n), False, visitors=[high, low, cols], fused=fused)
+    ref = dense_reference(A @ B)
+    np.testing.assert_array_equal(high.result(), ref["row_high"])
+    np.testing.assert_array_equal(low.result(), ref["row_low"])
+    np.testing.assert_array_equal(cols.result(), ref["col_high"])
+    M = (A.double() @ B.double()).numpy()
+    np.testing.assert_array_equal(ranks, (M <= np.diag(M)[:, None]).sum(1))  # the counts survive the reruns

@@ -156,16 +156,28 @@ def test_fused_kernel_gives_the_same_bits_on_every_instruction_set(tmp_path, mon
     g = torch.Generator().manual_seed(7)
     A, B = torch.randn(61, 40, generator=g), torch.randn(40, 203, generator=g)
     cols = torch.randint(0, 203, (61,), generator=g).numpy()
+    hi, lo, col = np.full(61, 4.0, np.float32), np.full(61, -4.0, np.float32), np.linspace(3, 6, 203, dtype=np.float32)
     results = []
     for k in kernels:
         Ap, Bp = k.pack_a(A.numpy()), k.pack_b(B.numpy())
         own = k.own(Ap, Bp, 40, cols)
         le, eq = np.zeros(61, dtype=np.int64), np.zeros(61, dtype=np.int64)
         out = np.empty((61, 203), dtype=np.float32)
-        k.scan(Ap, 0, 61, Bp, 40, 0, 203, own=own, descending=False, le=le, eq=eq, out=out)
-        results.append((k.isa, out, own, le))
-    for isa, out, own, le in results[1:]:
+        lists = rankkernel.Lists(61 * 203)
+        for kind, values in (("row_hi", hi), ("row_lo", lo), ("col_hi", col)):
+            lists.set_thresholds(kind, values)
+        lists.reset()
+        k.scan(Ap, 0, 61, Bp, 40, 0, 203, own=own, descending=False, le=le, eq=eq, out=out, lists=lists)
+        entries = {kind: sorted(zip(*(a.tolist() for a in lists.entries(kind)))) for kind in rankkernel.Lists.KINDS}
+        results.append((k.isa, out, own, le, entries))
+    for isa, out, own, le, entries in results[1:]:
         assert out.tobytes() == results[0][1].tobytes(), isa
         assert own.tobytes() == results[0][2].tobytes(), isa
         np.testing.assert_array_equal(le, results[0][3])
-    np.testing.assert_array_equal(results[0][2], results[0][1][np.arange(61), cols])
+        assert entries == results[0][4], isa
+    block, entries = results[0][1], results[0][4]
+    np.testing.assert_array_equal(results[0][2], block[np.arange(61), cols])
+    for kind, mask in (("row_hi", block >= hi[:, None]), ("row_lo", block <= lo[:, None]), ("col_hi", block >= col)):
+        r, c = np.nonzero(mask)
+        assert entries[kind] == sorted(zip(r.tolist(), c.tolist(), block[r, c].tolist())), kind
+        assert 0 < len(entries[kind]) < mask.size
