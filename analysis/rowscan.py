@@ -194,6 +194,11 @@ def ranks_cpu(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, prog
     ``fused`` as in :func:`scan_rows`."""
     n_cols = B.shape[1]
     rows_np = rows.numpy()
+    if A_rows.shape[0] != rows_np.shape[0] or A_rows.shape[1] != B.shape[0]:
+        raise ValueError(f"ranks_cpu: {tuple(A_rows.shape)} rows factor, {tuple(B.shape)} columns factor and "
+                         f"{rows_np.shape[0]} rows do not fit")
+    if rows_np.size and (rows_np.min() < 0 or rows_np.max() >= n_cols):
+        raise ValueError(f"ranks_cpu: a row's own column is outside the circuit's {n_cols} columns")
     kernel = _kernel(A_rows, fused)
     if kernel is not None:
         packed = Packed.of(kernel, A_rows, B)

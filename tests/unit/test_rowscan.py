@@ -181,3 +181,14 @@ def test_fused_kernel_gives_the_same_bits_on_every_instruction_set(tmp_path, mon
         r, c = np.nonzero(mask)
         assert entries[kind] == sorted(zip(r.tolist(), c.tolist(), block[r, c].tolist())), kind
         assert 0 < len(entries[kind]) < mask.size
+
+
+@pytest.mark.parametrize("fused", FUSED)
+def test_factors_and_rows_that_do_not_fit_are_refused_before_the_kernel(fused):
+    A, B = torch.randn(10, 4), torch.randn(4, 30)
+    with pytest.raises(ValueError, match="do not fit"):
+        rowscan.ranks_cpu(A, B, torch.arange(5), False, fused=fused)
+    with pytest.raises(ValueError, match="do not fit"):
+        rowscan.ranks_cpu(A, torch.randn(3, 30), torch.arange(10), False, fused=fused)
+    with pytest.raises(ValueError, match="outside"):
+        rowscan.ranks_cpu(A, B, torch.arange(25, 35), False, fused=fused)
