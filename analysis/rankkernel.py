@@ -127,18 +127,17 @@ class Kernel:
 
     def pack_a(self, A: np.ndarray) -> np.ndarray:
         """A (m × K, float32, any strides) in ``mr``-row panels (K × mr each, zero-padded)."""
-        m, K = A.shape
-        out = np.empty(-(-m // self.mr) * self.mr * K, dtype=np.float32)
-        si, sk = (s // 4 for s in A.strides)
-        self.lib.hr_pack_a(A.ctypes.data, si, sk, m, K, out.ctypes.data)
-        return out
+        return self._pack(A, A.strides[0], A.strides[1], A.shape[0], A.shape[1], self.mr)
 
     def pack_b(self, B: np.ndarray) -> np.ndarray:
         """B (K × n, float32, any strides) in ``nr``-column panels (K × nr each, zero-padded)."""
-        K, n = B.shape
-        out = np.empty(-(-n // self.nr) * self.nr * K, dtype=np.float32)
-        sk, sj = (s // 4 for s in B.strides)
-        self.lib.hr_pack_b(B.ctypes.data, sk, sj, K, n, out.ctypes.data)
+        return self._pack(B, B.strides[1], B.strides[0], B.shape[1], B.shape[0], self.nr)
+
+    def _pack(self, X: np.ndarray, outer: int, inner: int, n: int, K: int, panel: int) -> np.ndarray:
+        if X.dtype != np.float32:
+            raise TypeError(f"the fused kernel packs float32 factors, not {X.dtype}")
+        out = np.empty(-(-n // panel) * panel * K, dtype=np.float32)
+        self.lib.hr_pack(X.ctypes.data, outer // 4, inner // 4, n, K, panel, out.ctypes.data)
         return out
 
     def own(self, Ap: np.ndarray, Bp: np.ndarray, K: int, cols: np.ndarray) -> np.ndarray:
@@ -169,10 +168,10 @@ class Kernel:
 
 def bind(path: Path) -> Kernel:
     lib = ctypes.CDLL(str(path))
-    lib.hr_pack_a.argtypes = lib.hr_pack_b.argtypes = [_P, _I, _I, _I, _I, _P]
+    lib.hr_pack.argtypes = [_P, _I, _I, _I, _I, _I, _P]
     lib.hr_own.argtypes = [_P, _P, _I, _I, _P, _P]
     lib.hr_scan.argtypes = [_P, _P, _I, _I, _I, _I, _P, ctypes.c_int, _P, _P, _P, _I, _P]
-    for name in ("hr_pack_a", "hr_pack_b", "hr_own", "hr_scan"):
+    for name in ("hr_pack", "hr_own", "hr_scan"):
         getattr(lib, name).restype = None
     lib.hr_isa.restype = ctypes.c_char_p
     return Kernel(lib, lib.hr_mr(), lib.hr_nr(), lib.hr_isa().decode(), path)

@@ -8,7 +8,7 @@
  * so the own entry (r, r) is bit-identical to the block's copy of it and the ranks need no re-check.
  * No -ffast-math: nothing is reassociated.
  *
- * Layouts (packed by hr_pack_a / hr_pack_b; zero-padded to whole panels):
+ * Layouts (packed by hr_pack; zero-padded to whole panels):
  *     A_packed[p][k][MR]   rows p·MR … p·MR+MR-1
  *     B_packed[q][k][NR]   columns q·NR … q·NR+NR-1
  * Counts, for each row r of a call: le[r] += #{c in [c0, c1) : x_rc <= own_r}  (>= when descending),
@@ -54,28 +54,17 @@ int hr_mr(void) { return HR_MR; }
 int hr_nr(void) { return HR_NR; }
 const char *hr_isa(void) { return HR_ISA; }
 
-/* A (m × K, element (i, k) at A[i·si + k·sk]) into ceil(m / MR) panels of K × MR, zero-padded. */
-void hr_pack_a(const float *A, int64_t si, int64_t sk, int64_t m, int64_t K, float *out) {
-    int64_t panels = (m + HR_MR - 1) / HR_MR;
+/* X (n × K, element (i, k) at X[i·so + k·sk]) into ceil(n / panel) panels of K × panel, zero-padded:
+ * A's rows in MR-row panels (so, sk = A's strides), B's columns in NR-column panels (B transposed:
+ * so = B's column stride). */
+void hr_pack(const float *X, int64_t so, int64_t sk, int64_t n, int64_t K, int64_t panel, float *out) {
+    int64_t panels = (n + panel - 1) / panel;
     for (int64_t p = 0; p < panels; p++) {
-        float *dst = out + p * K * HR_MR;
+        float *dst = out + p * K * panel;
         for (int64_t k = 0; k < K; k++)
-            for (int64_t r = 0; r < HR_MR; r++) {
-                int64_t i = p * HR_MR + r;
-                dst[k * HR_MR + r] = i < m ? A[i * si + k * sk] : 0.0f;
-            }
-    }
-}
-
-/* B (K × n, element (k, j) at B[k·sk + j·sj]) into ceil(n / NR) panels of K × NR, zero-padded. */
-void hr_pack_b(const float *B, int64_t sk, int64_t sj, int64_t K, int64_t n, float *out) {
-    int64_t panels = (n + HR_NR - 1) / HR_NR;
-    for (int64_t q = 0; q < panels; q++) {
-        float *dst = out + q * K * HR_NR;
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t c = 0; c < HR_NR; c++) {
-                int64_t j = q * HR_NR + c;
-                dst[k * HR_NR + c] = j < n ? B[k * sk + j * sj] : 0.0f;
+            for (int64_t r = 0; r < panel; r++) {
+                int64_t i = p * panel + r;
+                dst[k * panel + r] = i < n ? X[i * so + k * sk] : 0.0f;
             }
     }
 }
