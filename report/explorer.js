@@ -320,7 +320,8 @@
   // the arrays of shard ``i`` (tokens i·shardTokens …), loaded and checked once; a failed load can be
   // tried again
   Explorer.prototype.shard = function (i) {
-    var self = this, label = this.label;
+    var self = this, label = this.label, h = registry.heads[label];
+    if (h && h.shards && h.shards.whole) i = "whole"; // a page with the head's data inline: one payload
     if (this.shards[i]) return this.shards[i];
     var ready = function () { var h = registry.heads[label]; return !!(h && h.shards && h.shards[i]); };
     this.shards[i] = loadScript(this.shardDir + "/" + pad(i) + ".js", ready).then(function () {
@@ -328,7 +329,9 @@
       return inflate(base64Bytes(payload.data)).then(function (raw) {
         return checkDigest(raw, payload.sha256).then(function () {
           if (payload.d_vocab !== self.n) throw new Error("the vocabulary and the head's data disagree");
-          if (payload.start !== i * self.shardTokens) throw new Error("the head's data are out of order");
+          if (payload.start !== (i === "whole" ? 0 : i * self.shardTokens)) {
+            throw new Error("the head's data are out of order");
+          }
           var d = unpack(payload, raw);
           d.start = payload.start;
           d.k = payload.k;

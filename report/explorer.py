@@ -91,19 +91,30 @@ def shard_script(shard: Mapping[str, Any]) -> str:
     keep = ("head", "shard", "start", "stop", "d_vocab", "k", "fields", "shapes", "palettes", "dtype", "encoding",
             "raw_bytes", "sha256", "data")
     head = json_for_script(shard["head"])
+    index = json_for_script(shard["shard"])  # a shard's number, or "whole"
     return ("(function (r) { var h = r.heads[" + head + "] = r.heads[" + head + "] || {shards: {}}; "
-            f"h.shards[{int(shard['shard'])}] = {json_for_script({k: shard[k] for k in keep})}; }})"
+            f"h.shards[{index}] = {json_for_script({k: shard[k] for k in keep})}; }})"
             "(window.headreportExplorer = window.headreportExplorer || {heads: {}});\n")
 
 
-def site_assets(artifacts: Mapping[str, Any]) -> dict[str, str]:
-    """Site path → content of the explorer's scripts (empty when no head has explorer data)."""
+def whole_script(payload: Mapping[str, Any]) -> str:
+    """The head's payload as one script (a page that carries its data inline: shards would only add
+    their per-shard overhead there), registered as ``heads[label].whole``."""
+    return shard_script({**payload, "shard": "whole", "start": 0, "stop": payload["d_vocab"]})
+
+
+def site_assets(artifacts: Mapping[str, Any], inline: bool = False) -> dict[str, str]:
+    """Site path → content of the explorer's scripts (empty when no head has explorer data):
+    each head's data in shards, or, for a page that carries them ``inline``, in one script."""
     explorers = artifacts.get("explorers") or {}
     if not explorers:
         return {}
     out = {EXPLORER_JS: resources.files("headreport.report").joinpath("explorer.js").read_text(encoding="utf-8"),
            tokens_path(): tokens_script(artifacts["vocabulary"])}
     for label, payload in explorers.items():
+        if inline:
+            out[f"{head_data_dir(label)}/whole.js"] = whole_script(payload)
+            continue
         for shard in shards(payload):
             out[shard_path(label, shard["shard"])] = shard_script(shard)
     return out

@@ -91,11 +91,12 @@ def site_title(ctx: ReportContext) -> str:
     return f"{name}: head{'s' if len(heads) != 1 else ''} {', '.join(heads)}"
 
 
-def data_assets(artifacts: dict[str, Any]) -> dict[str, str]:
+def data_assets(artifacts: dict[str, Any], inline: bool = False) -> dict[str, str]:
     """The scripts a page loads on demand and their data: the token explorer's
-    (:func:`report.explorer.site_assets`) and the prompt menu's (:func:`report.prompt_data.site_assets`),
-    with the loader both use (:data:`report.context.LOADER_JS`)."""
-    out = explorer.site_assets(artifacts) | prompt_data.site_assets(artifacts)
+    (:func:`report.explorer.site_assets`; ``inline``: for a page that carries them all) and the prompt
+    menu's (:func:`report.prompt_data.site_assets`), with the loader both use
+    (:data:`report.context.LOADER_JS`)."""
+    out = explorer.site_assets(artifacts, inline=inline) | prompt_data.site_assets(artifacts)
     return {LOADER_JS: asset("load.js"), **out} if out else {}
 
 

@@ -58,7 +58,7 @@ def _html_page(ctx: ReportContext, page: Page, pages: list[Page], body: str, toc
     versions = engine_versions("pandoc")
     inline_scripts = []
     if inline and page.scripts:  # the explorer and the prompt menu: their data first, then their code
-        data = data_assets(ctx.artifacts)
+        data = data_assets(ctx.artifacts, inline=True)
         inline_scripts = [inline_script(text) for rel, text in data.items() if rel not in page.scripts]
         inline_scripts += [inline_script(data[rel]) for rel in page.scripts]
     return environment().get_template("page.html.j2").render(

@@ -106,6 +106,10 @@ def test_head_page_carries_the_explorer_and_its_data(explorer_build):
         np.testing.assert_array_equal(np.concatenate([g[f] for g in got]), want[f])
     vocabulary = load_artifacts(explorer_build / "artifacts")["vocabulary"]
     assert tokens_of(site / "assets" / "explorer" / "tokens.js") == explorer.visible_forms(vocabulary)
+    # the standalone report carries the head's payload whole, as the artifact holds it: no shards
+    standalone = (site / "report.html").read_text(encoding="utf-8")
+    assert 'h.shards["whole"] = ' in standalone and "h.shards[0] = " not in standalone
+    assert artifact["data"] in standalone
 
 
 def test_a_sharded_head_loads_only_the_shards_it_shows(browser, explorer_build, tmp_path, monkeypatch):
