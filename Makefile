@@ -43,14 +43,15 @@ test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # The wheel renders: build it, install it into a fresh virtual environment with only what rendering
-# needs (no torch), and render a tiny artifact set from a folder outside the checkout.
+# needs (no torch; numpy cuts the explorer's data into shards), and render a tiny artifact set from a
+# folder outside the checkout.
 WHEEL_DIR ?= build/wheel-check
 wheel-check: setup
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_DIR) .
 	$(PYTHON) -m venv $(WHEEL_DIR)/venv
 	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt --no-deps $(WHEEL_DIR)/headreport-*.whl
-	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt jinja2 'altair>=6' vl-convert-python pypandoc-binary typst jsonschema
+	$(WHEEL_DIR)/venv/bin/pip install -q -c constraints.txt jinja2 'altair>=6' vl-convert-python pypandoc-binary typst jsonschema numpy
 	HF_HUB_OFFLINE=1 $(PY) -m tests.make_artifacts $(WHEEL_DIR)/artifacts
 	$(WHEEL_DIR)/venv/bin/python -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
 		top = {n.split('/')[0] for n in names}; assert all(t == 'headreport' or t.startswith('headreport-') for t in top), top" \
