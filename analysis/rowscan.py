@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,14 +125,7 @@ def scan_rows(
                 visit(block, slice(start, stop), i * blocking.cols)
         return stop - start
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one BLAS thread per worker: `workers` GEMMs run side by side
-    try:
-        with tqdm(total=n, desc=desc, unit="row", disable=not progress, leave=False) as bar:
-            for done in _pool(workers).map(run, starts):
-                bar.update(done)
-    finally:
-        torch.set_num_threads(threads)
+    _run_batches(run, starts, n, workers, progress, desc)
 
 
 @functools.lru_cache(maxsize=4)
@@ -204,8 +198,8 @@ def ranks_cpu(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, prog
         packed = Packed.of(kernel, A_rows, B)
         own = kernel.own(packed.Ap, packed.Bp, packed.K, rows_np)
         le, eq = np.zeros(len(rows_np), dtype=np.int64), np.zeros(len(rows_np), dtype=np.int64)
-        packed.scan(visitors, (own, descending, le, eq), blocking=blocking, workers=workers, progress=progress,
-                    desc="diagonal ranks")
+        packed.scan(visitors, {"own": own, "descending": descending, "le": le, "eq": eq}, blocking=blocking,
+                    workers=workers, progress=progress, desc="diagonal ranks")
         ties, counts = eq > 1, le  # the own column is counted (equal to itself, bit for bit)
     else:
         own = own_entries(A_rows, B, rows)
@@ -277,11 +271,11 @@ class Packed:
         largest = max(mr, FUSED_BATCH_FLOATS // self.K // mr * mr)
         return min(largest, -(-self.n // (workers * mr)) * mr)  # rows split evenly over the workers
 
-    def scan(self, visitors: Sequence[Visitor], counting: tuple | None, *, blocking: Blocking | None,
+    def scan(self, visitors: Sequence[Visitor], counting: dict[str, Any] | None, *, blocking: Blocking | None,
              workers: int | None, progress: bool, desc: str) -> None:
-        """Every row batch against every column; ``counting``: ``(own, descending, le, eq)`` for
-        :meth:`rankkernel.Kernel.scan`; each visitor reads blocks of ``blocking`` (rounded to whole
-        tiles)."""
+        """Every row batch against every column; ``counting``: the ``own``, ``descending``, ``le`` and
+        ``eq`` arguments of :meth:`rankkernel.Kernel.scan`; each visitor reads blocks of ``blocking``
+        (rounded to whole tiles)."""
         k, workers = self.kernel, max(1, workers or torch.get_num_threads())
         specs = [v.list_spec() for v in visitors if hasattr(v, "list_spec")]
         if visitors and len(specs) == len(visitors) and len({sp.kind for sp in specs}) == len(specs):
@@ -289,7 +283,7 @@ class Packed:
             return
         rows = self._batch_rows(workers, blocking, bool(visitors))
         cols = -(-(blocking or CANDIDATES[0]).cols // k.nr) * k.nr if visitors else self.n_cols
-        count = dict(zip(("own", "descending", "le", "eq"), counting, strict=True)) if counting else {}
+        count = counting or {}
         local = threading.local()
 
         def run(start: int) -> int:
@@ -308,7 +302,7 @@ class Packed:
 
         _run_batches(run, range(0, self.n, rows), self.n, workers, progress, desc)
 
-    def _scan_lists(self, specs: list[ListSpec], counting: tuple | None, workers: int, progress: bool,
+    def _scan_lists(self, specs: list[ListSpec], counting: dict[str, Any] | None, workers: int, progress: bool,
                     desc: str) -> None:
         """The pass with every visitor's list collected by the kernel (:class:`ListSpec`): no block is
         written; a batch whose lists outgrow their buffers is run again with buffers four times as
@@ -316,7 +310,7 @@ class Packed:
         k = self.kernel
         rows = min(self._batch_rows(workers, None, False), -(-LIST_BATCH_ROWS // k.mr) * k.mr)
         capacity = list_capacity(rows, self.n_cols, specs)
-        count = dict(zip(("own", "descending", "le", "eq"), counting, strict=True)) if counting else {}
+        count = counting or {}
         local = threading.local()
 
         def run(start: int) -> int:
@@ -346,8 +340,8 @@ class Packed:
 
 def _run_batches(run: Callable[[int], int], starts: range, n: int, workers: int, progress: bool, desc: str) -> None:
     """``run(start)`` for every batch on the worker pool, with a progress bar over the rows; torch on
-    one thread meanwhile (the seeds' small GEMMs run inside the workers: two OpenMP pools of two
-    threads each on two cores made the explorer's pass 3× slower)."""
+    one thread in the caller and in each worker meanwhile, so that the workers' GEMMs (the BLAS
+    path's blocks, the explorer's seeds) run side by side instead of each spawning a team."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
