@@ -22,11 +22,12 @@ from . import (
 )
 
 
-def _write_pages(ctx: ReportContext, pages: list[Page], project: Path) -> None:
-    """``_quarto.yml``, one ``.qmd`` per page, and ``report.qmd`` with every page as a chapter."""
+def _write_pages(ctx: ReportContext, pages: list[Page], project: Path, resources: list[str]) -> None:
+    """``_quarto.yml`` (``resources``: the data files the site carries), one ``.qmd`` per page, and
+    ``report.qmd`` with every page as a chapter."""
     (project / "_quarto.yml").write_text(
         environment().get_template("_quarto.yml.j2").render(
-            pages=pages, site_title=site_title(ctx), resources=sorted(data_assets(ctx.artifacts))), encoding="utf-8")
+            pages=pages, site_title=site_title(ctx), resources=resources), encoding="utf-8")
     for page in pages:
         (project / f"{page.slug}.qmd").write_text(
             f"---\ntitle: {json.dumps(page.title, ensure_ascii=False)}\n---\n\n{page.markdown}", encoding="utf-8")
@@ -38,9 +39,9 @@ def _write_pages(ctx: ReportContext, pages: list[Page], project: Path) -> None:
         "---\n\n" + combined_markdown(pages), encoding="utf-8")
 
 
-def _write_assets(ctx: ReportContext, project: Path) -> None:
+def _write_assets(ctx: ReportContext, project: Path, data: dict[str, str]) -> None:
     """The CSS, the Vega scripts (header), the chart loader and the on-demand scripts (after the
-    body), and the data those load by relative path."""
+    body), and the ``data`` those load by relative path."""
     (project / "style.css").write_text(asset("style.css"), encoding="utf-8")
     (project / "vega-header.html").write_text(f"<script>\n{vega_bundle()}\n</script>\n", encoding="utf-8")
     on_demand = ([asset("explorer.js")] if ctx.artifacts.get("explorers") else []) + \
@@ -48,7 +49,7 @@ def _write_assets(ctx: ReportContext, project: Path) -> None:
     after = [asset("charts.js")] + ([asset("load.js")] + on_demand if on_demand else [])
     (project / "vega-after-body.html").write_text(
         "".join(f"<script>\n{inline_script(js)}\n</script>\n" for js in after), encoding="utf-8")
-    for rel, text in data_assets(ctx.artifacts).items():  # data loaded on demand, by relative path
+    for rel, text in data.items():  # data loaded on demand, by relative path
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text(text, encoding="utf-8")
 
@@ -57,8 +58,9 @@ def write_project(ctx: ReportContext, pages: list[Page], project: Path) -> Path:
     """A Quarto website project (``_quarto.yml``, one ``.qmd`` per page) plus ``report.qmd`` (Typst
     PDF with every page as a chapter), with its styles, scripts and data."""
     project.mkdir(parents=True, exist_ok=True)
-    _write_pages(ctx, pages, project)
-    _write_assets(ctx, project)
+    data = data_assets(ctx.artifacts)  # once: the explorer's shards are cut from its payload here
+    _write_pages(ctx, pages, project, sorted(data))
+    _write_assets(ctx, project, data)
     return project
 
 
