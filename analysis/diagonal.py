@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import FactoredMatrix
 
-from . import rowscan
+from . import gpurank, rowscan
 from .circuits import TokenCircuit
 
 #: the paper's cut-offs: rank 1, top 10, top 5% of the row
@@ -70,8 +70,9 @@ def diagonal_ranks(
     Ties count against the token: rank = #{j : x_j ≤ x_r} (``≥`` when descending), itself included,
     so a constant row ranks every token last. A NaN own entry ranks last (n_cols); NaN elsewhere
     in the row never beats it. On CPU the pass is :func:`analysis.rowscan.ranks_cpu` (cache-sized
-    blocks, shapes tuned at run time); on GPU ``batch_size`` rows are computed at once, in full float32
-    (TF32 switched off for the pass, whatever the caller set).
+    blocks, shapes tuned at run time); on GPU it is the fused Triton kernel (:func:`fused_ranks`,
+    3×TF32) where Triton is installed and no visitor reads the blocks, else ``batch_size`` rows are
+    computed at once, in full float32 (TF32 switched off for the pass, whatever the caller set).
     ``visitors``: further readers of every block in the same pass (:mod:`analysis.explorer`; numpy
     blocks on CPU, device tensors on GPU). ``tied``: a boolean array of ``len(rows)``, filled with
     whether each row's own entry equals another entry of its row exactly.
@@ -85,6 +86,8 @@ def diagonal_ranks(
         return torch.from_numpy(rowscan.ranks_cpu(circuit.rows_of(rows), B, rows, descending, progress=progress,
                                                   visitors=visitors, tied=tied))
     rows = rows.to(B.device)
+    if not visitors and B.dtype == torch.float32 and gpurank.available(B.device):
+        return fused_ranks(circuit.rows_of(rows), B, rows, descending, tied=tied)
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
     with full_float32():
@@ -97,6 +100,27 @@ def diagonal_ranks(
             for visit in visitors:
                 visit(block, slice(start, start + r.shape[0]), 0)
     return out
+
+
+def fused_ranks(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, tied: np.ndarray | None = None,
+                counts: gpurank.Counts | None = None) -> Tensor:
+    """The GPU pass on the fused Triton kernel (:mod:`analysis.gpurank`): ranks with ties against the
+    token, a NaN own entry last. A row whose finite own entry no tile reproduced exactly (the
+    kernel's own check, never seen so far) is recomputed as a block, so a rank is never off by its own
+    column. ``counts``: the kernel's result, when the caller has it already."""
+    with full_float32():
+        c = counts if counts is not None else gpurank.counts(A_rows, B, rows, descending)
+        ranks = torch.where(c.own.isnan(), B.shape[1], c.le)
+        ties = (c.eq > 1).numpy()
+        redo = c.unmatched.nonzero()[:, 0]
+        if redo.numel():
+            idx = redo.to(B.device)
+            block = A_rows[idx] @ B
+            ranks[redo] = block_ranks(block, rows[idx], descending).cpu()
+            ties[redo.numpy()] = block_ties(block, rows[idx]).cpu().numpy()
+    if tied is not None:
+        tied[:] = ties & ~c.own.isnan().numpy()
+    return ranks
 
 
 def block_ranks(block: Tensor, own_cols: Tensor, descending: bool) -> Tensor:

@@ -38,7 +38,7 @@ from checkpoints import (
     randomize_norms_and_biases,
 )
 
-from headreport.analysis import circuits, diagonal, explorer, spectra
+from headreport.analysis import circuits, diagonal, explorer, gpurank, spectra
 from headreport.analysis.config import Config, HeadRef, ModelConfig, ProcessingConfig, SurveyConfig
 from headreport.analysis.embeddings import effective_embedding
 from headreport.analysis.model.loader import load_model
@@ -86,7 +86,11 @@ def main() -> int:
     gpu, t = timed(lambda: load_model(ModelConfig(name=str(ck), device=dev), proc))
     report["load_model_device_s"] = t
     if args.skip_cpu:
-        return survey_and_analysis(report, gpu, ck, dev, out, HeadRef(1, 3))
+        head = HeadRef(1, 3)
+        W_gpu = effective_embedding(gpu, progress=False).W_EE
+        fused_kernel_check(report, circuits.RankCircuits(gpu, head.layer, W_gpu, "none"), head, out)
+        del W_gpu
+        return survey_and_analysis(report, gpu, ck, dev, out, head)
     cpu = load_model(ModelConfig(name=str(ck), device="cpu"), proc)
 
     L_cpu, t_cpu = timed(lambda: effective_embedding(cpu, progress=False))
@@ -144,8 +148,58 @@ def main() -> int:
     report[f"explorer_lists_head_{head.label}"] = lists
     save(report, out)
     del cpu, W_cpu, rc_same
+    fused_kernel_check(report, rc_gpu, head, out)
 
     return survey_and_analysis(report, gpu, ck, dev, out, head)
+
+
+#: launch shapes the fused kernel is timed with (the first is gpurank's default)
+TILINGS = (gpurank.Tiling(64, 32, 4, 3), gpurank.Tiling(128, 32, 8, 3), gpurank.Tiling(128, 16, 8, 4),
+           gpurank.Tiling(64, 64, 4, 2), gpurank.Tiling(32, 32, 2, 3))
+
+
+def fused_kernel_check(report: dict, rc: circuits.RankCircuits, head: HeadRef, out: Path) -> None:
+    """The fused Triton kernel (analysis/gpurank.py) against the block pass, on one head's exact OV and
+    QK circuits: ranks and ties, rows whose own entry no tile reproduced (must be 0), and seconds for
+    each precision and launch shape."""
+    if not gpurank.available(rc.W_EE.device):
+        report["fused_kernel"] = {"available": False}
+        save(report, out)
+        return
+    result: dict = {"available": True}
+    for name, desc in (("ov_self_suppression", False), ("qk_self_attention", True)):
+        circuit = circuits.TokenCircuit.of(rc.ov(head.head) if name.startswith("ov") else rc.qk(head.head))
+        rows = torch.arange(circuit.n_rows, device=circuit.B.device)
+        A = circuit.rows_of(rows)
+        with diagonal.full_float32():
+            block, t_block = timed(lambda: blockwise(A, circuit.B, rows, desc))
+        entry: dict = {"block_s": t_block}
+        for precision in gpurank.PRECISIONS:
+            for tiling in TILINGS:
+                try:
+                    # compile first
+                    gpurank.counts(A[:4096], circuit.B, rows[:4096], desc, precision=precision, tiling=tiling)
+                    c, t = timed(lambda: gpurank.counts(A, circuit.B, rows, desc, precision=precision, tiling=tiling))
+                except Exception as e:  # a shape this Triton or chip refuses: recorded, not fatal
+                    entry[f"{precision}_{tiling.block}x{tiling.k}w{tiling.warps}s{tiling.stages}"] = repr(e)[:200]
+                    continue
+                ranks = torch.where(c.own.isnan(), circuit.n_rows, c.le)
+                diff = (ranks - block).abs()
+                entry[f"{precision}_{tiling.block}x{tiling.k}w{tiling.warps}s{tiling.stages}"] = {
+                    "seconds": t, "tflops": 2 * A.shape[0] * circuit.n_rows * A.shape[1] / t / 1e12,
+                    "unmatched_rows": int(c.unmatched.sum()),
+                    "rows_with_equal_rank_vs_block": float((diff == 0).float().mean()),
+                    "max_rank_difference_vs_block": int(diff.max()),
+                }
+        result[name] = entry
+    report[f"fused_kernel_head_{head.label}"] = result
+    save(report, out)
+
+
+def blockwise(A: torch.Tensor, B: torch.Tensor, rows: torch.Tensor, descending: bool) -> torch.Tensor:
+    """The block pass's ranks (1,024 rows a block, full float32)."""
+    return torch.cat([diagonal.block_ranks(A[s:s + 1024] @ B, rows[s:s + 1024], descending).cpu()
+                      for s in range(0, A.shape[0], 1024)])
 
 
 def survey_and_analysis(report: dict, gpu, ck: Path, dev: str, out: Path, head: HeadRef) -> int:
@@ -164,6 +218,7 @@ def survey_and_analysis(report: dict, gpu, ck: Path, dev: str, out: Path, head: 
     steps = json.loads((out / "build" / "artifacts" / "timings.json").read_text())["seconds"]
     report["survey_exact"] = {
         "seconds": t, "n_heads": len(survey["results"]["heads"]), "steps": steps,
+        "rank_kernel": survey.get("provenance", {}).get("rank_kernel"),
         "top5": survey["results"]["ranking"]["order"][:5],
         "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None,
     }

@@ -26,7 +26,7 @@ import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.utilities import softcap_enabled
 
-from .. import rankkernel
+from .. import gpurank, rankkernel
 from ..artifacts import package_versions
 from ..config import ModelConfig, ProcessingConfig
 from ..errors import ConfigError, ModelUnavailableError
@@ -282,8 +282,11 @@ def processed_model(bridge: Any, model_cfg: ModelConfig, processing: ProcessingC
         "dtype": model_cfg.dtype,
         "libraries": library_versions(),
     })
-    if str(device).startswith("cpu"):  # on a GPU the passes are torch's
+    if str(device).startswith("cpu"):
         provenance["rank_kernel"] = rankkernel.name() if model_cfg.dtype == "float32" else "numpy"
+    else:  # the fused Triton kernel runs the passes that no explorer list reads
+        provenance["rank_kernel"] = (gpurank.name() if model_cfg.dtype == "float32" and gpurank.available(device)
+                                     else "torch")
     model = dimensions(bridge, provenance)
     model.checkpoint_hashes = hashes
     return model
