@@ -25,6 +25,7 @@ import torch
 import transformers
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.utilities import softcap_enabled
+from transformer_lens.weight_processing import ProcessWeights
 
 from .. import gpurank, rankkernel
 from ..artifacts import package_versions
@@ -139,6 +140,11 @@ def _hub_offline():
             os.environ["HF_HUB_OFFLINE"] = old
 
 
+#: TransformerLens' processing steps that deep-copy the state dict they are given: run with their
+#: copies handed over (:func:`release.handing_over`), so one copy of the weights is alive, not two
+COPYING_STEPS = ("fold_layer_norm", "center_unembed", "fold_value_biases", "refactor_factored_attn_matrices")
+
+
 @contextlib.contextmanager
 def single_threaded():
     """Run the load and the weight processing on one intra-op thread. Processing is hundreds of
@@ -216,7 +222,7 @@ def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[
                      "writing weights of LayerNorm models only (a centred vector is not invariant under "
                      "RMSNorm).")
     try:
-        with single_threaded():
+        with single_threaded(), release.handing_over(ProcessWeights, COPYING_STEPS):
             bridge.enable_compatibility_mode(
                 fold_ln=processing.fold_ln,
                 center_writing_weights=processing.center_writing_weights,

@@ -1,5 +1,5 @@
-"""Give back the memory a load no longer needs: the checkpoint's file mapping and the allocator's
-free pages.
+"""Give back the memory a load no longer needs: the checkpoint's file mapping, the processing's
+intermediate copies and the allocator's free pages.
 
 transformers memory-maps a ``.safetensors`` file and leaves unprocessed weights as views of the
 mapping; TransformerLens' processing writes new tensors for the weights it folds, but keeps the
@@ -10,14 +10,29 @@ the GPT-2-small shape). :func:`detach_from_files` copies those few weights into 
 after which the mapping is closed. :func:`trim` asks glibc to return the free pages at the top of
 its heaps (the processing's intermediate state dict: 0.44 GB for the same shape).
 
-Linux only (``/proc/self/maps``, glibc's ``malloc_trim``); elsewhere both do nothing.
+TransformerLens' weight processing chains steps that each begin by deep-copying the whole state dict
+they are given (``{k: v.clone() for k, v in state_dict.items()}``) and return the copy, so while a
+step runs its argument and its copy are both alive: two models' worth on top of the model itself.
+Inside :func:`handing_over`, such a step is given its argument's entries in a :class:`_HandOver`
+dict, which hands each entry over as the copy reads it, so an entry's original is freed as soon as
+it is copied: the peak holds one copy. The values are the library's own, bit for bit
+(``tests/unit/test_release.py`` compares the processed weights of several families with and without
+it); a step whose result lacks a key of its argument (a library whose step reads its argument again)
+is refused with an error rather than let through. Once a step's copy is made, the checkpoint pages
+the model's own weights were read from are given back (:func:`drop_file_pages`): the processing
+reads only its copies.
+
+Linux only (``/proc/self/maps`` and ``smaps``, ``madvise``, glibc's ``malloc_trim``); elsewhere
+these do nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +75,102 @@ def detach_from_files(module: Any) -> int:
     return copied
 
 
+def _untouched_file_mappings() -> list[tuple[int, int]]:
+    """Address ranges of weight-file mappings none of whose pages was written (``/proc/self/smaps``:
+    ``Anonymous: 0 kB``, no copy-on-write page): each of their pages reads back from the file."""
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return []
+    ranges, current = [], None
+    for line in text.splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            current = None
+            if len(head) == 6 and head[5].strip().endswith(WEIGHT_SUFFIXES):
+                start, stop = head[0].split("-")
+                current = (int(start, 16), int(stop, 16))
+        elif current is not None and line.startswith("Anonymous:"):
+            if int(line.split()[1]) == 0:
+                ranges.append(current)
+            current = None
+    return ranges
+
+
+def drop_file_pages() -> int:
+    """Give back the resident pages of the weight-file mappings that were only read (see
+    :func:`_untouched_file_mappings`), with ``madvise(MADV_DONTNEED)``: the mapping stays valid, and
+    a page touched again is read back from the file. The bytes of mappings dropped (0 off Linux)."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "madvise"):
+        return 0
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    dropped = 0
+    for start, stop in _untouched_file_mappings():
+        if libc.madvise(start, stop - start, MADV_DONTNEED) == 0:
+            dropped += stop - start
+    return dropped
+
+
+#: Linux's madvise advice: free the pages now, read them again on the next touch
+MADV_DONTNEED = 4
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def trim() -> None:
     """Return the allocator's free memory to the system (glibc ``malloc_trim``; else nothing)."""
     gc.collect()
-    name = ctypes.util.find_library("c")
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+class _HandOver(dict):
+    """A dict whose ``items()`` hands each entry over as it is read: the entry leaves the dict, so a
+    copy made by iterating it never holds the original and the copy of every entry at once."""
+
+    def items(self):  # type: ignore[override]  # a generator, read once
+        while self:
+            key = next(iter(self))
+            yield key, self.pop(key)
+        # copied: the originals that are views of the checkpoint file (the model's own weights, in
+        # the first step) are not read again by the processing, so their pages go back
+        drop_file_pages()
+
+
+@contextlib.contextmanager
+def handing_over(owner: Any, steps: Sequence[str]) -> Iterator[None]:
+    """Within the block, each static method ``owner.<step>`` (a step that deep-copies its first
+    argument, a dict, and returns the copy) is given that argument's entries in a :class:`_HandOver`
+    and the caller's dict is emptied (the caller rebinds its name to the step's result). A result
+    that lacks one of the argument's keys raises a RuntimeError naming the step. The methods are
+    restored on exit."""
+    saved = {name: owner.__dict__[name] for name in steps if name in owner.__dict__}
+
+    def wrap(name: str, step: Any) -> staticmethod:
+        def run(state_dict: dict, *args: Any, **kwargs: Any) -> dict:
+            keys = set(state_dict)
+            given = _HandOver(state_dict)
+            state_dict.clear()
+            result = step(given, *args, **kwargs)
+            if not keys <= set(result):
+                raise RuntimeError(f"{getattr(owner, '__name__', owner)}.{name} dropped state-dict keys "
+                                   f"{sorted(keys - set(result))[:5]}: it reads its argument again after "
+                                   "copying it, so it cannot be run with its copies handed over")
+            return result
+        return staticmethod(run)
+
+    for name, method in saved.items():
+        setattr(owner, name, wrap(name, method.__func__))
     try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:
-        pass
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(owner, name, method)
