@@ -14,6 +14,9 @@ written to ``OUT/bench.json``:
   ``analysis.embeddings.effective_embedding`` (same numbers, checked), seconds and GFLOP/s;
 * the vocabulary-sized factor products of one layer's rank circuits (``RankCircuits``);
 * exact OV self-suppression and QK self-attention of head 10.7: the GEMM alone and GEMM + counting;
+  and again on the kernel's AVX2 build in a child whose MKL is restricted to AVX2
+  (``MKL_ENABLE_INSTRUCTIONS``), so the bound beside it uses the same instructions (``--isa-only``
+  runs just this: ``OUT/bench-isa.json``);
 * ``headreport analyze --head 10.7`` (exact ranks, with the token explorer's lists and the 25
   built-in prompts) and ``headreport survey`` (all 144 heads, sampled) in subprocesses: wall time,
   step times, peak RSS, the explorer payload's size;
@@ -417,6 +420,73 @@ def bench_prompt_load(work: Path) -> dict[str, Any]:
 
 # --- goals -----------------------------------------------------------------------------------------
 
+#: the instruction sets the fused kernel is timed on besides this machine's own (``--isa-only``, and in
+#: the full bench): the kernel's -march and MKL's MKL_ENABLE_INSTRUCTIONS for the bound beside it
+ISAS = {"avx2": ("x86-64-v3", "AVX2")}
+
+
+def bench_isa(isa: str, ckpt: Path, reps: int) -> dict[str, Any]:
+    """Run in a child whose MKL is restricted to ``isa`` (MKL reads MKL_ENABLE_INSTRUCTIONS once, when
+    it starts): head 10.7's exact OV and QK passes on the fused kernel built for ``isa``, each between
+    two sgemm bounds measured with the same instructions, so that the ratio is the one an ``isa``-only
+    machine with this core would see."""
+    from headreport.analysis import circuits, rankkernel, rowscan
+    from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
+    from headreport.analysis.embeddings import effective_embedding
+    from headreport.analysis.model.loader import load_model
+
+    march, _ = ISAS[isa]
+    kernel = rankkernel.bind(rankkernel.build(rankkernel.compiler(), march))
+    rankkernel._load = lambda: kernel  # the passes below run on this build
+    model = load_model(ModelConfig(name=str(ckpt), device="cpu"), ProcessingConfig())
+    head = HeadRef.parse(HEAD)
+    rc = circuits.RankCircuits(model, head.layer, effective_embedding(model, progress=False).W_EE, "none")
+    rows = torch.arange(model.d_vocab)
+    r: dict[str, Any] = {"kernel": kernel.isa, "march": march, "mkl_instructions": os.environ.get(
+        "MKL_ENABLE_INSTRUCTIONS")}
+    for name, circuit, descending in (("ov", rc.ov(head.head), False), ("qk", rc.qk(head.head), True)):
+        A_rows = circuit.rows_of(rows)
+        m = between_bounds(lambda: best_of(lambda: rowscan.ranks_cpu(A_rows, circuit.B, rows, descending), reps))
+        t = m.pop("result")[0]
+        r[name] = {"ranks_s": t, "ranks_gflops": gflops(2 * model.d_vocab**2 * model.d_head, t), **m}
+    return r
+
+
+def bench_isas(ckpt: Path, work: Path, reps: int) -> dict[str, Any]:
+    """:func:`bench_isa` for each of :data:`ISAS` this CPU runs, each in a child process."""
+    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    out: dict[str, Any] = {}
+    for isa, (_, mkl) in ISAS.items():
+        if isa not in flags.split() or not all(f in flags.split() for f in ("avx2", "fma")):
+            out[isa] = {"skipped": f"this CPU has no {isa}"}
+            continue
+        path = work / f"isa-{isa}.json"
+        env = {**os.environ, "MKL_ENABLE_INSTRUCTIONS": mkl}
+        cmd = [sys.executable, str(Path(__file__)), "--isa-child", isa, "--out", str(path), "--reps", str(reps),
+               "--checkpoint", str(ckpt)]
+        with (work / f"isa-{isa}.log").open("w") as fh:
+            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+        out[isa] = json.loads(path.read_text()) if code == 0 and path.is_file() else {"failed": code}
+    return out
+
+
+def isa_goals(isas: dict[str, Any]) -> list[dict[str, Any]]:
+    goals = []
+    for isa, r in isas.items():
+        for name in ("ov", "qk"):
+            if name not in r:
+                goals.append({"goal": f"{name.upper()} exact on {isa}", "measured": str(r), "target": "≤ bound/1.5",
+                              "pass": None})
+                continue
+            bound = bounds_of(r[name])[0]
+            ratio = bound / r[name]["ranks_gflops"]
+            goals.append({
+                "goal": f"{name.upper()} exact on {isa} only (fused-{r['kernel']}; the bound: MKL restricted to {isa})",
+                "measured": f"bound/{ratio:.2f} ({r[name]['ranks_gflops']:.0f} GFLOP/s; {bounds_text(r[name])})",
+                "target": "≤ bound/1.5", "pass": judged(ratio <= 1.5, r[name])})
+    return goals
+
+
 def atlas_share(survey: dict[str, Any]) -> dict[str, Any]:
     """The head atlas's cost over the rest of the survey (``survey/atlas`` of ``survey/total_heads``,
     which includes it): the atlas must add under 20%."""
@@ -448,6 +518,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         ratio(f"OV exact, GEMM + counting ({p['ov']['kernel']})", p["ov"], p["ov"]["ranks_gflops"], 1.5),
         ratio(f"QK exact, GEMM + counting ({p['qk']['kernel']})", p["qk"], p["qk"]["ranks_gflops"], 1.5),
+        *isa_goals(r.get("isas", {})),
         ratio("rank-circuit factor products (one layer)", p["factors"], p["factors"]["gflops"], 1.3),
         ratio("W_EE, whole call", p["w_ee"], p["w_ee"]["gflops"], 1.3),
         {"goal": "W_EE equals the notebook's and is at least as fast",
@@ -528,13 +599,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=2, help="repeats of the in-process timings (best of; default 2)")
     parser.add_argument("--prompt-load-only", action="store_true",
                         help="only the render of the documented maximum of prompts (about a minute)")
+    parser.add_argument("--isa-only", action="store_true",
+                        help="only the exact passes on the AVX2 build, against MKL restricted to AVX2 (a minute)")
+    parser.add_argument("--isa-child", choices=sorted(ISAS), help=argparse.SUPPRESS)  # bench_isas' child
     parser.add_argument("--vocabulary-only", action="store_true",
                         help="only the survey of the 262k-vocabulary Gemma-3-270M shape (about 10-20 minutes)")
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # the child's checkpoint
     args = parser.parse_args(argv)
+    if args.isa_child:  # --out: the child's JSON file
+        result = bench_isa(args.isa_child, Path(args.checkpoint), args.reps)
+        Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        return 0
     out = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
     work = out / "bench"
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.isa_only:
+        log("the fused kernel on each instruction set, against MKL restricted to it")
+        return run_alone({"isas": bench_isas(checkpoint(work / "gpt2-small-random"), work, args.reps)},
+                         lambda r: isa_goals(r["isas"]), out / "bench-isa.json", t0, lambda r: "")
     if args.prompt_load_only:
         log("prompt load: 200 prompts of 256 tokens, two heads")
         return run_alone(bench_prompt_load(work), prompt_load_goals, out / "bench-prompt-load.json", t0,
@@ -549,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     r["sgemm_start"] = sgemm_bound()
     log("in-process: W_EE, factor products, exact rank passes")
     r["in_process"] = bench_in_process(ckpt, args.reps)
+    log("the fused kernel on AVX2, against MKL restricted to AVX2")
+    r["isas"] = bench_isas(ckpt, work, args.reps)
     log("commands: analyze, survey, render, unchanged build")
     r["commands"] = bench_commands(ckpt, work)
     log("prompt load: 200 prompts of 256 tokens, two heads")

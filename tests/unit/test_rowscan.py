@@ -192,3 +192,34 @@ def test_factors_and_rows_that_do_not_fit_are_refused_before_the_kernel(fused):
         rowscan.ranks_cpu(A, torch.randn(3, 30), torch.arange(10), False, fused=fused)
     with pytest.raises(ValueError, match="outside"):
         rowscan.ranks_cpu(A, B, torch.arange(25, 35), False, fused=fused)
+
+
+@pytest.mark.skipif(platform.machine() not in {"x86_64", "AMD64"}, reason="x86-64 instruction sets")
+@pytest.mark.parametrize("descending", [False, True])
+def test_every_instruction_set_counts_ties_and_nans_as_the_reference(tmp_path, monkeypatch, descending):
+    """The counts (≤ or ≥ the own entry, and == it) of every build's tile compare, on integer factors
+    (exact ties everywhere) with a NaN row and a width that no tile divides, equal numpy's on the block."""
+    monkeypatch.setenv("HEADREPORT_CACHE", str(tmp_path))
+    cc = rankkernel.compiler()
+    kernels = [rankkernel.load(), rankkernel.bind(rankkernel.build(cc, "x86-64"))]
+    if _supports_avx2():
+        kernels.append(rankkernel.bind(rankkernel.build(cc, "x86-64-v3")))
+    A, B = tied_factors(203, 5, seed=4)
+    A = A[:70].clone()
+    A[9] = float("nan")
+    cols = np.arange(70) * 2
+    block = (A.double() @ B.double()).numpy().astype(np.float32)
+    own = block[np.arange(70), cols][:, None]
+    want_le = ((block >= own) if descending else (block <= own)).sum(1)
+    want_eq = (block == own).sum(1)
+    assert (want_eq[~np.isnan(own[:, 0])] > 1).any()
+    for k in kernels:
+        Ap, Bp = k.pack_a(A.numpy()), k.pack_b(B.numpy())
+        got_own = k.own(Ap, Bp, 5, cols)
+        rows = -(-70 // k.mr) * k.mr  # whole panels: the padding rows count into their own slots
+        le, eq = np.zeros(rows, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+        own_p = np.zeros(rows, dtype=np.float32)
+        own_p[:70] = got_own
+        k.scan(Ap, 0, 70, Bp, 5, 0, 203, own=own_p, descending=descending, le=le, eq=eq)
+        np.testing.assert_array_equal(le[:70], want_le, err_msg=k.isa)
+        np.testing.assert_array_equal(eq[:70], want_eq, err_msg=k.isa)
