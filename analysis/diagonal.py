@@ -24,6 +24,7 @@ Definitions and sources: docs/methods.md#ov-self-suppression-and-qk-self-attenti
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +38,8 @@ from transformer_lens import FactoredMatrix
 
 from . import gpurank, rowscan
 from .circuits import TokenCircuit
+
+log = logging.getLogger("headreport")
 
 #: the paper's cut-offs: rank 1, top 10, top 5% of the row
 TOP_K = 10
@@ -87,7 +90,10 @@ def diagonal_ranks(
                                                   visitors=visitors, tied=tied))
     rows = rows.to(B.device)
     if not visitors and B.dtype == torch.float32 and gpurank.available(B.device):
-        return fused_ranks(circuit.rows_of(rows), B, rows, descending, tied=tied)
+        try:
+            return fused_ranks(circuit.rows_of(rows), B, rows, descending, tied=tied, batch_size=batch_size)
+        except gpurank.KernelUnavailable as e:  # Triton could not build it for this GPU: the block pass
+            log.warning("the fused GPU rank kernel did not run (%s): the rank passes use torch blocks", e)
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
     with full_float32():
@@ -103,21 +109,25 @@ def diagonal_ranks(
 
 
 def fused_ranks(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, tied: np.ndarray | None = None,
-                counts: gpurank.Counts | None = None) -> Tensor:
+                counts: gpurank.Counts | None = None, batch_size: int = 1024) -> Tensor:
     """The GPU pass on the fused Triton kernel (:mod:`analysis.gpurank`): ranks with ties against the
-    token, a NaN own entry last. A row whose finite own entry no tile reproduced exactly (the
-    kernel's own check, never seen so far) is recomputed as a block, so a rank is never off by its own
-    column. ``counts``: the kernel's result, when the caller has it already."""
+    token, a NaN own entry last. A row whose finite own entry the kernel's tile did not reproduce in
+    its own column (the kernel's own check; never seen in the tests) is recomputed in blocks of
+    ``batch_size`` rows, so a rank is never off by its own column. ``counts``: the kernel's result,
+    when the caller has it already."""
     with full_float32():
         c = counts if counts is not None else gpurank.counts(A_rows, B, rows, descending)
         ranks = torch.where(c.own.isnan(), B.shape[1], c.le)
         ties = (c.eq > 1).numpy()
         redo = c.unmatched.nonzero()[:, 0]
         if redo.numel():
-            idx = redo.to(B.device)
+            log.warning("the fused GPU rank kernel did not reproduce %d rows' own entries: recomputed", redo.numel())
+        for start in range(0, redo.numel(), batch_size):
+            part = redo[start : start + batch_size]
+            idx = part.to(B.device)
             block = A_rows[idx] @ B
-            ranks[redo] = block_ranks(block, rows[idx], descending).cpu()
-            ties[redo.numpy()] = block_ties(block, rows[idx]).cpu().numpy()
+            ranks[part] = block_ranks(block, rows[idx], descending).cpu()
+            ties[part.numpy()] = block_ties(block, rows[idx]).cpu().numpy()
     if tied is not None:
         tied[:] = ties & ~c.own.isnan().numpy()
     return ranks

@@ -13,20 +13,25 @@ row block's own entries as the diagonal of a ``BM × BM`` tile whose columns are
 with the same K loop, tile shape and ``tl.dot`` precision as the counting launch. An entry of a
 ``tl.dot`` tile is its row and column vectors reduced in the same order wherever it sits in the tile,
 so the own column compares equal to itself bit for bit and no re-check pass is needed. The claim is
-checked on every run at no cost: a finite own entry must be counted equal at least once (``eq ≥ 1``);
-:func:`ranks` returns the rows where it is not (``unmatched``), and the caller recomputes them.
+checked on every run at no cost: the counting launch also counts, per row, the entries in the own
+column that equal the own entry, which must be exactly one for a finite own entry; :func:`counts`
+returns the rows where it is not (``unmatched``), and the caller recomputes them.
 
 **Precision.** ``tf32x3`` (the default) splits each float32 operand into two TF32 halves and sums
 three tensor-core products: float32-level accuracy at tensor-core speed. ``ieee`` is full float32
 FMA. Either way the ranks of float32 near-ties may differ from the CPU's, whose reduction order differs.
 
-On the CPU the same kernel runs in Triton's interpreter (numpy): that is how the tests check it
-against the dense reference, ties and NaNs included, on a machine with no GPU. Triton is optional:
+On the CPU the same kernel source runs in Triton's interpreter: that is how the tests check its
+indexing, masking, splitting and counting against the dense reference, ties and NaNs included, on a
+machine with no GPU. The interpreter's ``tl.dot`` is numpy's float32 product whatever the precision,
+so the tensor-core arithmetic (3×TF32, the own entry reproduced by the MMA tiles) is checked only
+where a GPU runs ``bench/gpu_check.py``, and on every run by the check above. Triton is optional:
 :func:`available` says whether it can run here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
@@ -45,11 +50,18 @@ tl = None
 @dataclass(frozen=True)
 class Tiling:
     """A launch shape: ``block`` rows and columns per tile (one square tile: the own-entry launch
-    uses the same shape), ``k`` the K step, and Triton's ``warps`` and ``stages``."""
+    uses the same shape), ``k`` the K step (``tl.dot`` takes powers of two ≥ 16), and Triton's
+    ``warps`` and ``stages``."""
     block: int = 64
     k: int = 32
     warps: int = 4
     stages: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("block", "k"):
+            v = getattr(self, name)
+            if v < 16 or v & (v - 1):
+                raise ValueError(f"Tiling.{name} must be a power of two ≥ 16, got {v}")
 
 
 DEFAULT_TILING = Tiling()
@@ -57,14 +69,18 @@ DEFAULT_TILING = Tiling()
 
 def available(device: torch.device | str) -> bool:
     """Whether the fused kernel can run for tensors on ``device``: Triton is installed, the device is
-    CUDA (or the CPU in Triton's interpreter, ``TRITON_INTERPRET=1``), and it is not switched off
+    an NVIDIA GPU of compute capability ≥ 8.0 (3×TF32 needs TF32 tensor cores; ROCm's Triton has no
+    TF32) or the CPU in Triton's interpreter (``TRITON_INTERPRET=1``), and it is not switched off
     (``HEADREPORT_RANK_KERNEL=numpy``)."""
     if os.environ.get("HEADREPORT_RANK_KERNEL", "").strip().lower() == "numpy":
         return False
     if importlib.util.find_spec("triton") is None:
         return False
-    kind = torch.device(device).type
-    return kind == "cuda" or (kind == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    device = torch.device(device)
+    if device.type == "cpu":
+        return os.environ.get("TRITON_INTERPRET") == "1"
+    return (device.type == "cuda" and torch.version.hip is None and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device)[0] >= 8)
 
 
 def name(precision: str = "tf32x3") -> str:
@@ -83,13 +99,15 @@ def _scan(A, B, own_cols, own, counts, M, N, K, col_span,
     row_ok = rm < M
     rm64 = rm.to(tl.int64)
     x = tl.load(own + rm, mask=row_ok, other=float("nan"))
+    mine = tl.load(own_cols + rm, mask=row_ok, other=-1)
     le = tl.zeros((BM,), dtype=tl.int32)
     eq = tl.zeros((BM,), dtype=tl.int32)
+    me = tl.zeros((BM,), dtype=tl.int32)  # the own column's entry equal to the own entry: must be 1
     lo = pid_n * col_span
     hi = tl.minimum(lo + col_span, N)
     for c0 in range(lo, hi, BN):
         if OWN:  # the tile's columns are its rows' own columns (BN == BM)
-            cols = tl.load(own_cols + rm, mask=row_ok, other=0)
+            cols = tl.where(row_ok, mine, 0)
         else:
             cols = c0 + tl.arange(0, BN)
         col_ok = cols < N
@@ -110,11 +128,18 @@ def _scan(A, B, own_cols, own, counts, M, N, K, col_span,
                 hit = acc >= x[:, None]
             else:
                 hit = acc <= x[:, None]
+            same = (acc == x[:, None]) & col_ok[None, :]
             le += tl.sum((hit & col_ok[None, :]).to(tl.int32), axis=1)
-            eq += tl.sum(((acc == x[:, None]) & col_ok[None, :]).to(tl.int32), axis=1)
+            eq += tl.sum(same.to(tl.int32), axis=1)
+            me += tl.sum((same & (cols[None, :] == mine[:, None])).to(tl.int32), axis=1)
     if not OWN:
-        tl.atomic_add(counts + rm64 * 2, le, mask=row_ok)
-        tl.atomic_add(counts + rm64 * 2 + 1, eq, mask=row_ok)
+        tl.atomic_add(counts + rm64 * 3, le, mask=row_ok)
+        tl.atomic_add(counts + rm64 * 3 + 1, eq, mask=row_ok)
+        tl.atomic_add(counts + rm64 * 3 + 2, me, mask=row_ok)
+
+
+class KernelUnavailable(RuntimeError):
+    """Triton could not compile or launch the kernel for this device (the caller uses torch blocks)."""
 
 
 @functools.cache
@@ -140,7 +165,8 @@ def _kernel(interpret: bool):
 class Counts:
     """What one fused pass gives: ``le`` (the 1-based ranks, ties against the token; 0 for a NaN own
     entry), ``eq`` (how many entries equal the own one, itself included), ``own`` (the own entries)
-    and ``unmatched`` (rows whose finite own entry no tile reproduced: the caller recomputes them)."""
+    and ``unmatched`` (rows whose finite own entry the counting tile did not reproduce in the own
+    column, bit for bit: the caller recomputes them)."""
     le: Tensor
     eq: Tensor
     own: Tensor
@@ -173,13 +199,15 @@ def counts(A_rows: Tensor, B: Tensor, own_cols: Tensor, descending: bool, *, pre
     if n >= 2**31 or m >= 2**31:
         raise ValueError("gpurank: more than 2³¹ rows or columns")
     device = A_rows.device
+    if B.device != device:
+        raise ValueError(f"gpurank: the rows factor is on {device}, the columns factor on {B.device}")
+    if m and (int(own_cols.min()) < 0 or int(own_cols.max()) >= n):
+        raise ValueError(f"gpurank: a row's own column is outside the circuit's {n} columns")
     A = A_rows.contiguous()
     Bc = B.contiguous()
     cols = own_cols.to(device=device, dtype=torch.int32).contiguous()
-    if m and (int(cols.min()) < 0 or int(cols.max()) >= n):
-        raise ValueError(f"gpurank: a row's own column is outside the circuit's {n} columns")
     own = torch.empty(m, dtype=torch.float32, device=device)
-    out = torch.zeros((m, 2), dtype=torch.int32, device=device)
+    out = torch.zeros((m, 3), dtype=torch.int32, device=device)
     if m == 0:
         empty = torch.zeros(0, dtype=torch.int64)
         return Counts(empty, empty, own.cpu(), torch.zeros(0, dtype=torch.bool))
@@ -189,12 +217,21 @@ def counts(A_rows: Tensor, B: Tensor, own_cols: Tensor, descending: bool, *, pre
     n_tiles = math.ceil(n / t.block)
     common = dict(OWN=True, DESC=descending, BM=t.block, BN=t.block, BK=t.k, PRECISION=precision)
     launch = {} if device.type == "cpu" else {"num_warps": t.warps, "num_stages": t.stages}
-    kernel[(row_blocks, 1)](A, Bc, cols, own, out, m, n, K, t.block, **common, **launch)
-    splits = _splits(row_blocks, n_tiles, device) if splits is None else max(1, min(splits, n_tiles))
-    span = math.ceil(n_tiles / splits) * t.block
-    common["OWN"] = False
-    kernel[(row_blocks, math.ceil(n / span))](A, Bc, cols, own, out, m, n, K, span, **common, **launch)
+    # Triton launches on the current CUDA device, which need not be the tensors' (cuda:1)
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        try:
+            kernel[(row_blocks, 1)](A, Bc, cols, own, out, m, n, K, t.block, **common, **launch)
+        except Exception as e:  # the first launch compiles: a chip or Triton it cannot be built for
+            if device.type == "cpu":
+                raise
+            last = str(e).strip().splitlines()[-1][:200] if str(e).strip() else ""
+            raise KernelUnavailable(f"{type(e).__name__}: {last}") from e
+        splits = _splits(row_blocks, n_tiles, device) if splits is None else max(1, min(splits, n_tiles))
+        span = math.ceil(n_tiles / splits) * t.block
+        common["OWN"] = False
+        kernel[(row_blocks, math.ceil(n / span))](A, Bc, cols, own, out, m, n, K, span, **common, **launch)
     res = out.to(torch.int64).cpu()
     own_cpu = own.cpu()
-    unmatched = (res[:, 1] == 0) & ~own_cpu.isnan()
+    unmatched = (res[:, 2] != 1) & ~own_cpu.isnan()
     return Counts(res[:, 0], res[:, 1], own_cpu, unmatched)

@@ -6,12 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# the fused GPU rank kernel runs on CPU tensors in Triton's interpreter (tests/unit/test_gpurank.py),
-# which is chosen when Triton is first imported, and importing transformers imports it
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# without a GPU, the fused GPU rank kernel runs on CPU tensors in Triton's interpreter
+# (tests/unit/test_gpurank.py), which is chosen when Triton is first imported, and importing
+# transformers imports it; with one, the tests run it compiled on the GPU
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from headreport.analysis.config import ModelConfig, ProcessingConfig
 from headreport.analysis.embeddings import effective_embedding

@@ -208,8 +208,11 @@ def boot_loaded(name: str, hf_model: Any, tokenizer: Any, device: str, dtype: to
                                                tokenizer=tokenizer, device=device, dtype=dtype)
 
 
-def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[str, bool], list[str]]:
-    """Apply the configured weight processing; return what was applied and the notes about it."""
+def process(bridge: Any, processing: ProcessingConfig, name: str,
+            files: Path | None = None) -> tuple[dict[str, bool], list[str]]:
+    """Apply the configured weight processing; return what was applied and the notes about it.
+    ``files``: the checkpoint (folder or file) the bridge's weights were mapped from, whose pages
+    are given back once processing has copied them."""
     rotary = str(bridge.cfg.positional_embedding_type) == "rotary"
     if processing.refactor_factored_attn_matrices is True and rotary:
         raise ConfigError(_ROTARY_REFACTOR_MESSAGE.format(name=name))
@@ -222,7 +225,8 @@ def process(bridge: Any, processing: ProcessingConfig, name: str) -> tuple[dict[
                      "writing weights of LayerNorm models only (a centred vector is not invariant under "
                      "RMSNorm).")
     try:
-        with single_threaded(), release.handing_over(ProcessWeights, COPYING_STEPS):
+        after_copy = (lambda: release.drop_file_pages(files)) if files is not None else (lambda: None)
+        with single_threaded(), release.handing_over(ProcessWeights, COPYING_STEPS, after_copy):
             bridge.enable_compatibility_mode(
                 fold_ln=processing.fold_ln,
                 center_writing_weights=processing.center_writing_weights,
@@ -265,13 +269,15 @@ def load_model(model_cfg: ModelConfig, processing: ProcessingConfig) -> LoadedMo
     device = resolve_device(model_cfg.device)
     folder, provenance, hashes = resolve_source(model_cfg)
     bridge = boot(folder, model_cfg, device, provenance)
-    return processed_model(bridge, model_cfg, processing, device, provenance, hashes)
+    return processed_model(bridge, model_cfg, processing, device, provenance, hashes, files=folder)
 
 
 def processed_model(bridge: Any, model_cfg: ModelConfig, processing: ProcessingConfig, device: str,
-                    provenance: dict[str, Any], hashes: dict[str, dict[str, Any]]) -> LoadedModel:
-    """Apply ``processing`` to a booted bridge and record what was done: the :class:`LoadedModel`."""
-    applied, notes = process(bridge, processing, model_cfg.name)
+                    provenance: dict[str, Any], hashes: dict[str, dict[str, Any]],
+                    files: Path | None = None) -> LoadedModel:
+    """Apply ``processing`` to a booted bridge and record what was done: the :class:`LoadedModel`.
+    ``files``: as in :func:`process`."""
+    applied, notes = process(bridge, processing, model_cfg.name, files)
     release.detach_from_files(bridge)  # the checkpoint's mapping closes (see analysis/model/release.py)
     release.trim()
     provenance.update({

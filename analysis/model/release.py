@@ -17,10 +17,10 @@ Inside :func:`handing_over`, such a step is given its argument's entries in a :c
 dict, which hands each entry over as the copy reads it, so an entry's original is freed as soon as
 it is copied: the peak holds one copy. The values are the library's own, bit for bit
 (``tests/unit/test_release.py`` compares the processed weights of several families with and without
-it); a step whose result lacks a key of its argument (a library whose step reads its argument again)
-is refused with an error rather than let through. Once a step's copy is made, the checkpoint pages
+it); a step that reads its argument again after copying it, or whose result lacks a key of it, is
+refused with an error rather than let through. Once a step's copy is made, the checkpoint pages
 the model's own weights were read from are given back (:func:`drop_file_pages`): the processing
-reads only its copies.
+reads only its copies (only mappings of the checkpoint's own files, none of whose pages was written).
 
 Linux only (``/proc/self/maps`` and ``smaps``, ``madvise``, glibc's ``malloc_trim``); elsewhere
 these do nothing.
@@ -31,8 +31,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
-from collections.abc import Iterator, Sequence
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,38 +78,59 @@ def detach_from_files(module: Any) -> int:
     return copied
 
 
-def _untouched_file_mappings() -> list[tuple[int, int]]:
-    """Address ranges of weight-file mappings none of whose pages was written (``/proc/self/smaps``:
-    ``Anonymous: 0 kB``, no copy-on-write page): each of their pages reads back from the file."""
+def _untouched_file_mappings(under: Path | None = None) -> list[tuple[int, int]]:
+    """Address ranges of weight-file mappings (of :func:`_weight_files` of ``under``, when given) none
+    of whose pages was written (``/proc/self/smaps``: ``Anonymous: 0 kB`` and ``Swap: 0 kB``, no copy-on-write
+    page, resident or swapped out): each of their pages reads back from the file."""
     try:
         text = Path("/proc/self/smaps").read_text()
     except OSError:
         return []
-    ranges, current = [], None
+    targets = _weight_files(under) if under is not None else None
+    ranges: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    fields: dict[str, int] = {}
+
+    def close() -> None:
+        if current is not None and fields.get("Anonymous") == 0 and fields.get("Swap") == 0:
+            ranges.append(current)
+
     for line in text.splitlines():
         head = line.split(maxsplit=5)
-        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
-            current = None
-            if len(head) == 6 and head[5].strip().endswith(WEIGHT_SUFFIXES):
+        if head and "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line
+            close()
+            current, fields = None, {}
+            path = head[5].strip() if len(head) == 6 else ""
+            if path in targets if targets is not None else path.endswith(WEIGHT_SUFFIXES):
                 start, stop = head[0].split("-")
                 current = (int(start, 16), int(stop, 16))
-        elif current is not None and line.startswith("Anonymous:"):
-            if int(line.split()[1]) == 0:
-                ranges.append(current)
-            current = None
+        elif current is not None and head and head[0] in ("Anonymous:", "Swap:"):
+            fields[head[0][:-1]] = int(head[1])
+    close()
     return ranges
 
 
-def drop_file_pages() -> int:
-    """Give back the resident pages of the weight-file mappings that were only read (see
-    :func:`_untouched_file_mappings`), with ``madvise(MADV_DONTNEED)``: the mapping stays valid, and
-    a page touched again is read back from the file. The bytes of mappings dropped (0 off Linux)."""
+def _weight_files(under: Path) -> set[str]:
+    """The real paths of the weight file ``under`` or of the weight files in the folder ``under`` (a
+    hub snapshot's files are links to blobs whose names have no suffix: the mappings name the blobs)."""
+    under = Path(under)
+    try:
+        files = [under] if under.is_file() else [f for f in under.iterdir() if f.name.endswith(WEIGHT_SUFFIXES)]
+    except OSError:
+        return set()
+    return {os.path.realpath(f) for f in files}
+
+
+def drop_file_pages(under: Path | None = None) -> int:
+    """Give back the resident pages of the weight-file mappings that were only read (of files under
+    ``under``, when given; see :func:`_untouched_file_mappings`), with ``madvise(MADV_DONTNEED)``: the
+    mapping stays valid, and a page touched again is read back from the file. The bytes of mappings
+    dropped (0 off Linux)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "madvise"):
         return 0
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     dropped = 0
-    for start, stop in _untouched_file_mappings():
+    for start, stop in _untouched_file_mappings(under):
         if libc.madvise(start, stop - start, MADV_DONTNEED) == 0:
             dropped += stop - start
     return dropped
@@ -116,12 +140,16 @@ def drop_file_pages() -> int:
 MADV_DONTNEED = 4
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name) if name else None
+        libc = ctypes.CDLL(name) if name else None
     except OSError:
         return None
+    if libc is not None and hasattr(libc, "madvise"):
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
 
 
 def trim() -> None:
@@ -134,43 +162,90 @@ def trim() -> None:
 
 class _HandOver(dict):
     """A dict whose ``items()`` hands each entry over as it is read: the entry leaves the dict, so a
-    copy made by iterating it never holds the original and the copy of every entry at once."""
+    copy made by iterating it never holds the original and the copy of every entry at once. Once
+    read through, it refuses every further read (a step that reads its argument again would find it
+    empty), and ``then()`` runs."""
+
+    def __init__(self, entries: dict, then: Callable[[], Any]):
+        super().__init__(entries)
+        self._then, self._consumed = then, False
 
     def items(self):  # type: ignore[override]  # a generator, read once
-        while self:
-            key = next(iter(self))
+        self._check()
+        for key in list(dict.keys(self)):
             yield key, self.pop(key)
-        # copied: the originals that are views of the checkpoint file (the model's own weights, in
-        # the first step) are not read again by the processing, so their pages go back
-        drop_file_pages()
+        self._consumed = True
+        self._then()
+
+    def _check(self, *args: Any) -> None:
+        if self._consumed:
+            raise RuntimeError("a TransformerLens processing step read its state dict again after copying "
+                               "it: it cannot run with its copies handed over (analysis/model/release.py)")
+
+    def __getitem__(self, key: Any) -> Any:
+        self._check()
+        return super().__getitem__(key)
+
+    def __contains__(self, key: Any) -> bool:
+        self._check()
+        return super().__contains__(key)
+
+    def __iter__(self):
+        self._check()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._check()
+        return super().__len__()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._check()
+        return super().get(key, default)
+
+    def keys(self):  # type: ignore[override]
+        self._check()
+        return super().keys()
+
+    def values(self):  # type: ignore[override]
+        self._check()
+        return super().values()
+
+
+#: one hand-over at a time in this process: the methods are patched on the class, for every thread
+_PATCHING = threading.RLock()
 
 
 @contextlib.contextmanager
-def handing_over(owner: Any, steps: Sequence[str]) -> Iterator[None]:
+def handing_over(owner: Any, steps: Sequence[str], after_copy: Callable[[], Any] = lambda: None,
+                 ) -> Iterator[dict[str, int]]:
     """Within the block, each static method ``owner.<step>`` (a step that deep-copies its first
     argument, a dict, and returns the copy) is given that argument's entries in a :class:`_HandOver`
-    and the caller's dict is emptied (the caller rebinds its name to the step's result). A result
-    that lacks one of the argument's keys raises a RuntimeError naming the step. The methods are
-    restored on exit."""
-    saved = {name: owner.__dict__[name] for name in steps if name in owner.__dict__}
+    and the caller's dict is emptied (the caller rebinds its name to the step's result);
+    ``after_copy()`` runs once each step's copy is made. A step that reads its argument again, or
+    whose result lacks one of the argument's keys, raises a RuntimeError naming it. Yields the calls
+    made of each step; the methods are restored on exit, and other threads wait for it."""
+    calls = dict.fromkeys(steps, 0)
 
-    def wrap(name: str, step: Any) -> staticmethod:
+    def wrap(name: str, step: Callable) -> staticmethod:
         def run(state_dict: dict, *args: Any, **kwargs: Any) -> dict:
+            calls[name] += 1
             keys = set(state_dict)
-            given = _HandOver(state_dict)
+            given = _HandOver(state_dict, after_copy)
             state_dict.clear()
             result = step(given, *args, **kwargs)
             if not keys <= set(result):
                 raise RuntimeError(f"{getattr(owner, '__name__', owner)}.{name} dropped state-dict keys "
-                                   f"{sorted(keys - set(result))[:5]}: it reads its argument again after "
-                                   "copying it, so it cannot be run with its copies handed over")
+                                   f"{sorted(keys - set(result))[:5]}: it cannot run with its copies handed over")
             return result
         return staticmethod(run)
 
-    for name, method in saved.items():
-        setattr(owner, name, wrap(name, method.__func__))
-    try:
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(owner, name, method)
+    with _PATCHING:
+        saved = {name: owner.__dict__[name] for name in steps
+                 if isinstance(owner.__dict__.get(name), staticmethod)}
+        try:
+            for name, method in saved.items():
+                setattr(owner, name, wrap(name, method.__func__))
+            yield calls
+        finally:
+            for name, method in saved.items():
+                setattr(owner, name, method)

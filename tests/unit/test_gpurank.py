@@ -6,8 +6,11 @@ ties against the token, and exact ties) must equal the reference exactly, for ti
 not divide the sizes, a K step that does not divide d_head, columns split over several programs
 (atomic adds), both directions, repeated own columns and NaN rows. On float factors the own entry
 comes from the kernel's own tiles, so every finite own entry is matched (``eq ≥ 1``) and each rank
-lies within the reference's float32 rounding. (tests/conftest.py sets ``TRITON_INTERPRET=1`` before
-anything imports Triton.)"""
+lies within the reference's float32 rounding. On a machine with no GPU, tests/conftest.py sets
+``TRITON_INTERPRET=1`` before anything imports Triton, and the kernel runs in the interpreter, whose
+``tl.dot`` is numpy's float32 product whatever the precision: the indexing, masks, splits and counts
+are tested here, the tensor-core arithmetic only on a GPU (here where there is one, and
+``bench/gpu_check.py``)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ pytest.importorskip("triton")
 from headreport.analysis import diagonal, gpurank
 
 SMALL = gpurank.Tiling(block=16, k=16)
+#: compiled on a GPU where there is one, else in Triton's interpreter
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def factors(m: int, n: int, k: int, seed: int, integer: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -32,10 +37,11 @@ def factors(m: int, n: int, k: int, seed: int, integer: bool) -> tuple[torch.Ten
         A, B = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
     rows = torch.randint(0, n, (m,), generator=g)
     rows[:4] = torch.tensor([3, 7, 3, n - 1])  # repeated and last own columns
-    return A, B, rows
+    return A.to(DEVICE), B.to(DEVICE), rows.to(DEVICE)
 
 
 def reference(A, B, rows, descending):
+    A, B, rows = A.cpu(), B.cpu(), rows.cpu()
     C = A.double() @ B.double()
     own = C[torch.arange(len(rows)), rows][:, None]
     le = ((C >= own) if descending else (C <= own)).sum(1)
@@ -68,6 +74,7 @@ def test_fused_ranks_are_the_dense_ranks_on_float_factors(descending):
     got = diagonal.fused_ranks(A, B, rows, descending, tied=tied)
     c = gpurank.counts(A, B, rows, descending)
     assert not c.unmatched.any()  # every finite own entry equals itself in its own tile
+    A, B, rows = A.cpu(), B.cpu(), rows.cpu()
     C = (A @ B).double()
     own = C[torch.arange(50), rows][:, None]
     slack = 1e-5 * C.abs().amax(1, keepdim=True)  # float32 rounding of the reference
@@ -90,10 +97,10 @@ def test_unmatched_rows_are_recomputed_as_blocks():
     wrong.le[bad] = -1
     wrong.eq[bad] = 0
     tied = np.zeros(40, dtype=bool)
-    got = diagonal.fused_ranks(A, B, rows, False, tied=tied, counts=wrong)
+    got = diagonal.fused_ranks(A, B, rows, False, tied=tied, counts=wrong, batch_size=1)  # one block a row
     block = A @ B
-    assert torch.equal(got, diagonal.block_ranks(block, rows, False))
-    assert np.array_equal(tied, diagonal.block_ties(block, rows).numpy())
+    assert torch.equal(got, diagonal.block_ranks(block, rows, False).cpu())
+    assert np.array_equal(tied, diagonal.block_ties(block, rows).cpu().numpy())
 
 
 def test_bad_arguments_are_refused():
@@ -108,6 +115,7 @@ def test_bad_arguments_are_refused():
         gpurank.counts(A, B, rows + 20, False)
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="the interpreter's switch")
 def test_available_only_where_it_can_run(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("HEADREPORT_RANK_KERNEL", raising=False)
@@ -116,3 +124,23 @@ def test_available_only_where_it_can_run(monkeypatch):
     assert gpurank.available("cpu")
     monkeypatch.setenv("HEADREPORT_RANK_KERNEL", "numpy")
     assert not gpurank.available("cpu")
+
+
+def test_the_counting_launch_catches_an_own_entry_its_tile_does_not_reproduce():
+    """The check behind ``unmatched``: a counting launch given own entries one float step off
+    counts, for those rows, no entry of the own column equal to them (even where another column of
+    the row holds that exact value)."""
+    A, B, rows = factors(32, 64, 16, seed=8, integer=True)
+    C = (A @ B).cpu()
+    own = C[torch.arange(32), rows.cpu()].contiguous()
+    off = own.clone()
+    off[:8] = torch.nextafter(off[:8], torch.tensor(float("inf")))
+    other = C[8, (int(rows[8]) + 1) % 64]
+    off[8] = other if other != own[8] else off[8] + 1  # another column's value
+    out = torch.zeros((32, 3), dtype=torch.int32, device=DEVICE)
+    kernel = gpurank._kernel(DEVICE == "cpu")
+    kernel[(2, 1)](A, B, rows.to(torch.int32), off.to(DEVICE), out, 32, 64, 16, 64, OWN=False, DESC=False, BM=16,
+                   BN=16, BK=16, PRECISION="ieee")
+    out = out.cpu()
+    assert (out[:9, 2] == 0).all() and (out[9:, 2] == 1).all()
+    assert out[8, 1] >= 1  # eq alone would have passed it

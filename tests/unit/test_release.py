@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformer_lens.weight_processing import ProcessWeights
 
 from headreport.analysis.config import ModelConfig, ProcessingConfig
 from headreport.analysis.model import loader, release
@@ -72,7 +73,15 @@ def test_pages_of_a_mapping_only_read_are_dropped_and_read_back(tmp_path):
     assert b.astype(np.float64).sum() == values.astype(np.float64).sum() - 6  # resident again (a write
     # may unmap the neighbours of a large page)
     assert resident_kb(read) >= 4000 and resident_kb(written) >= 4000
-    release.drop_file_pages()
+    other = tmp_path / "other"
+    other.mkdir()
+    release.drop_file_pages(other)  # not the checkpoint these are mapped from: left alone
+    assert resident_kb(read) >= 4000
+    link = tmp_path / "snapshot"  # a hub snapshot: links to the blobs the mappings name
+    link.mkdir()
+    (link / "model.safetensors").symlink_to(read)
+    (link / "other.safetensors").symlink_to(written)
+    release.drop_file_pages(link)
     assert resident_kb(read) < 100  # given back
     assert resident_kb(written) >= 4000  # left alone: dropping it would lose the write
     np.testing.assert_array_equal(a, values)  # read back from the file, unchanged
@@ -97,7 +106,18 @@ class Steps:
     @staticmethod
     def rereads(state_dict: dict) -> dict:
         out = {k: v.clone() for k, v in state_dict.items()}
-        return {k: out[k] for k in state_dict}  # a second read of the argument: empty when handed over
+        out["a"] = out["a"] + state_dict.get("b", 0)  # a second read of the argument: empty when handed over
+        return out
+
+    @staticmethod
+    def drops(state_dict: dict) -> dict:
+        out = {k: v.clone() for k, v in state_dict.items()}
+        del out["b"]
+        return out
+
+    @classmethod
+    def not_a_step(cls, state_dict: dict) -> dict:
+        return state_dict
 
 
 def test_copies_are_handed_over_and_the_originals_freed_as_they_are_copied():
@@ -105,20 +125,26 @@ def test_copies_are_handed_over_and_the_originals_freed_as_they_are_copied():
     Steps.refs = [weakref.ref(t) for t in tensors.values()]
     Steps.freed_while_copying = []
     original = Steps.__dict__["scale"]
-    with release.handing_over(Steps, ["scale", "absent"]):
+    not_a_step = Steps.__dict__["not_a_step"]
+    with release.handing_over(Steps, ["scale", "absent", "not_a_step"]) as calls:
         assert Steps.__dict__["scale"] is not original
+        assert Steps.__dict__["not_a_step"] is not_a_step  # only static methods are wrapped
         state = tensors
         del tensors
         state = Steps.scale(state, 2.0)
+    assert calls == {"scale": 1, "absent": 0, "not_a_step": 0}
     assert Steps.__dict__["scale"] is original  # restored
     assert Steps.freed_while_copying == [True] * 5
     assert {k: v.tolist() for k, v in state.items()} == {f"w{i}": [2.0 * i] * 4 for i in range(5)}
 
 
-def test_a_step_that_reads_its_argument_again_is_refused():
-    with release.handing_over(Steps, ["rereads"]), pytest.raises(RuntimeError, match="Steps.rereads dropped"):
-        Steps.rereads({"a": torch.zeros(2), "b": torch.ones(2)})
-    assert Steps.rereads({"a": torch.zeros(2)})["a"].tolist() == [0.0, 0.0]  # restored after the error
+def test_a_step_that_reads_its_argument_again_or_drops_a_key_is_refused():
+    state = {"a": torch.zeros(2), "b": torch.ones(2)}
+    with release.handing_over(Steps, ["rereads"]), pytest.raises(RuntimeError, match="read its state dict again"):
+        Steps.rereads(dict(state))
+    assert Steps.rereads(dict(state))["a"].tolist() == [1.0, 1.0]  # restored after the error
+    with release.handing_over(Steps, ["drops"]), pytest.raises(RuntimeError, match=r"Steps.drops dropped .*'b'"):
+        Steps.drops(dict(state))
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3", "qwen3"])
@@ -131,7 +157,19 @@ def test_processing_with_copies_handed_over_gives_the_same_weights_bit_for_bit(f
         model = loader.load_model(ModelConfig(name=str(folder), device="cpu"), ProcessingConfig())
         return {k: v.detach().numpy().copy() for k, v in model.bridge.state_dict().items()}
 
+    assert all(isinstance(ProcessWeights.__dict__.get(name), staticmethod) for name in loader.COPYING_STEPS)
+    seen: list[dict[str, int]] = []
+    real = release.handing_over
+
+    @contextlib.contextmanager
+    def recorded(*args):
+        with real(*args) as calls:
+            seen.append(calls)
+            yield calls
+
+    monkeypatch.setattr(release, "handing_over", recorded)
     lean = weights()
+    assert seen and seen[0]["fold_layer_norm"] == 1 and seen[0]["center_unembed"] == 1  # it did run
     monkeypatch.setattr(release, "handing_over", lambda *a: contextlib.nullcontext())
     plain = weights()
     assert lean.keys() == plain.keys() and len(lean) > 10
