@@ -59,13 +59,27 @@ const char *hr_isa(void) { return HR_ISA; }
  * so = B's column stride). */
 void hr_pack(const float *X, int64_t so, int64_t sk, int64_t n, int64_t K, int64_t panel, float *out) {
     int64_t panels = (n + panel - 1) / panel;
+    /* Read X along its unit stride, 16 k at a time: a panel's rows read across k (so apart) map to a
+     * few cache sets when so is a power of two (B = Kᵀ of a vocab × d_head key matrix: 1 KB apart),
+     * which had made packing such a B take longer than the pass itself. */
+    int along_k = sk == 1 && so != 1;
     for (int64_t p = 0; p < panels; p++) {
         float *dst = out + p * K * panel;
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t r = 0; r < panel; r++) {
-                int64_t i = p * panel + r;
-                dst[k * panel + r] = i < n ? X[i * so + k * sk] : 0.0f;
+        if (along_k) {  /* 16 k (one cache line of each row) at a time: reads and writes stay in L1 */
+            for (int64_t k0 = 0; k0 < K; k0 += 16) {
+                int64_t k1 = k0 + 16 < K ? k0 + 16 : K;
+                for (int64_t r = 0; r < panel; r++) {
+                    int64_t i = p * panel + r;
+                    for (int64_t k = k0; k < k1; k++) dst[k * panel + r] = i < n ? X[i * so + k] : 0.0f;
+                }
             }
+        } else {
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t r = 0; r < panel; r++) {
+                    int64_t i = p * panel + r;
+                    dst[k * panel + r] = i < n ? X[i * so + k * sk] : 0.0f;
+                }
+        }
     }
 }
 

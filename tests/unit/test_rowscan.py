@@ -223,3 +223,23 @@ def test_every_instruction_set_counts_ties_and_nans_as_the_reference(tmp_path, m
         k.scan(Ap, 0, 70, Bp, 5, 0, 203, own=own_p, descending=descending, le=le, eq=eq)
         np.testing.assert_array_equal(le[:70], want_le, err_msg=k.isa)
         np.testing.assert_array_equal(eq[:70], want_eq, err_msg=k.isa)
+
+
+@pytest.mark.parametrize("shape", [(203, 40), (64, 16), (35, 7)])
+def test_packing_is_the_same_copy_whatever_the_layout(shape):
+    """hr_pack reads a factor along its unit stride (a transposed key matrix, a row-major one): the
+    panels are the same bytes as from a contiguous copy, zero padding included."""
+    kernel = rankkernel.load()
+    if kernel is None:
+        pytest.skip("no C compiler")
+    n, K = shape
+    keys = np.random.default_rng(n).standard_normal((n, K), dtype=np.float32)  # n × K, row-major
+    B_t, B_c = keys.T, np.ascontiguousarray(keys.T)  # K × n: unit stride along K, and along n
+    assert B_t.strides[0] == 4 and B_c.strides[1] == 4
+    packed = kernel.pack_b(B_c)
+    assert packed.tobytes() == kernel.pack_b(B_t).tobytes()
+    panels = packed.reshape(-1, K, kernel.nr)  # panel q: K × nr, columns q·nr …
+    want = np.zeros((panels.shape[0] * kernel.nr, K), dtype=np.float32)
+    want[:n] = keys
+    np.testing.assert_array_equal(panels.transpose(0, 2, 1).reshape(-1, K), want)
+    assert kernel.pack_a(keys).tobytes() == kernel.pack_a(np.asfortranarray(keys)).tobytes()
