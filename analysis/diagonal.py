@@ -94,17 +94,28 @@ def diagonal_ranks(
             return fused_ranks(circuit.rows_of(rows), B, rows, descending, tied=tied, batch_size=batch_size)
         except gpurank.KernelUnavailable as e:  # Triton could not build it for this GPU: the block pass
             log.warning("the fused GPU rank kernel did not run (%s): the rank passes use torch blocks", e)
+    return block_pass(lambda s: circuit.rows_of(rows[s]), B, rows, descending, batch_size=batch_size, tied=tied,
+                      visitors=visitors, progress=progress)
+
+
+def block_pass(factor: Callable[[slice], Tensor], B: Tensor, rows: Tensor, descending: bool, *,
+               batch_size: int = 1024, tied: np.ndarray | None = None, visitors: Sequence[Callable] = (),
+               progress: bool = False) -> Tensor:
+    """The GPU block pass: ``batch_size`` of ``rows`` (their own columns) at a time, ``factor(s)``
+    the row factor of positions ``s``, each block computed in full float32 and ranked by
+    :func:`block_ranks` (``tied``, ``visitors`` as in :func:`diagonal_ranks`)."""
     out = torch.empty(rows.shape[0], dtype=torch.int64)
     starts = range(0, rows.shape[0], batch_size)
     with full_float32():
         for start in tqdm(starts, desc="diagonal ranks", unit="batch", disable=not progress, leave=False):
-            r = rows[start : start + batch_size]
-            block = circuit.rows_of(r) @ B
-            out[start : start + r.shape[0]] = block_ranks(block, r, descending).cpu()
+            s = slice(start, min(start + batch_size, rows.shape[0]))
+            r = rows[s]
+            block = factor(s) @ B
+            out[s] = block_ranks(block, r, descending).cpu()
             if tied is not None:
-                tied[start : start + r.shape[0]] = block_ties(block, r).cpu().numpy()
+                tied[s] = block_ties(block, r).cpu().numpy()
             for visit in visitors:
-                visit(block, slice(start, start + r.shape[0]), 0)
+                visit(block, s, 0)
     return out
 
 
@@ -115,19 +126,17 @@ def fused_ranks(A_rows: Tensor, B: Tensor, rows: Tensor, descending: bool, *, ti
     its own column (the kernel's own check; never seen in the tests) is recomputed in blocks of
     ``batch_size`` rows, so a rank is never off by its own column. ``counts``: the kernel's result,
     when the caller has it already."""
-    with full_float32():
-        c = counts if counts is not None else gpurank.counts(A_rows, B, rows, descending)
-        ranks = torch.where(c.own.isnan(), B.shape[1], c.le)
-        ties = (c.eq > 1).numpy()
-        redo = c.unmatched.nonzero()[:, 0]
-        if redo.numel():
-            log.warning("the fused GPU rank kernel did not reproduce %d rows' own entries: recomputed", redo.numel())
-        for start in range(0, redo.numel(), batch_size):
-            part = redo[start : start + batch_size]
-            idx = part.to(B.device)
-            block = A_rows[idx] @ B
-            ranks[part] = block_ranks(block, rows[idx], descending).cpu()
-            ties[part.numpy()] = block_ties(block, rows[idx]).cpu().numpy()
+    c = counts if counts is not None else gpurank.counts(A_rows, B, rows, descending)
+    ranks = torch.where(c.own.isnan(), B.shape[1], c.le)
+    ties = (c.eq > 1).numpy()
+    redo = c.unmatched.nonzero()[:, 0]
+    if redo.numel():
+        log.warning("the fused GPU rank kernel did not reproduce %d rows' own entries: recomputed", redo.numel())
+        idx = redo.to(B.device)
+        redone = np.zeros(redo.numel(), dtype=np.bool_)
+        ranks[redo] = block_pass(lambda s: A_rows[idx[s]], B, rows[idx], descending, batch_size=batch_size,
+                                 tied=redone)
+        ties[redo.numpy()] = redone
     if tied is not None:
         tied[:] = ties & ~c.own.isnan().numpy()
     return ranks
