@@ -22,7 +22,7 @@ refused with an error rather than let through. Once a step's copy is made, the c
 the model's own weights were read from are given back (:func:`drop_file_pages`): the processing
 reads only its copies (only mappings of the checkpoint's own files, none of whose pages was written).
 
-Linux only (``/proc/self/maps`` and ``smaps``, ``madvise``, glibc's ``malloc_trim``); elsewhere
+Linux only (``/proc/self/smaps``, ``madvise``, glibc's ``malloc_trim``); elsewhere
 these do nothing.
 """
 
@@ -43,27 +43,12 @@ from typing import Any
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
-def _file_mappings() -> list[tuple[int, int]]:
-    """Address ranges of this process's mappings of weight files."""
-    try:
-        lines = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return []
-    ranges = []
-    for line in lines:
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6 and parts[5].strip().endswith(WEIGHT_SUFFIXES):
-            start, stop = parts[0].split("-")
-            ranges.append((int(start, 16), int(stop, 16)))
-    return ranges
-
-
 def detach_from_files(module: Any) -> int:
     """Copy every parameter and buffer of ``module`` that is a view of a mapped weight file into
     ordinary memory (same values, dtype and device), so that the mapping can close; the bytes
     copied. ``module``: a ``torch.nn.Module`` (no torch import here: the front end stays light).
     Tensors are replaced in place (``.data``): references to the modules stay valid."""
-    ranges = _file_mappings()
+    ranges = [(start, stop) for start, stop, _ in _weight_mappings()]
     if not ranges:
         return 0
     copied = 0
@@ -78,22 +63,23 @@ def detach_from_files(module: Any) -> int:
     return copied
 
 
-def _untouched_file_mappings(under: Path | None = None) -> list[tuple[int, int]]:
-    """Address ranges of weight-file mappings (of :func:`_weight_files` of ``under``, when given) none
-    of whose pages was written (``/proc/self/smaps``: ``Anonymous: 0 kB`` and ``Swap: 0 kB``, no copy-on-write
-    page, resident or swapped out): each of their pages reads back from the file."""
+def _weight_mappings(under: Path | None = None) -> list[tuple[int, int, bool]]:
+    """This process's mappings of weight files (with ``under``: of :func:`_weight_files` of it, else
+    any file named like one): (start, stop, written), ``written`` when the mapping holds a page of its
+    own, resident or swapped out (``/proc/self/smaps``: ``Anonymous`` or ``Swap`` not 0 kB, or not
+    said), rather than only pages that read back from the file."""
     try:
         text = Path("/proc/self/smaps").read_text()
     except OSError:
         return []
     targets = _weight_files(under) if under is not None else None
-    ranges: list[tuple[int, int]] = []
+    found: list[tuple[int, int, bool]] = []
     current: tuple[int, int] | None = None
     fields: dict[str, int] = {}
 
     def close() -> None:
-        if current is not None and fields.get("Anonymous") == 0 and fields.get("Swap") == 0:
-            ranges.append(current)
+        if current is not None:
+            found.append((*current, fields.get("Anonymous") != 0 or fields.get("Swap") != 0))
 
     for line in text.splitlines():
         head = line.split(maxsplit=5)
@@ -107,7 +93,7 @@ def _untouched_file_mappings(under: Path | None = None) -> list[tuple[int, int]]
         elif current is not None and head and head[0] in ("Anonymous:", "Swap:"):
             fields[head[0][:-1]] = int(head[1])
     close()
-    return ranges
+    return found
 
 
 def _weight_files(under: Path) -> set[str]:
@@ -122,16 +108,16 @@ def _weight_files(under: Path) -> set[str]:
 
 
 def drop_file_pages(under: Path | None = None) -> int:
-    """Give back the resident pages of the weight-file mappings that were only read (of files under
-    ``under``, when given; see :func:`_untouched_file_mappings`), with ``madvise(MADV_DONTNEED)``: the
+    """Give back the resident pages of the weight-file mappings that were only read (of ``under``,
+    when given; none ``written``, see :func:`_weight_mappings`), with ``madvise(MADV_DONTNEED)``: the
     mapping stays valid, and a page touched again is read back from the file. The bytes of mappings
     dropped (0 off Linux)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "madvise"):
         return 0
     dropped = 0
-    for start, stop in _untouched_file_mappings(under):
-        if libc.madvise(start, stop - start, MADV_DONTNEED) == 0:
+    for start, stop, written in _weight_mappings(under):
+        if not written and libc.madvise(start, stop - start, MADV_DONTNEED) == 0:
             dropped += stop - start
     return dropped
 
