@@ -306,9 +306,26 @@ def bounds_text(m: dict[str, Any]) -> str:
     return f"bounds {m['bound_before']:.0f} → {m['bound_after']:.0f}, spread {spread:.0%}"
 
 
+def ratio_goal(name: str, m: dict[str, Any], achieved: float, limit: float) -> dict[str, Any]:
+    """The goal ``achieved`` GFLOP/s ≥ bound / ``limit``, against ``m``'s adjacent bounds."""
+    bound = bounds_of(m)[0]
+    return {"goal": name, "measured": f"bound/{bound / achieved:.2f} ({achieved:.0f} GFLOP/s; {bounds_text(m)})",
+            "target": f"≤ bound/{limit}", "pass": judged(bound / achieved <= limit, m)}
+
+
 def judged(ok: bool, m: dict[str, Any]) -> bool | str:
     """``ok``, or "not measurable" when ``m``'s adjacent bounds moved by more than :data:`STEADY`."""
     return ok if bounds_of(m)[2] else "not measurable"
+
+
+def timed_ranks(A_rows: torch.Tensor, B: torch.Tensor, rows: torch.Tensor, descending: bool, reps: int,
+                d_head: int) -> dict[str, Any]:
+    """An exact rank pass on the fused kernel between two sgemm bounds: seconds, GFLOP/s, the bounds."""
+    from headreport.analysis import rowscan
+
+    m = between_bounds(lambda: best_of(lambda: rowscan.ranks_cpu(A_rows, B, rows, descending), reps))
+    t = m.pop("result")[0]
+    return {"ranks_s": t, "ranks_gflops": gflops(2 * rows.shape[0] * B.shape[1] * d_head, t), **m}
 
 
 def bench_in_process(ckpt: Path, reps: int) -> dict[str, Any]:
@@ -340,12 +357,10 @@ def bench_in_process(ckpt: Path, reps: int) -> dict[str, Any]:
         A_rows = circuit.rows_of(rows)
         flops = 2 * V * V * dh
         t_gemm, _ = best_of(lambda: rowscan.scan_rows(A_rows, circuit.B, []), reps)
-        m = between_bounds(lambda: best_of(lambda: rowscan.ranks_cpu(A_rows, circuit.B, rows, descending), reps))
-        t_all = m.pop("result")[0]
+        passes = timed_ranks(A_rows, circuit.B, rows, descending, reps, dh)
         t_numpy, _ = best_of(lambda: rowscan.ranks_cpu(A_rows, circuit.B, rows, descending, fused=False), 1)
-        r[name] = {"gemm_s": t_gemm, "gemm_gflops": gflops(flops, t_gemm), "ranks_s": t_all,
-                   "ranks_gflops": gflops(flops, t_all), "numpy_s": t_numpy, "numpy_gflops": gflops(flops, t_numpy),
-                   "kernel": rankkernel.name(), **m}
+        r[name] = {"gemm_s": t_gemm, "gemm_gflops": gflops(flops, t_gemm), **passes, "numpy_s": t_numpy,
+                   "numpy_gflops": gflops(flops, t_numpy), "kernel": rankkernel.name()}
     return r
 
 
@@ -430,7 +445,7 @@ def bench_isa(isa: str, ckpt: Path, reps: int) -> dict[str, Any]:
     it starts): head 10.7's exact OV and QK passes on the fused kernel built for ``isa``, each between
     two sgemm bounds measured with the same instructions, so that the ratio is the one an ``isa``-only
     machine with this core would see."""
-    from headreport.analysis import circuits, rankkernel, rowscan
+    from headreport.analysis import circuits, rankkernel
     from headreport.analysis.config import HeadRef, ModelConfig, ProcessingConfig
     from headreport.analysis.embeddings import effective_embedding
     from headreport.analysis.model.loader import load_model
@@ -445,10 +460,7 @@ def bench_isa(isa: str, ckpt: Path, reps: int) -> dict[str, Any]:
     r: dict[str, Any] = {"kernel": kernel.isa, "march": march, "mkl_instructions": os.environ.get(
         "MKL_ENABLE_INSTRUCTIONS")}
     for name, circuit, descending in (("ov", rc.ov(head.head), False), ("qk", rc.qk(head.head), True)):
-        A_rows = circuit.rows_of(rows)
-        m = between_bounds(lambda: best_of(lambda: rowscan.ranks_cpu(A_rows, circuit.B, rows, descending), reps))
-        t = m.pop("result")[0]
-        r[name] = {"ranks_s": t, "ranks_gflops": gflops(2 * model.d_vocab**2 * model.d_head, t), **m}
+        r[name] = timed_ranks(circuit.rows_of(rows), circuit.B, rows, descending, reps, model.d_head)
     return r
 
 
@@ -483,12 +495,8 @@ def isa_goals(isas: dict[str, Any]) -> list[dict[str, Any]]:
                 goals.append({"goal": f"{name.upper()} exact on {isa}", "measured": str(r), "target": "≤ bound/1.5",
                               "pass": None})
                 continue
-            bound = bounds_of(r[name])[0]
-            ratio = bound / r[name]["ranks_gflops"]
-            goals.append({
-                "goal": f"{name.upper()} exact on {isa} only (fused-{r['kernel']}; the bound: MKL restricted to {isa})",
-                "measured": f"bound/{ratio:.2f} ({r[name]['ranks_gflops']:.0f} GFLOP/s; {bounds_text(r[name])})",
-                "target": "≤ bound/1.5", "pass": judged(ratio <= 1.5, r[name])})
+            goals.append(ratio_goal(f"{name.upper()} exact on {isa} only (fused-{r['kernel']}; the bound: MKL "
+                                    f"restricted to {isa})", r[name], r[name]["ranks_gflops"], 1.5))
     return goals
 
 
@@ -507,11 +515,6 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Every goal as (name, measured, target, pass), each against the bounds adjacent to what it timed."""
     p, c = r["in_process"], r["commands"]
 
-    def ratio(name: str, m: dict[str, Any], achieved: float, limit: float) -> dict[str, Any]:
-        bound = bounds_of(m)[0]
-        return {"goal": name, "measured": f"bound/{bound / achieved:.2f} ({achieved:.0f} GFLOP/s; {bounds_text(m)})",
-                "target": f"≤ bound/{limit}", "pass": judged(bound / achieved <= limit, m)}
-
     def seconds(name: str, run: dict[str, Any], limit: float, scaled: bool) -> dict[str, Any]:
         value, ok = run.get("wall_s"), run.get("exit_code") == 0
         target = limit * REFERENCE_BOUND / bounds_of(run)[0] if scaled else limit
@@ -521,11 +524,11 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         return {"goal": name, "measured": measured, "target": text, "pass": judged(passed, run) if scaled else passed}
 
     return [
-        ratio(f"OV exact, GEMM + counting ({p['ov']['kernel']})", p["ov"], p["ov"]["ranks_gflops"], 1.5),
-        ratio(f"QK exact, GEMM + counting ({p['qk']['kernel']})", p["qk"], p["qk"]["ranks_gflops"], 1.5),
+        ratio_goal(f"OV exact, GEMM + counting ({p['ov']['kernel']})", p["ov"], p["ov"]["ranks_gflops"], 1.5),
+        ratio_goal(f"QK exact, GEMM + counting ({p['qk']['kernel']})", p["qk"], p["qk"]["ranks_gflops"], 1.5),
         *isa_goals(r.get("isas", {})),
-        ratio("rank-circuit factor products (one layer)", p["factors"], p["factors"]["gflops"], 1.3),
-        ratio("W_EE, whole call", p["w_ee"], p["w_ee"]["gflops"], 1.3),
+        ratio_goal("rank-circuit factor products (one layer)", p["factors"], p["factors"]["gflops"], 1.3),
+        ratio_goal("W_EE, whole call", p["w_ee"], p["w_ee"]["gflops"], 1.3),
         {"goal": "W_EE equals the notebook's and is at least as fast",
          "measured": f"{p['w_ee']['notebook_s'] / p['w_ee']['headreport_s']:.2f}× the notebook loop; "
                      f"same numbers: {p['w_ee']['same_numbers']}",
