@@ -171,8 +171,7 @@ def fused_kernel_check(report: dict, rc: circuits.RankCircuits, head: HeadRef, o
         circuit = circuits.TokenCircuit.of(rc.ov(head.head) if name.startswith("ov") else rc.qk(head.head))
         rows = torch.arange(circuit.n_rows, device=circuit.B.device)
         A = circuit.rows_of(rows)
-        with diagonal.full_float32():
-            block, t_block = timed(lambda: blockwise(A, circuit.B, rows, desc))
+        block, t_block = timed(lambda: diagonal.block_pass(lambda s: A[s], circuit.B, rows, desc))
         entry: dict = {"block_s": t_block}
         for precision in gpurank.PRECISIONS:
             for tiling in TILINGS:
@@ -194,12 +193,6 @@ def fused_kernel_check(report: dict, rc: circuits.RankCircuits, head: HeadRef, o
         result[name] = entry
     report[f"fused_kernel_head_{head.label}"] = result
     save(report, out)
-
-
-def blockwise(A: torch.Tensor, B: torch.Tensor, rows: torch.Tensor, descending: bool) -> torch.Tensor:
-    """The block pass's ranks (1,024 rows a block, full float32)."""
-    return torch.cat([diagonal.block_ranks(A[s:s + 1024] @ B, rows[s:s + 1024], descending).cpu()
-                      for s in range(0, A.shape[0], 1024)])
 
 
 def survey_and_analysis(report: dict, gpu, ck: Path, dev: str, out: Path, head: HeadRef) -> int:
